@@ -1,0 +1,24 @@
+"""fastrnn: fused Numba kernels for vanilla RNN and LSTM layers, forward and backward, on the CPU.
+
+Same functions, arguments and return tuples as cs231n's ``rnn_layers.py``:
+
+    h, cache = fastrnn.lstm_forward(x, h0, Wx, Wh, b)
+    dx, dh0, dWx, dWh, db = fastrnn.lstm_backward(dh, cache)
+
+Shapes: x (N, T, D), h0 (N, H), LSTM Wx (D, 4H), Wh (H, 4H), b (4H,) with gates i, f, o, g
+along the 4H axis; RNN Wx (D, H), Wh (H, H), b (H,). ``fastrnn.reference`` holds plain NumPy
+versions of every function.
+"""
+
+from .lstm import (LSTMCache, lstm_backward, lstm_forward, lstm_inference, lstm_step_backward,
+                   lstm_step_forward)
+from .rnn import (RNNCache, rnn_backward, rnn_forward, rnn_inference, rnn_step_backward,
+                  rnn_step_forward)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LSTMCache", "RNNCache",
+    "lstm_forward", "lstm_backward", "lstm_step_forward", "lstm_step_backward", "lstm_inference",
+    "rnn_forward", "rnn_backward", "rnn_step_forward", "rnn_step_backward", "rnn_inference",
+]

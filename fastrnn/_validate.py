@@ -1,0 +1,135 @@
+"""Argument checks for the public API, run before any kernel.
+
+Every check raises ``TypeError`` (wrong kind or dtype) or ``ValueError`` (wrong ndim, shape or
+value) with a message that names the argument, the shape it must have and the shape it has.
+On success the arrays come back C-contiguous, native-endian and all of one float dtype, which
+is what the kernels assume. Nothing here copies an array that is already in that form, and
+nothing here writes into an input.
+"""
+
+import numpy as np
+
+SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+NONLINEARITIES = ("tanh", "relu")
+
+
+def as_float_array(name, value):
+    """``value`` as a float32/float64 ndarray, or TypeError naming ``name``."""
+    if value is None:
+        raise TypeError(f"{name} must be a float32 or float64 array, got None")
+    arr = np.asarray(value)
+    dtype = arr.dtype
+    if dtype.kind == "f" and dtype.itemsize in (4, 8) and not dtype.isnative:
+        arr = arr.astype(dtype.newbyteorder("="))
+    if arr.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(
+            f"{name} must be a float32 or float64 array, got dtype {arr.dtype}; "
+            f"convert it with {name}.astype(np.float32) or .astype(np.float64)")
+    return arr
+
+
+def check_shape(name, arr, expected, letters):
+    """Raise ValueError unless ``arr.shape == expected``.
+
+    expected: tuple of ints; letters: the same shape written with dimension letters,
+    e.g. "(N, H)", so the message says both what the dimensions mean and their values.
+    """
+    if arr.ndim != len(expected):
+        raise ValueError(
+            f"{name} must be {len(expected)}-D with shape {letters} = {expected}, "
+            f"got a {arr.ndim}-D array of shape {arr.shape}")
+    if arr.shape != tuple(expected):
+        raise ValueError(f"{name} must have shape {letters} = {tuple(expected)}, "
+                         f"got {arr.shape}")
+
+
+def check_ndim(name, arr, ndim, letters):
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D with shape {letters}, "
+                         f"got a {arr.ndim}-D array of shape {arr.shape}")
+
+
+def check_same_dtype(named_arrays):
+    """All arrays share the first one's dtype, or TypeError naming the odd one."""
+    first_name, first = named_arrays[0]
+    for name, arr in named_arrays[1:]:
+        if arr.dtype != first.dtype:
+            raise TypeError(
+                f"{name} has dtype {arr.dtype} but {first_name} has dtype {first.dtype}; "
+                f"all arrays must share one dtype (float32 or float64)")
+
+
+def check_nonlinearity(nonlinearity):
+    if nonlinearity not in NONLINEARITIES:
+        raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+
+
+def contiguous(*arrays):
+    return tuple(np.ascontiguousarray(a) for a in arrays)
+
+
+def validate_sequence(x, h0, Wx, Wh, b, gates, c0=None, has_c0=False):
+    """Check the arguments of a sequence forward (x: (N, T, D)).
+
+    gates: 1 for the RNN, 4 for the LSTM (width of Wx/Wh/b is gates * H).
+    Returns (x, h0, c0, Wx, Wh, b) converted (c0 is None unless given), and (N, T, D, H).
+    """
+    x = as_float_array("x", x)
+    check_ndim("x", x, 3, "(N, T, D)")
+    return _validate_cell(x, h0, Wx, Wh, b, gates, c0, has_c0, x_letters="(N, T, D)")
+
+
+def validate_step(x, prev_h, Wx, Wh, b, gates, prev_c=None, has_c0=False):
+    """Check the arguments of a single-step forward (x: (N, D)); returns as validate_sequence."""
+    x = as_float_array("x", x)
+    check_ndim("x", x, 2, "(N, D)")
+    return _validate_cell(x[:, None, :], prev_h, Wx, Wh, b, gates, prev_c, has_c0,
+                          x_letters="(N, D)", h_name="prev_h", c_name="prev_c")
+
+
+def _validate_cell(x, h0, Wx, Wh, b, gates, c0, has_c0, x_letters,
+                   h_name="h0", c_name="c0"):
+    N, T, D = x.shape
+    G = "4H" if gates == 4 else "H"
+    h0 = as_float_array(h_name, h0)
+    check_ndim(h_name, h0, 2, "(N, H)")
+    H = h0.shape[1]
+    if H < 1:
+        raise ValueError(f"{h_name} must have shape (N, H) with H >= 1 hidden units, "
+                         f"got {h0.shape}")
+    if D < 1:
+        raise ValueError(f"x must have shape {x_letters} with D >= 1 input features, "
+                         f"got D = 0")
+    check_shape(h_name, h0, (N, H), "(N, H)")
+    Wx = as_float_array("Wx", Wx)
+    check_shape("Wx", Wx, (D, gates * H), f"(D, {G})")
+    Wh = as_float_array("Wh", Wh)
+    check_shape("Wh", Wh, (H, gates * H), f"(H, {G})")
+    b = as_float_array("b", b)
+    check_shape("b", b, (gates * H,), f"({G},)")
+    named = [("x", x), (h_name, h0), ("Wx", Wx), ("Wh", Wh), ("b", b)]
+    if has_c0 and c0 is not None:
+        c0 = as_float_array(c_name, c0)
+        check_shape(c_name, c0, (N, H), "(N, H)")
+        named.append((c_name, c0))
+    check_same_dtype(named)
+    x, h0, Wx, Wh, b = contiguous(x, h0, Wx, Wh, b)
+    if c0 is not None:
+        c0 = np.ascontiguousarray(c0)
+    return (x, h0, c0, Wx, Wh, b), (N, T, D, H)
+
+
+def check_cache(cache, cache_type, producer):
+    if not isinstance(cache, cache_type):
+        raise TypeError(f"cache must be the cache returned by fastrnn.{producer}, "
+                        f"got {type(cache).__name__}")
+
+
+def validate_upstream(name, grad, expected, letters, dtype):
+    """An upstream gradient: float array of ``expected`` shape and the forward's dtype."""
+    grad = as_float_array(name, grad)
+    check_shape(name, grad, expected, letters)
+    if grad.dtype != dtype:
+        raise TypeError(f"{name} has dtype {grad.dtype} but the forward pass ran in {dtype}; "
+                        f"pass {name} as {dtype}")
+    return np.ascontiguousarray(grad)

@@ -1,0 +1,1 @@
+"""Numba kernels. No argument checks here: the API in fastrnn.lstm / fastrnn.rnn does them."""

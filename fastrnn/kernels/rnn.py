@@ -1,0 +1,70 @@
+"""Fused vanilla-RNN time loops (forward and backward), compiled with numba.
+
+N batch, T time, D input, H hidden, S steps per projection chunk.
+h_t = act(x_t Wx + h_{t-1} Wh + b), act = tanh or relu.
+"""
+
+from numba import njit
+
+from .._config import JIT_OPTIONS
+from ._math import one_of, tanh, zero_of
+from .common import matmul_into, project_chunk
+
+
+@njit(**JIT_OPTIONS)
+def rnn_forward_kernel(x, Wx, Wh, b, h, x_chunk, proj, rec, h_hist, relu):
+    """Run the RNN over all T steps.
+
+    x: (N, T, D); Wx: (D, H); Wh: (H, H); b: (H,)
+    h: (N, H) in: initial state; out: final state
+    x_chunk: (N, S, D) scratch (unused when S == T); proj: (N, S, H) chunk input projection
+    rec: (N, H) scratch for h @ Wh
+    h_hist: (N, T, H) out: hidden state of every step
+    relu: use relu instead of tanh
+    """
+    N, T, _ = x.shape
+    H = h.shape[1]
+    S = proj.shape[1]
+    zero = zero_of(h)
+    for t0 in range(0, T, S):
+        project_chunk(x, Wx, t0, x_chunk, proj)
+        for t in range(t0, min(t0 + S, T)):
+            matmul_into(h, Wh, rec)
+            for n in range(N):
+                a = proj[n, t - t0]
+                r = rec[n]
+                h_row = h[n]
+                out_row = h_hist[n, t]
+                for j in range(H):
+                    pre = a[j] + r[j] + b[j]
+                    h_new = max(pre, zero) if relu else tanh(pre)
+                    h_row[j] = h_new
+                    out_row[j] = h_new
+
+
+@njit(**JIT_OPTIONS)
+def rnn_backward_kernel(dh, h_hist, WhT, dh_next, da, da_step, relu):
+    """Back-propagate through the T steps, writing the pre-activation gradients.
+
+    dh: (N, T, H) upstream gradient of every hidden state; h_hist: (N, T, H) forward states
+    WhT: (H, H) Wh transposed, C-contiguous
+    dh_next: (N, H) in: gradient of the final h; out: gradient of h0
+    da: (N, T, H) out: gradient of the pre-activations; da_step: (N, H) scratch
+    """
+    N, T, H = dh.shape
+    one = one_of(dh)
+    zero = zero_of(dh)
+    for t in range(T - 1, -1, -1):
+        for n in range(N):
+            h_t = h_hist[n, t]
+            dh_t = dh[n, t]
+            dh_row = dh_next[n]
+            da_row = da_step[n]
+            for j in range(H):
+                dh_total = dh_t[j] + dh_row[j]
+                if relu:
+                    da_row[j] = dh_total if h_t[j] > zero else zero
+                else:
+                    da_row[j] = dh_total * (one - h_t[j] * h_t[j])
+            da[n, t, :] = da_row
+        matmul_into(da_step, WhT, dh_next)
