@@ -1,0 +1,63 @@
+"""Shared test helpers: random inputs, tolerance checks that name the tensor, numerical gradients."""
+
+import numpy as np
+
+# Relative tolerances from the brief: float64 kernels vs the float64 reference, float32 kernels
+# vs the float64 reference run on the same float32-representable inputs.
+TOLERANCE = {np.float64: 1e-10, np.float32: 1e-5}
+
+
+def make_inputs(N, T, D, H, gates, dtype=np.float64, seed=0, scale=0.5):
+    """Random (x, h0, c0, Wx, Wh, b) for a cell with ``gates`` gate blocks (4 LSTM, 1 RNN)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, T, D))
+    h0 = rng.standard_normal((N, H))
+    c0 = rng.standard_normal((N, H))
+    Wx = rng.standard_normal((D, gates * H)) * scale / np.sqrt(D)
+    Wh = rng.standard_normal((H, gates * H)) * scale / np.sqrt(H)
+    b = rng.standard_normal(gates * H) * scale
+    return tuple(a.astype(dtype) for a in (x, h0, c0, Wx, Wh, b))
+
+
+def upstream(shape, dtype=np.float64, seed=1):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def assert_close(name, actual, expected, dtype):
+    """actual within TOLERANCE[dtype] of expected, relative to expected's largest entry.
+
+    Entry-wise relative error is meaningless where an entry is ~0 after cancellation, so the
+    absolute floor scales with the tensor's magnitude. The message names the tensor.
+    """
+    tol = TOLERANCE[np.dtype(dtype).type]
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != {expected.shape}"
+    assert actual.dtype == np.dtype(dtype), f"{name}: dtype {actual.dtype} != {np.dtype(dtype)}"
+    scale = max(float(np.max(np.abs(expected), initial=0.0)), 1e-30)
+    err = float(np.max(np.abs(actual.astype(np.float64) - expected), initial=0.0)) / scale
+    assert err <= tol, f"{name}: max error {err:.3g} relative to max |{name}| = {scale:.3g} exceeds {tol:g}"
+
+
+def numerical_gradient(f, x, h=1e-6):
+    """Centred finite-difference gradient of scalar f at x (float64), evaluated at f's argument.
+
+    f is called with a fresh perturbed copy each time; it must use that argument (never rely on
+    in-place mutation of a captured array).
+    """
+    grad = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        plus = x.copy()
+        plus[idx] += h
+        minus = x.copy()
+        minus[idx] -= h
+        grad[idx] = (f(plus) - f(minus)) / (2 * h)
+    return grad
+
+
+def assert_gradients(name, analytic, numeric, tol=1e-6):
+    """Finite differences are good to ~1e-9 with h = 1e-6 in float64; 1e-6 relative catches
+    any wrong term (a dropped or mis-signed term is O(1) relative)."""
+    scale = max(float(np.max(np.abs(numeric), initial=0.0)), 1e-8)
+    err = float(np.max(np.abs(analytic - numeric), initial=0.0)) / scale
+    assert err <= tol, f"gradient {name}: max error {err:.3g} relative to {scale:.3g}"

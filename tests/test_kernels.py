@@ -1,0 +1,261 @@
+"""The fused kernels against fastrnn.reference and against finite differences."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fastrnn
+from fastrnn import reference
+from fastrnn._config import INFERENCE_CHUNK
+from cells import CELLS, LSTM
+from helpers import assert_close, assert_gradients, make_inputs, numerical_gradient, upstream
+
+# (N, T, D, H): ones, primes, non-powers of two; the last ones take the BLAS route for the
+# per-step product and, for inference, more than one projection chunk with a partial last one.
+SHAPES = [
+    (1, 1, 1, 1),
+    (1, 7, 3, 5),
+    (2, 3, 1, 1),
+    (3, 1, 5, 2),
+    (5, 11, 7, 13),
+    (4, 6, 9, 3),
+    (1, 50, 32, 32),
+    (7, 13, 17, 37),
+    (3, INFERENCE_CHUNK * 2 + 5, 6, 11),
+]
+DTYPES = [np.float64, np.float32]
+
+
+def run_both(cell, N, T, D, H, dtype, seed=0):
+    """fastrnn in ``dtype`` and the reference in float64 on the same (dtype-rounded) inputs.
+
+    Returns (fast, ref) dicts holding h, the final states and every gradient by name.
+    """
+    inputs = make_inputs(N, T, D, H, cell.gates, dtype, seed=seed)
+    p = cell.params(*inputs)
+    dh = upstream((N, T, H), dtype, seed=seed + 1)
+    dstates = tuple(upstream((N, H), dtype, seed=seed + 2 + k) for k in range(len(cell.state_names)))
+    results = []
+    for mod, cast in ((fastrnn, dtype), (reference, np.float64)):
+        pc = {k: v.astype(cast) for k, v in p.items()}
+        h, states, cache = cell.forward(mod, pc)
+        grads = cell.backward(mod, dh.astype(cast), tuple(d.astype(cast) for d in dstates), cache)
+        out = {"h": h, **dict(zip(cell.state_names, states))}
+        out.update({"d" + k: g for k, g in grads.items()})
+        results.append(out)
+    return results
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "N{}T{}D{}H{}".format(*s))
+@pytest.mark.parametrize("cell", CELLS, ids=lambda c: c.name)
+def test_forward_and_gradients_match_reference(cell, shape, dtype):
+    fast, ref = run_both(cell, *shape, dtype)
+    assert fast.keys() == ref.keys()
+    for name in ref:
+        assert_close(name, fast[name], ref[name], dtype)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cell=st.sampled_from(CELLS), N=st.integers(1, 6), T=st.integers(1, 9),
+       D=st.integers(1, 9), H=st.integers(1, 9), dtype=st.sampled_from(DTYPES),
+       seed=st.integers(0, 2**16))
+def test_random_shapes_match_reference(cell, N, T, D, H, dtype, seed):
+    fast, ref = run_both(cell, N, T, D, H, dtype, seed=seed)
+    for name in ref:
+        assert_close(name, fast[name], ref[name], dtype)
+
+
+GRADCHECK_SHAPES = [(1, 1, 1, 1), (2, 3, 2, 3), (3, 4, 5, 2)]
+
+
+@pytest.mark.parametrize("shape", GRADCHECK_SHAPES, ids=lambda s: "N{}T{}D{}H{}".format(*s))
+@pytest.mark.parametrize("mod", [fastrnn, reference], ids=["fastrnn", "reference"])
+@pytest.mark.parametrize("cell", CELLS, ids=lambda c: c.name)
+def test_gradients_match_finite_differences(cell, mod, shape):
+    """Every backward, of the kernels and of the reference (the ground truth is checked too),
+    against centred differences of the loss sum(h * dh) + sum(final states * their grads)."""
+    N, T, D, H = shape
+    p = cell.params(*make_inputs(N, T, D, H, cell.gates, seed=3))
+    dh = upstream((N, T, H), seed=4)
+    dstates = tuple(upstream((N, H), seed=5 + k) for k in range(len(cell.state_names)))
+    _, _, cache = cell.forward(mod, p)
+    grads = cell.backward(mod, dh, dstates, cache)
+    for name in cell.param_names:
+        def loss_of(value, name=name):
+            return cell.loss(mod, {**p, name: value}, dh, dstates)
+        assert_gradients(name, grads[name], numerical_gradient(loss_of, p[name]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (5, 11, 7, 13), (3, 2 * INFERENCE_CHUNK + 5, 6, 11)],
+                         ids=lambda s: "N{}T{}D{}H{}".format(*s))
+@pytest.mark.parametrize("cell", CELLS, ids=lambda c: c.name)
+def test_inference_matches_forward(cell, shape, dtype):
+    p = cell.params(*make_inputs(*shape, cell.gates, dtype))
+    h, states, _ = cell.forward(fastrnn, p)
+    h_inf, states_inf = cell.inference(fastrnn, p)
+    ref_h, ref_states = cell.inference(reference, p)
+    assert_close("h", h_inf, h, dtype)
+    assert_close("h vs reference", h_inf, ref_h, dtype)
+    for name, s, s_inf, s_ref in zip(cell.state_names, states, states_inf, ref_states):
+        assert_close(name, s_inf, s, dtype)
+        assert_close(name + " vs reference", s_inf, s_ref, dtype)
+
+
+# ------------------------------------------------------------------------ step functions
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 7), (8, 17, 37)], ids=str)
+def test_lstm_step_matches_reference(shape, dtype):
+    N, D, H = shape
+    x, h0, c0, Wx, Wh, b = make_inputs(N, 1, D, H, 4, dtype)
+    x = x[:, 0]
+    dnext_h, dnext_c = upstream((N, H), dtype, 1), upstream((N, H), dtype, 2)
+    next_h, next_c, cache = fastrnn.lstm_step_forward(x, h0, c0, Wx, Wh, b)
+    grads = fastrnn.lstm_step_backward(dnext_h, dnext_c, cache)
+    as64 = [a.astype(np.float64) for a in (x, h0, c0, Wx, Wh, b)]
+    ref_h, ref_c, ref_cache = reference.lstm_step_forward(*as64)
+    ref_grads = reference.lstm_step_backward(dnext_h.astype(np.float64),
+                                             dnext_c.astype(np.float64), ref_cache)
+    assert_close("next_h", next_h, ref_h, dtype)
+    assert_close("next_c", next_c, ref_c, dtype)
+    for name, g, rg in zip(["dx", "dprev_h", "dprev_c", "dWx", "dWh", "db"], grads, ref_grads):
+        assert_close(name, g, rg, dtype)
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 7), (8, 17, 37)], ids=str)
+def test_rnn_step_matches_reference(shape, dtype, nonlinearity):
+    N, D, H = shape
+    x, h0, _, Wx, Wh, b = make_inputs(N, 1, D, H, 1, dtype)
+    x = x[:, 0]
+    dnext_h = upstream((N, H), dtype, 1)
+    next_h, cache = fastrnn.rnn_step_forward(x, h0, Wx, Wh, b, nonlinearity=nonlinearity)
+    grads = fastrnn.rnn_step_backward(dnext_h, cache)
+    as64 = [a.astype(np.float64) for a in (x, h0, Wx, Wh, b)]
+    ref_h, ref_cache = reference.rnn_step_forward(*as64, nonlinearity=nonlinearity)
+    ref_grads = reference.rnn_step_backward(dnext_h.astype(np.float64), ref_cache)
+    assert_close("next_h", next_h, ref_h, dtype)
+    for name, g, rg in zip(["dx", "dprev_h", "dWx", "dWh", "db"], grads, ref_grads):
+        assert_close(name, g, rg, dtype)
+
+
+def test_lstm_step_loop_equals_sequence():
+    """Stepping over T with the step functions gives the sequence functions' h and gradients."""
+    N, T, D, H = 4, 6, 5, 7
+    x, h0, c0, Wx, Wh, b = make_inputs(N, T, D, H, 4)
+    dh = upstream((N, T, H))
+    h_seq, cache = fastrnn.lstm_forward(x, h0, Wx, Wh, b, c0=c0)
+    dx, dh0, dWx, dWh, db, dc0 = fastrnn.lstm_backward(dh, cache, return_dc0=True)
+
+    h, c, caches, hs = h0, c0, [], []
+    for t in range(T):
+        h, c, step_cache = fastrnn.lstm_step_forward(x[:, t], h, c, Wx, Wh, b)
+        hs.append(h)
+        caches.append(step_cache)
+    assert_close("h", np.stack(hs, axis=1), h_seq, np.float64)
+
+    grads = {"dWx": 0, "dWh": 0, "db": 0}
+    dx_steps = [None] * T
+    dprev_h, dprev_c = np.zeros((N, H)), np.zeros((N, H))
+    for t in reversed(range(T)):
+        dx_t, dprev_h, dprev_c, dWx_t, dWh_t, db_t = fastrnn.lstm_step_backward(
+            dh[:, t] + dprev_h, dprev_c, caches[t])
+        dx_steps[t] = dx_t
+        grads["dWx"] += dWx_t
+        grads["dWh"] += dWh_t
+        grads["db"] += db_t
+    assert_close("dx", np.stack(dx_steps, axis=1), dx, np.float64)
+    assert_close("dh0", dprev_h, dh0, np.float64)
+    assert_close("dc0", dprev_c, dc0, np.float64)
+    for name, expected in (("dWx", dWx), ("dWh", dWh), ("db", db)):
+        assert_close(name, grads[name], expected, np.float64)
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_rnn_step_loop_equals_sequence(nonlinearity):
+    N, T, D, H = 4, 6, 5, 7
+    x, h0, _, Wx, Wh, b = make_inputs(N, T, D, H, 1)
+    dh = upstream((N, T, H))
+    h_seq, cache = fastrnn.rnn_forward(x, h0, Wx, Wh, b, nonlinearity=nonlinearity)
+    dx, dh0, dWx, dWh, db = fastrnn.rnn_backward(dh, cache)
+
+    h, caches, hs = h0, [], []
+    for t in range(T):
+        h, step_cache = fastrnn.rnn_step_forward(x[:, t], h, Wx, Wh, b, nonlinearity=nonlinearity)
+        hs.append(h)
+        caches.append(step_cache)
+    assert_close("h", np.stack(hs, axis=1), h_seq, np.float64)
+
+    sums = {"dWx": 0, "dWh": 0, "db": 0}
+    dx_steps = [None] * T
+    dprev_h = np.zeros((N, H))
+    for t in reversed(range(T)):
+        dx_t, dprev_h, dWx_t, dWh_t, db_t = fastrnn.rnn_step_backward(dh[:, t] + dprev_h, caches[t])
+        dx_steps[t] = dx_t
+        sums["dWx"] += dWx_t
+        sums["dWh"] += dWh_t
+        sums["db"] += db_t
+    assert_close("dx", np.stack(dx_steps, axis=1), dx, np.float64)
+    assert_close("dh0", dprev_h, dh0, np.float64)
+    for name, expected in (("dWx", dWx), ("dWh", dWh), ("db", db)):
+        assert_close(name, sums[name], expected, np.float64)
+
+
+# ------------------------------------------------------------------------ properties
+
+
+@pytest.mark.parametrize("cell", CELLS, ids=lambda c: c.name)
+def test_results_are_bit_identical_run_to_run(cell):
+    p = cell.params(*make_inputs(6, 9, 10, 40, cell.gates, np.float32))
+    dh = upstream((6, 9, 40), np.float32)
+    dstates = tuple(upstream((6, 40), np.float32, 2 + k) for k in range(len(cell.state_names)))
+    runs = []
+    for _ in range(2):
+        h, states, cache = cell.forward(fastrnn, p)
+        runs.append([h, *states, *cell.backward(fastrnn, dh, dstates, cache).values()])
+    for first, second in zip(*runs):
+        np.testing.assert_array_equal(first, second)
+
+
+def test_truncated_bptt_chunks_equal_full_sequence():
+    """Carrying (final_h, final_c) forward and (dh0, dc0) back chunk by chunk is full BPTT."""
+    N, T, D, H = 3, 12, 4, 5
+    x, h0, c0, Wx, Wh, b = make_inputs(N, T, D, H, 4)
+    dh = upstream((N, T, H))
+    h_full, cache = fastrnn.lstm_forward(x, h0, Wx, Wh, b, c0=c0)
+    dx_full, dh0_full, dWx_full, dWh_full, db_full, dc0_full = fastrnn.lstm_backward(
+        dh, cache, return_dc0=True)
+
+    bounds = [(0, 5), (5, 6), (6, 12)]
+    h, c, caches, hs = h0, c0, [], []
+    for t0, t1 in bounds:
+        h_chunk, chunk_cache = fastrnn.lstm_forward(x[:, t0:t1], h, Wx, Wh, b, c0=c)
+        h, c = chunk_cache.final_h, chunk_cache.final_c
+        hs.append(h_chunk)
+        caches.append(chunk_cache)
+    assert_close("h", np.concatenate(hs, axis=1), h_full, np.float64)
+
+    dh_last = dc_last = None
+    dxs, dWx, dWh, db = [], 0, 0, 0
+    for (t0, t1), chunk_cache in reversed(list(zip(bounds, caches))):
+        dx, dh_last, dWx_c, dWh_c, db_c, dc_last = fastrnn.lstm_backward(
+            dh[:, t0:t1], chunk_cache, dh_last=dh_last, dc_last=dc_last, return_dc0=True)
+        dxs.insert(0, dx)
+        dWx, dWh, db = dWx + dWx_c, dWh + dWh_c, db + db_c
+    for name, got, want in (("dx", np.concatenate(dxs, axis=1), dx_full), ("dh0", dh_last, dh0_full),
+                            ("dc0", dc_last, dc0_full), ("dWx", dWx, dWx_full),
+                            ("dWh", dWh, dWh_full), ("db", db, db_full)):
+        assert_close(name, got, want, np.float64)
+
+
+def test_kernels_actually_run_fused_code():
+    """Guard against a silent fallback: the kernels are compiled dispatchers with cache on."""
+    from fastrnn.kernels.lstm import lstm_forward_kernel
+    fastrnn.lstm_forward(*make_inputs(2, 2, 2, 2, 4)[:2], *make_inputs(2, 2, 2, 2, 4)[3:])
+    assert lstm_forward_kernel.signatures
+    assert lstm_forward_kernel._cache.__class__.__name__ == "FunctionCache"
