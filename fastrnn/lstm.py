@@ -9,6 +9,7 @@ import numpy as np
 
 from . import _validate as v
 from ._config import INFERENCE_CHUNK
+from .kernels.common import weight_grads_kernel
 from .kernels.lstm import lstm_backward_kernel, lstm_forward_kernel
 
 
@@ -44,10 +45,11 @@ def _forward(x, h0, c0, Wx, Wh, b, N, T, D, H, store):
     else:
         # Bounded working memory: the input projection is done INFERENCE_CHUNK steps at a time.
         steps_per_chunk = min(T, INFERENCE_CHUNK)
-        c_hist = tanh_c_hist = np.empty((0, 0, 0), dtype)
+        c_hist = np.empty((0, 0, 0), dtype)
+        tanh_c_hist = np.empty((N, 1, H), dtype)
     gates = np.empty((N, steps_per_chunk, 4 * H), dtype)
     if N and T:
-        x_chunk = np.empty((N, steps_per_chunk if steps_per_chunk < T else 0, D), dtype)
+        x_chunk = np.empty((N, 0 if steps_per_chunk == T else steps_per_chunk, D), dtype)
         rec = np.empty((N, 4 * H), dtype)
         lstm_forward_kernel(x, Wx, Wh, b, h, c, x_chunk, gates, rec,
                             h_hist, c_hist, tanh_c_hist, store)
@@ -137,20 +139,19 @@ def _state_grad(name, grad, N, H, dtype):
 
 
 def weight_grads(da, x, h0, h_hist, Wx):
-    """dx, dWx, dWh, db from the pre-activation gradients, as large GEMMs over all steps.
+    """dx, dWx, dWh, db from the pre-activation gradients da: (N, T, G) of all steps.
 
-    da: (N, T, G); x: (N, T, D); h0: (N, H); h_hist: (N, T, H); Wx: (D, G).
+    x: (N, T, D); h0: (N, H); h_hist: (N, T, H); Wx: (D, G). Shared with the RNN.
     """
     N, T, G = da.shape
     D = x.shape[2]
     H = h0.shape[1]
-    da2 = da.reshape(N * T, G)
-    dx = (da2 @ Wx.T).reshape(N, T, D)
-    dWx = x.reshape(N * T, D).T @ da2
-    # h_{t-1} for every step: h0, then the states of steps 0 .. T-2.
-    h_prev = np.concatenate([h0[:, None, :], h_hist[:, :T - 1, :]], axis=1)[:, :T]
-    dWh = h_prev.reshape(N * T, H).T @ da2
-    db = da2.sum(axis=0)
+    dx = np.zeros((N, T, D), da.dtype)
+    dWx = np.zeros((D, G), da.dtype)
+    dWh = np.zeros((H, G), da.dtype)
+    db = np.zeros(G, da.dtype)
+    if N and T:
+        weight_grads_kernel(da, x, h0, h_hist, Wx, dx, dWx, dWh, db, np.empty((N, T, H), da.dtype))
     return dx, dWx, dWh, db
 
 

@@ -33,8 +33,8 @@ def _forward(x, h0, Wx, Wh, b, N, T, D, H, relu, steps_per_chunk):
     h = h0.copy()
     h_hist = np.empty((N, T, H), dtype)
     if N and T:
-        x_chunk = np.empty((N, steps_per_chunk if steps_per_chunk < T else 0, D), dtype)
         proj = np.empty((N, steps_per_chunk, H), dtype)
+        x_chunk = np.empty((N, 0 if steps_per_chunk == T else steps_per_chunk, D), dtype)
         rec = np.empty((N, H), dtype)
         rnn_forward_kernel(x, Wx, Wh, b, h, x_chunk, proj, rec, h_hist, relu)
     return h_hist, h

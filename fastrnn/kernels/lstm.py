@@ -21,13 +21,19 @@ def lstm_forward_kernel(x, Wx, Wh, b, h, c, x_chunk, gates, rec,
 
     x: (N, T, D); Wx: (D, 4H); Wh: (H, 4H); b: (4H,)
     h, c: (N, H) in: initial state; out: final state
-    x_chunk: (N, S, D) scratch (unused when S == T)
-    gates: (N, S, 4H) the input projection of a chunk of steps; with store, S == T and on
-        return it holds the activated gates i, f, o, g of every step (for the backward)
+    x_chunk: (N, S, D) gather buffer for the projection; unused when S == T
+    gates: (N, S, 4H) the input projection x @ Wx of a chunk of S steps, activated in place.
+        With store, S == T (one GEMM for all steps) and on return it holds the activated
+        gates i, f, o, g of every step, for the backward
     rec: (N, 4H) scratch for h @ Wh
     h_hist: (N, T, H) out: hidden state of every step
-    c_hist, tanh_c_hist: (N, T, H) out with store: c_t and tanh(c_t); ignored otherwise
+    c_hist: (N, T, H) out with store: c_t; ignored otherwise
+    tanh_c_hist: (N, T, H) out with store: tanh(c_t); otherwise (N, 1, H) scratch
     store: keep what the backward needs (training) or not (inference)
+
+    The cell update is split into short loops over contiguous rows, each touching few
+    arrays: LLVM then proves them alias-free at run time and vectorises them (one fused
+    loop touching nine arrays stayed scalar: 11.6 ns per unit vs 3.2 ns).
     """
     N, T, _ = x.shape
     H = h.shape[1]
@@ -37,29 +43,24 @@ def lstm_forward_kernel(x, Wx, Wh, b, h, c, x_chunk, gates, rec,
         for t in range(t0, min(t0 + S, T)):
             matmul_into(h, Wh, rec)
             for n in range(N):
+                # a: (4H,) this step's gates, activated in place.
                 a = gates[n, t - t0]
                 r = rec[n]
+                for k in range(3 * H):
+                    a[k] = sigmoid(a[k] + r[k] + b[k])
+                for k in range(3 * H, 4 * H):
+                    a[k] = tanh(a[k] + r[k] + b[k])
                 c_row = c[n]
                 h_row = h[n]
-                out_row = h_hist[n, t]
+                tanh_c = tanh_c_hist[n, t if store else 0]
                 for j in range(H):
-                    i = sigmoid(a[j] + r[j] + b[j])
-                    f = sigmoid(a[H + j] + r[H + j] + b[H + j])
-                    o = sigmoid(a[2 * H + j] + r[2 * H + j] + b[2 * H + j])
-                    g = tanh(a[3 * H + j] + r[3 * H + j] + b[3 * H + j])
-                    c_new = f * c_row[j] + i * g
-                    tanh_c = tanh(c_new)
-                    h_new = o * tanh_c
+                    c_new = a[H + j] * c_row[j] + a[j] * a[3 * H + j]
+                    tanh_c[j] = tanh(c_new)
+                    h_row[j] = a[2 * H + j] * tanh_c[j]
                     c_row[j] = c_new
-                    h_row[j] = h_new
-                    out_row[j] = h_new
-                    if store:
-                        a[j] = i
-                        a[H + j] = f
-                        a[2 * H + j] = o
-                        a[3 * H + j] = g
-                        c_hist[n, t, j] = c_new
-                        tanh_c_hist[n, t, j] = tanh_c
+                h_hist[n, t] = h_row
+                if store:
+                    c_hist[n, t] = c_row
 
 
 @njit(**JIT_OPTIONS)
@@ -73,6 +74,8 @@ def lstm_backward_kernel(dh, gates, c_hist, tanh_c_hist, c0, WhT, dh_next, dc_ne
     dh_next, dc_next: (N, H) in: gradient of the final h and c; out: gradient of h0 and c0
     da: (N, T, 4H) out: gradient of the gate pre-activations
     da_step: (N, 4H) scratch: one step of da, contiguous for the recurrent product
+
+    Short loops over contiguous rows, as in the forward, so that each vectorises.
     """
     N, T, H = dh.shape
     one = one_of(dh)
@@ -82,21 +85,25 @@ def lstm_backward_kernel(dh, gates, c_hist, tanh_c_hist, c0, WhT, dh_next, dc_ne
             c_prev = c_hist[n, t - 1] if t > 0 else c0[n]
             tanh_c = tanh_c_hist[n, t]
             dh_t = dh[n, t]
+            # dh_row, dc_row: (H,) total gradient of h_t and c_t, built in place.
             dh_row = dh_next[n]
             dc_row = dc_next[n]
             da_row = da_step[n]
             for j in range(H):
-                i = gate[j]
-                f = gate[H + j]
+                dh_row[j] += dh_t[j]
+            for j in range(H):
+                dc_row[j] += dh_row[j] * gate[2 * H + j] * (one - tanh_c[j] * tanh_c[j])
+            for j in range(H):
+                da_row[j] = dc_row[j] * gate[3 * H + j] * gate[j] * (one - gate[j])
+            for j in range(H):
+                da_row[H + j] = dc_row[j] * c_prev[j] * gate[H + j] * (one - gate[H + j])
+            for j in range(H):
                 o = gate[2 * H + j]
+                da_row[2 * H + j] = dh_row[j] * tanh_c[j] * o * (one - o)
+            for j in range(H):
                 g = gate[3 * H + j]
-                tc = tanh_c[j]
-                dh_total = dh_t[j] + dh_row[j]
-                dc = dc_row[j] + dh_total * o * (one - tc * tc)
-                da_row[j] = dc * g * i * (one - i)
-                da_row[H + j] = dc * c_prev[j] * f * (one - f)
-                da_row[2 * H + j] = dh_total * tc * o * (one - o)
-                da_row[3 * H + j] = dc * i * (one - g * g)
-                dc_row[j] = dc * f
-            da[n, t, :] = da_row
+                da_row[3 * H + j] = dc_row[j] * gate[j] * (one - g * g)
+            for j in range(H):
+                dc_row[j] *= gate[H + j]
+            da[n, t] = da_row
         matmul_into(da_step, WhT, dh_next)

@@ -17,7 +17,8 @@ def rnn_forward_kernel(x, Wx, Wh, b, h, x_chunk, proj, rec, h_hist, relu):
 
     x: (N, T, D); Wx: (D, H); Wh: (H, H); b: (H,)
     h: (N, H) in: initial state; out: final state
-    x_chunk: (N, S, D) scratch (unused when S == T); proj: (N, S, H) chunk input projection
+    x_chunk: (N, S, D) gather buffer for the projection; unused when S == T
+    proj: (N, S, H) input projection x @ Wx of a chunk of S steps (S == T: all at once)
     rec: (N, H) scratch for h @ Wh
     h_hist: (N, T, H) out: hidden state of every step
     relu: use relu instead of tanh
@@ -34,12 +35,13 @@ def rnn_forward_kernel(x, Wx, Wh, b, h, x_chunk, proj, rec, h_hist, relu):
                 a = proj[n, t - t0]
                 r = rec[n]
                 h_row = h[n]
-                out_row = h_hist[n, t]
-                for j in range(H):
-                    pre = a[j] + r[j] + b[j]
-                    h_new = max(pre, zero) if relu else tanh(pre)
-                    h_row[j] = h_new
-                    out_row[j] = h_new
+                if relu:
+                    for j in range(H):
+                        h_row[j] = max(a[j] + r[j] + b[j], zero)
+                else:
+                    for j in range(H):
+                        h_row[j] = tanh(a[j] + r[j] + b[j])
+                h_hist[n, t] = h_row
 
 
 @njit(**JIT_OPTIONS)
@@ -60,11 +62,11 @@ def rnn_backward_kernel(dh, h_hist, WhT, dh_next, da, da_step, relu):
             dh_t = dh[n, t]
             dh_row = dh_next[n]
             da_row = da_step[n]
-            for j in range(H):
-                dh_total = dh_t[j] + dh_row[j]
-                if relu:
-                    da_row[j] = dh_total if h_t[j] > zero else zero
-                else:
-                    da_row[j] = dh_total * (one - h_t[j] * h_t[j])
+            if relu:
+                for j in range(H):
+                    da_row[j] = dh_t[j] + dh_row[j] if h_t[j] > zero else zero
+            else:
+                for j in range(H):
+                    da_row[j] = (dh_t[j] + dh_row[j]) * (one - h_t[j] * h_t[j])
             da[n, t, :] = da_row
         matmul_into(da_step, WhT, dh_next)
