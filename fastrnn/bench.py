@@ -1,0 +1,376 @@
+"""Compare fastrnn with the NumPy reference (and PyTorch's CPU RNN/LSTM when installed).
+
+    python -m fastrnn.bench                 # default grid, float32, under a minute
+    python -m fastrnn.bench --dtype float64 --shapes 100,16,64,128 --output out.json
+    fastrnn-bench --plot timings.png        # adds sweeps over T and H, needs matplotlib
+
+For every shape (T, N, D, H), dtype and cell it first checks that all implementations agree
+on the inputs it times (a fast wrong kernel is not fast), then times forward and
+forward+backward: one warm-up call (compilation is never timed), then the median of repeats
+with the spread (min-max) beside it. Speed-ups are ratios measured side by side in one
+process. GFLOP/s count the matrix products only; "%peak" is that rate over the rate of one
+large NumPy matrix product measured in the same run.
+"""
+
+import argparse
+import csv
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+import fastrnn
+from fastrnn import reference
+
+DEFAULT_SHAPES = [(50, 1, 32, 32), (100, 16, 64, 128), (100, 64, 256, 256), (200, 32, 512, 512)]
+DEFAULT_RNN_SHAPES = [(50, 1, 32, 32), (100, 16, 64, 128)]
+SWEEP_T = [(T, 16, 64, 128) for T in (25, 50, 100, 200, 400)]
+SWEEP_H = [(50, 16, 64, H) for H in (32, 64, 128, 256, 512)]
+AGREEMENT = {"float64": 1e-9, "float32": 1e-4}
+
+
+@dataclass
+class Row:
+    cell: str
+    T: int
+    N: int
+    D: int
+    H: int
+    dtype: str
+    impl: str
+    fwd_ms: float
+    fwd_spread_ms: tuple
+    fwdbwd_ms: float
+    fwdbwd_spread_ms: tuple
+    fwd_gflops: float
+    fwdbwd_gflops: float
+    fwd_peak_fraction: float
+    max_rel_error: float
+    speedup: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def time_call(fn, repeats, min_seconds=0.2):
+    """Median and (min, max) in ms of fn() after one warm-up call."""
+    fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < repeats or (time.perf_counter() - start < min_seconds and len(times) < 50):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(times)), (float(min(times)), float(max(times)))
+
+
+def gemm_peak_gflops(dtype, repeats=5):
+    """GFLOP/s of one large NumPy matrix product: the machine's practical GEMM limit."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((4096, 1024)).astype(dtype)
+    b = rng.standard_normal((1024, 1024)).astype(dtype)
+    ms, _ = time_call(lambda: a @ b, repeats)
+    return 2 * 4096 * 1024 * 1024 / (ms * 1e-3) / 1e9
+
+
+def flops(cell, T, N, D, H):
+    """Multiply-add FLOPs of the matrix products: forward, and forward+backward (3x)."""
+    G = 4 * H if cell == "lstm" else H
+    fwd = 2 * N * T * (D + H) * G
+    return fwd, 3 * fwd
+
+
+# ----------------------------------------------------------------------------- implementations
+
+
+def make_inputs(cell, T, N, D, H, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    G = 4 * H if cell == "lstm" else H
+    x = rng.standard_normal((N, T, D)).astype(dtype)
+    h0 = (0.5 * rng.standard_normal((N, H))).astype(dtype)
+    c0 = (0.5 * rng.standard_normal((N, H))).astype(dtype)
+    Wx = (rng.standard_normal((D, G)) / np.sqrt(D)).astype(dtype)
+    Wh = (rng.standard_normal((H, G)) / np.sqrt(H)).astype(dtype)
+    b = (0.1 * rng.standard_normal(G)).astype(dtype)
+    dh = rng.standard_normal((N, T, H)).astype(dtype)
+    return dict(x=x, h0=h0, c0=c0, Wx=Wx, Wh=Wh, b=b, dh=dh)
+
+
+def numpy_impl(mod, cell):
+    """(forward, forward+backward) closures for fastrnn or fastrnn.reference.
+
+    Each returns (h, grads) where grads is (dx, dh0, dWx, dWh, db), for the agreement check.
+    """
+    if cell == "lstm":
+        def fwd(p):
+            return mod.lstm_forward(p["x"], p["h0"], p["Wx"], p["Wh"], p["b"], c0=p["c0"])
+
+        def fwdbwd(p):
+            h, cache = fwd(p)
+            return h, mod.lstm_backward(p["dh"], cache)
+    else:
+        def fwd(p):
+            return mod.rnn_forward(p["x"], p["h0"], p["Wx"], p["Wh"], p["b"])
+
+        def fwdbwd(p):
+            h, cache = fwd(p)
+            return h, mod.rnn_backward(p["dh"], cache)
+    return fwd, fwdbwd
+
+
+def torch_impl(cell, p):
+    """torch.nn.LSTM / nn.RNN on the CPU with the same weights, or None without torch.
+
+    PyTorch packs LSTM gates i, f, g, o (fastrnn: i, f, o, g) and stores weights transposed.
+    """
+    try:
+        import torch
+    except ImportError:
+        return None
+    dtype = torch.float32 if p["x"].dtype == np.float32 else torch.float64
+    D, G = p["Wx"].shape
+    H = p["h0"].shape[1]
+    if cell == "lstm":
+        order = np.r_[0:2 * H, 3 * H:4 * H, 2 * H:3 * H]
+        module = torch.nn.LSTM(D, H, batch_first=True)
+    else:
+        order = np.arange(H)
+        module = torch.nn.RNN(D, H, batch_first=True, nonlinearity="tanh")
+    module = module.to(dtype)
+    with torch.no_grad():
+        module.weight_ih_l0.copy_(torch.from_numpy(p["Wx"][:, order].T.copy()))
+        module.weight_hh_l0.copy_(torch.from_numpy(p["Wh"][:, order].T.copy()))
+        module.bias_ih_l0.copy_(torch.from_numpy(p["b"][order].copy()))
+        module.bias_hh_l0.zero_()
+    x = torch.from_numpy(p["x"]).requires_grad_(True)
+    h0 = torch.from_numpy(p["h0"][None].copy()).requires_grad_(True)
+    state = (h0, torch.from_numpy(p["c0"][None].copy())) if cell == "lstm" else h0
+    dh = torch.from_numpy(p["dh"])
+
+    def fwd(_):
+        with torch.no_grad():
+            return module(x, state)[0].numpy(), None
+
+    def fwdbwd(_):
+        module.zero_grad(set_to_none=True)
+        x.grad = h0.grad = None
+        out = module(x, state)[0]
+        out.backward(dh)
+        dWx = module.weight_ih_l0.grad.numpy().T[:, np.argsort(order)]
+        dWh = module.weight_hh_l0.grad.numpy().T[:, np.argsort(order)]
+        db = module.bias_ih_l0.grad.numpy()[np.argsort(order)]
+        return out.detach().numpy(), (x.grad.numpy(), h0.grad.numpy()[0], dWx, dWh, db)
+    return fwd, fwdbwd
+
+
+def max_rel_error(got, want):
+    """Largest error over h and all gradients, each relative to its own largest entry."""
+    errs = []
+    for g, w in zip(got, want):
+        scale = max(float(np.max(np.abs(w), initial=0.0)), 1e-30)
+        errs.append(float(np.max(np.abs(np.asarray(g, np.float64) - w), initial=0.0)) / scale)
+    return max(errs)
+
+
+def flatten(result):
+    h, grads = result
+    return [h, *grads]
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def run_case(cell, shape, dtype, repeats, peak, with_torch, log):
+    T, N, D, H = shape
+    p = make_inputs(cell, T, N, D, H, dtype)
+    p64 = {k: v.astype(np.float64) for k, v in p.items()}
+    impls = {"fastrnn": numpy_impl(fastrnn, cell), "reference": numpy_impl(reference, cell)}
+    if with_torch:
+        t = torch_impl(cell, p)
+        if t is not None:
+            impls["torch"] = t
+    # Ground truth: the reference in float64 on the same (dtype-rounded) inputs.
+    truth = flatten(impls["reference"][1](p64))
+    fwd_flops, fwdbwd_flops = flops(cell, T, N, D, H)
+    rows = []
+    for name, (fwd, fwdbwd) in impls.items():
+        log(f"  {cell} {shape} {dtype} {name} ...")
+        err = max_rel_error(flatten(fwdbwd(p)), truth)
+        if err > AGREEMENT[dtype]:
+            raise SystemExit(f"MISMATCH: {name} {cell} {shape} {dtype}: max relative error "
+                             f"{err:.2e} > {AGREEMENT[dtype]:.0e}; not reporting its times")
+        fwd_ms, fwd_spread = time_call(lambda: fwd(p), repeats)
+        fb_ms, fb_spread = time_call(lambda: fwdbwd(p), repeats)
+        rows.append(Row(cell, T, N, D, H, dtype, name, fwd_ms, fwd_spread, fb_ms, fb_spread,
+                        fwd_flops / fwd_ms / 1e6, fwdbwd_flops / fb_ms / 1e6,
+                        fwd_flops / fwd_ms / 1e6 / peak, err))
+    fast = rows[0]
+    for r in rows:
+        fast.speedup[f"fwd_vs_{r.impl}"] = r.fwd_ms / fast.fwd_ms
+        fast.speedup[f"fwdbwd_vs_{r.impl}"] = r.fwdbwd_ms / fast.fwdbwd_ms
+    return rows
+
+
+def environment():
+    """Thread counts and BLAS in use, so the numbers can be read correctly."""
+    import numba
+    info = {"python": platform.python_version(), "numpy": np.__version__,
+            "numba": numba.__version__, "fastrnn": fastrnn.__version__,
+            "machine": platform.machine(), "cpu_count": os.cpu_count(),
+            "numba_threads": numba.get_num_threads(),
+            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+            "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE")}
+    try:
+        from threadpoolctl import threadpool_info
+        import scipy.linalg.cython_blas  # noqa: F401  (the BLAS numba's np.dot calls)
+        info["blas"] = [f"{d['internal_api']} {d.get('version')} {d.get('architecture')} "
+                        f"{d['num_threads']} threads ({os.path.basename(d['filepath'])})"
+                        for d in threadpool_info() if d["user_api"] == "blas"]
+    except ImportError:
+        info["blas"] = "install threadpoolctl to report BLAS threads"
+    try:
+        import torch
+        info["torch"] = f"{torch.__version__}, {torch.get_num_threads()} threads"
+    except ImportError:
+        info["torch"] = None
+    return info
+
+
+def print_table(rows, peak_by_dtype, out=sys.stdout):
+    head = (f"{'cell':5} {'T':>4} {'N':>3} {'D':>4} {'H':>4} {'dtype':7} {'impl':9} "
+            f"{'fwd ms':>9} {'fwd+bwd ms':>11} {'GFLOP/s':>8} {'%peak':>6} "
+            f"{'fwd x':>7} {'f+b x':>7}")
+    print(head, file=out)
+    print("-" * len(head), file=out)
+    for r in rows:
+        fast = next(f for f in rows if f.impl == "fastrnn" and (f.cell, f.T, f.N, f.D, f.H, f.dtype)
+                    == (r.cell, r.T, r.N, r.D, r.H, r.dtype))
+        # Speed-up of fastrnn over this row's implementation (1.00 on fastrnn's own row).
+        fx = r.fwd_ms / fast.fwd_ms
+        fbx = r.fwdbwd_ms / fast.fwdbwd_ms
+        print(f"{r.cell:5} {r.T:>4} {r.N:>3} {r.D:>4} {r.H:>4} {r.dtype:7} {r.impl:9} "
+              f"{r.fwd_ms:>9.3f} {r.fwdbwd_ms:>11.3f} {r.fwd_gflops:>8.1f} "
+              f"{100 * r.fwd_peak_fraction:>5.0f}% {fx:>7.2f} {fbx:>7.2f}", file=out)
+    print(f"\n'fwd x'/'f+b x': that row's time over fastrnn's (how many times faster fastrnn "
+          f"is). GEMM peak (one large NumPy matmul): "
+          + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak_by_dtype.items()), file=out)
+
+
+def save(rows, env, peaks, path):
+    if path.endswith(".csv"):
+        with open(path, "w", newline="") as f:
+            fields = [k for k in asdict(rows[0]) if k != "speedup"]
+            speedups = sorted({k for r in rows for k in r.speedup})
+            writer = csv.writer(f)
+            writer.writerow(fields + speedups)
+            for r in rows:
+                d = asdict(r)
+                writer.writerow([d[k] for k in fields] + [r.speedup.get(k, "") for k in speedups])
+    else:
+        with open(path, "w") as f:
+            json.dump({"environment": env, "gemm_peak_gflops": peaks,
+                       "rows": [asdict(r) for r in rows]}, f, indent=1)
+
+
+def plot(rows, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("--plot needs matplotlib: pip install matplotlib")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, sweep, var in ((axes[0], SWEEP_T, "T"), (axes[1], SWEEP_H, "H")):
+        keys = {s for s in sweep}
+        for impl in sorted({r.impl for r in rows}):
+            for kind, style in (("fwd", "-"), ("fwdbwd", "--")):
+                pts = sorted((getattr(r, var), getattr(r, f"{kind}_ms")) for r in rows
+                             if r.impl == impl and r.cell == "lstm" and (r.T, r.N, r.D, r.H) in keys)
+                if pts:
+                    ax.plot(*zip(*pts), style, marker="o",
+                            label=f"{impl} {'forward' if kind == 'fwd' else 'forward+backward'}")
+        fixed = "N=16, D=64, H=128" if var == "T" else "T=50, N=16, D=64"
+        ax.set(xscale="log", yscale="log", xlabel=f"{var} ({'time steps' if var == 'T' else 'hidden size'})",
+               ylabel="time per call (ms)", title=f"LSTM, {rows[0].dtype}, {fixed}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def parse_shapes(text):
+    shapes = []
+    for part in text.split(";"):
+        values = tuple(int(v) for v in part.replace(" ", "").split(","))
+        if len(values) != 4:
+            raise argparse.ArgumentTypeError(f"a shape is T,N,D,H, got {part!r}")
+        shapes.append(values)
+    return shapes
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="fastrnn-bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shapes", type=parse_shapes, default=None,
+                        help="LSTM shapes 'T,N,D,H;T,N,D,H' (default: the four reference sizes)")
+    parser.add_argument("--rnn-shapes", type=parse_shapes, default=None,
+                        help="vanilla RNN shapes (default: the two smallest)")
+    parser.add_argument("--dtype", choices=["float32", "float64", "both"], default="float32")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (min)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS and torch threads (default: as the machine has them)")
+    parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    parser.add_argument("--output", help="save the rows as JSON (.json) or CSV (.csv)")
+    parser.add_argument("--plot", help="also sweep T and H and save a PNG plot here")
+    args = parser.parse_args(argv)
+
+    if args.threads is not None:
+        from threadpoolctl import threadpool_limits
+        import scipy.linalg.cython_blas  # noqa: F401
+        threadpool_limits(args.threads)
+        try:
+            import torch
+            torch.set_num_threads(args.threads)
+        except ImportError:
+            pass
+    dtypes = ["float32", "float64"] if args.dtype == "both" else [args.dtype]
+    cases = [("lstm", s) for s in (args.shapes or DEFAULT_SHAPES)]
+    cases += [("rnn", s) for s in (args.rnn_shapes if args.rnn_shapes is not None
+                                   else DEFAULT_RNN_SHAPES)]
+    if args.plot:
+        cases += [("lstm", s) for s in SWEEP_T + SWEEP_H if ("lstm", s) not in cases]
+
+    env = environment()
+    print("fastrnn benchmark:", ", ".join(f"{k}={v}" for k, v in env.items() if k != "blas"))
+    for line in env["blas"] if isinstance(env["blas"], list) else [env["blas"]]:
+        print("  BLAS:", line)
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    rows, peaks = [], {}
+    started = time.perf_counter()
+    for dtype in dtypes:
+        peaks[dtype] = gemm_peak_gflops(dtype)
+        for k, (cell, shape) in enumerate(cases, 1):
+            log(f"[{k}/{len(cases)} {dtype}, {time.perf_counter() - started:.0f} s]")
+            rows += run_case(cell, shape, dtype, args.repeats, peaks[dtype],
+                             not args.no_torch, log)
+    print()
+    print_table(rows, peaks)
+    if args.output:
+        save(rows, env, peaks, args.output)
+        print(f"saved {len(rows)} rows to {args.output}")
+    if args.plot:
+        plot(rows, args.plot)
+        print(f"plot saved to {args.plot}")
+    print(f"all implementations agreed with the float64 reference; took "
+          f"{time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
