@@ -1,0 +1,40 @@
+"""Shapes, inputs and implementations shared by the benchmark modules.
+
+Implementations: "fastrnn", "reference" (fastrnn.reference, plain NumPy) and "torch"
+(torch.nn.LSTM / nn.RNN on the CPU, same weights; skipped when torch is not installed).
+"""
+
+import numpy as np
+
+from fastrnn import bench
+
+# (T, N, D, H): tiny (online inference), medium, large, long sequence.
+SHAPES = [(50, 1, 32, 32), (100, 16, 64, 128), (200, 32, 512, 512), (1000, 16, 64, 128)]
+SHAPE_IDS = [str(s) for s in SHAPES]
+DTYPES = ["float32", "float64"]
+IMPLS = ["fastrnn", "reference", "torch"]
+
+
+def parse(shape_id):
+    return tuple(int(v) for v in shape_id.strip("()").split(","))
+
+
+def setup_impl(cell, shape_id, dtype, impl):
+    """(inputs, forward, forward+backward) with compilation done (one call of each).
+
+    Raises NotImplementedError (asv: skip) for torch when torch is not installed.
+    """
+    T, N, D, H = parse(shape_id)
+    p = bench.make_inputs(cell, T, N, D, H, dtype)
+    if impl == "torch":
+        fns = bench.torch_impl(cell, p)
+        if fns is None:
+            raise NotImplementedError("torch is not installed")
+    else:
+        import fastrnn
+        from fastrnn import reference
+        fns = bench.numpy_impl(fastrnn if impl == "fastrnn" else reference, cell)
+    fwd, fwdbwd = fns
+    fwd(p)
+    fwdbwd(p)
+    return p, fwd, fwdbwd
