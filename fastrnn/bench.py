@@ -242,7 +242,7 @@ def environment():
 
 def print_table(rows, peak_by_dtype, out=sys.stdout):
     head = (f"{'cell':5} {'T':>4} {'N':>3} {'D':>4} {'H':>4} {'dtype':7} {'impl':9} "
-            f"{'fwd ms':>9} {'fwd+bwd ms':>11} {'GFLOP/s':>8} {'%peak':>6} "
+            f"{'fwd ms':>9} {'±%':>4} {'fwd+bwd ms':>11} {'±%':>4} {'GFLOP/s':>8} {'%peak':>6} "
             f"{'fwd x':>7} {'f+b x':>7}")
     print(head, file=out)
     print("-" * len(head), file=out)
@@ -253,11 +253,18 @@ def print_table(rows, peak_by_dtype, out=sys.stdout):
         fx = r.fwd_ms / fast.fwd_ms
         fbx = r.fwdbwd_ms / fast.fwdbwd_ms
         print(f"{r.cell:5} {r.T:>4} {r.N:>3} {r.D:>4} {r.H:>4} {r.dtype:7} {r.impl:9} "
-              f"{r.fwd_ms:>9.3f} {r.fwdbwd_ms:>11.3f} {r.fwd_gflops:>8.1f} "
+              f"{r.fwd_ms:>9.3f} {spread(r.fwd_ms, r.fwd_spread_ms):>4.0f} "
+              f"{r.fwdbwd_ms:>11.3f} {spread(r.fwdbwd_ms, r.fwdbwd_spread_ms):>4.0f} "
+              f"{r.fwd_gflops:>8.1f} "
               f"{100 * r.fwd_peak_fraction:>5.0f}% {fx:>7.2f} {fbx:>7.2f}", file=out)
     print(f"\n'fwd x'/'f+b x': that row's time over fastrnn's (how many times faster fastrnn "
-          f"is). GEMM peak (one large NumPy matmul): "
+          f"is). '±%': half the min-max range of the repeats, in % of the median. "
+          f"GFLOP/s and %peak: forward. GEMM peak (one large NumPy matmul): "
           + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak_by_dtype.items()), file=out)
+
+
+def spread(median, min_max):
+    return 50 * (min_max[1] - min_max[0]) / median
 
 
 def save(rows, env, peaks, path):
@@ -279,6 +286,7 @@ def save(rows, env, peaks, path):
 def plot(rows, path):
     try:
         import matplotlib
+        import matplotlib.ticker
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -286,16 +294,20 @@ def plot(rows, path):
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, sweep, var in ((axes[0], SWEEP_T, "T"), (axes[1], SWEEP_H, "H")):
         keys = {s for s in sweep}
-        for impl in sorted({r.impl for r in rows}):
+        # One colour per implementation; solid forward, dashed forward+backward.
+        for color, impl in enumerate(sorted({r.impl for r in rows})):
             for kind, style in (("fwd", "-"), ("fwdbwd", "--")):
                 pts = sorted((getattr(r, var), getattr(r, f"{kind}_ms")) for r in rows
                              if r.impl == impl and r.cell == "lstm" and (r.T, r.N, r.D, r.H) in keys)
                 if pts:
-                    ax.plot(*zip(*pts), style, marker="o",
+                    ax.plot(*zip(*pts), style, marker="o", color=f"C{color}",
                             label=f"{impl} {'forward' if kind == 'fwd' else 'forward+backward'}")
         fixed = "N=16, D=64, H=128" if var == "T" else "T=50, N=16, D=64"
         ax.set(xscale="log", yscale="log", xlabel=f"{var} ({'time steps' if var == 'T' else 'hidden size'})",
                ylabel="time per call (ms)", title=f"LSTM, {rows[0].dtype}, {fixed}")
+        ax.set_xticks([shape["TNDH".index(var)] for shape in sweep])
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -303,8 +315,9 @@ def plot(rows, path):
 
 
 def parse_shapes(text):
+    """'T,N,D,H;T,N,D,H' -> [(T, N, D, H), ...]; an empty string is no shapes."""
     shapes = []
-    for part in text.split(";"):
+    for part in filter(None, text.split(";")):
         values = tuple(int(v) for v in part.replace(" ", "").split(","))
         if len(values) != 4:
             raise argparse.ArgumentTypeError(f"a shape is T,N,D,H, got {part!r}")
@@ -318,7 +331,7 @@ def main(argv=None):
     parser.add_argument("--shapes", type=parse_shapes, default=None,
                         help="LSTM shapes 'T,N,D,H;T,N,D,H' (default: the four reference sizes)")
     parser.add_argument("--rnn-shapes", type=parse_shapes, default=None,
-                        help="vanilla RNN shapes (default: the two smallest)")
+                        help="vanilla RNN shapes (default: the two smallest; '' for none)")
     parser.add_argument("--dtype", choices=["float32", "float64", "both"], default="float32")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (min)")
     parser.add_argument("--threads", type=int, default=None,
