@@ -64,33 +64,48 @@ def check_nonlinearity(nonlinearity):
         raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
 
 
+def kernel_ready(a):
+    """a as a C-contiguous, writeable array, copied only when it is not one already.
+
+    Read-only inputs are copied too: numba types them differently (a second compilation of
+    every kernel) and they cannot share code paths with the kernels' own buffers.
+    """
+    a = np.ascontiguousarray(a)
+    return a if a.flags.writeable else a.copy()
+
+
 def contiguous(*arrays):
-    return tuple(np.ascontiguousarray(a) for a in arrays)
+    return tuple(kernel_ready(a) for a in arrays)
 
 
-def validate_sequence(x, h0, Wx, Wh, b, gates, c0=None, has_c0=False):
+GATE_LETTERS = {1: "H", 3: "3H", 4: "4H"}
+
+
+def validate_sequence(x, h0, Wx, Wh, biases, gates, c0=None, has_c0=False):
     """Check the arguments of a sequence forward (x: (N, T, D)).
 
-    gates: 1 for the RNN, 4 for the LSTM (width of Wx/Wh/b is gates * H).
-    Returns (x, h0, c0, Wx, Wh, b) converted (c0 is None unless given), and (N, T, D, H).
+    biases: ((name, array), ...), each of shape (gates * H,).
+    gates: 1 for the RNN, 3 for the GRU, 4 for the LSTM (Wx/Wh/biases are gates * H wide).
+    Returns (x, h0, c0, Wx, Wh, biases) converted (c0 is None unless given), and (N, T, D, H).
     """
     x = as_float_array("x", x)
     check_ndim("x", x, 3, "(N, T, D)")
-    return _validate_cell(x, h0, Wx, Wh, b, gates, c0, has_c0, x_letters="(N, T, D)")
+    return _validate_cell(x, h0, Wx, Wh, biases, gates, c0, has_c0, x_letters="(N, T, D)")
 
 
-def validate_step(x, prev_h, Wx, Wh, b, gates, prev_c=None, has_c0=False):
-    """Check the arguments of a single-step forward (x: (N, D)); returns as validate_sequence."""
+def validate_step(x, prev_h, Wx, Wh, biases, gates, prev_c=None, has_c0=False):
+    """Check the arguments of a single-step forward (x: (N, D)); returns as validate_sequence,
+    with x as an (N, 1, D) sequence of one step."""
     x = as_float_array("x", x)
     check_ndim("x", x, 2, "(N, D)")
-    return _validate_cell(x[:, None, :], prev_h, Wx, Wh, b, gates, prev_c, has_c0,
+    return _validate_cell(x[:, None, :], prev_h, Wx, Wh, biases, gates, prev_c, has_c0,
                           x_letters="(N, D)", h_name="prev_h", c_name="prev_c")
 
 
-def _validate_cell(x, h0, Wx, Wh, b, gates, c0, has_c0, x_letters,
+def _validate_cell(x, h0, Wx, Wh, biases, gates, c0, has_c0, x_letters,
                    h_name="h0", c_name="c0"):
     N, T, D = x.shape
-    G = "4H" if gates == 4 else "H"
+    G = GATE_LETTERS[gates]
     h0 = as_float_array(h_name, h0)
     check_ndim(h_name, h0, 2, "(N, H)")
     H = h0.shape[1]
@@ -105,18 +120,37 @@ def _validate_cell(x, h0, Wx, Wh, b, gates, c0, has_c0, x_letters,
     check_shape("Wx", Wx, (D, gates * H), f"(D, {G})")
     Wh = as_float_array("Wh", Wh)
     check_shape("Wh", Wh, (H, gates * H), f"(H, {G})")
-    b = as_float_array("b", b)
-    check_shape("b", b, (gates * H,), f"({G},)")
-    named = [("x", x), (h_name, h0), ("Wx", Wx), ("Wh", Wh), ("b", b)]
+    named = [("x", x), (h_name, h0), ("Wx", Wx), ("Wh", Wh)]
+    for name, b in biases:
+        b = as_float_array(name, b)
+        check_shape(name, b, (gates * H,), f"({G},)")
+        named.append((name, b))
     if has_c0 and c0 is not None:
         c0 = as_float_array(c_name, c0)
         check_shape(c_name, c0, (N, H), "(N, H)")
         named.append((c_name, c0))
     check_same_dtype(named)
-    x, h0, Wx, Wh, b = contiguous(x, h0, Wx, Wh, b)
+    x, h0, Wx, Wh = contiguous(x, h0, Wx, Wh)
+    biases = contiguous(*(b for name, b in named[4:4 + len(biases)]))
     if c0 is not None:
-        c0 = np.ascontiguousarray(c0)
-    return (x, h0, c0, Wx, Wh, b), (N, T, D, H)
+        c0 = kernel_ready(c0)
+    return (x, h0, c0, Wx, Wh, biases), (N, T, D, H)
+
+
+def validate_lengths(lengths, N, T):
+    """None, or lengths as an int64 (N,) array of values in 0..T."""
+    if lengths is None:
+        return None
+    arr = np.asarray(lengths)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"lengths must be an integer array of shape (N,) = ({N},), "
+                        f"got dtype {arr.dtype}")
+    if arr.shape != (N,):
+        raise ValueError(f"lengths must have shape (N,) = ({N},), got {arr.shape}")
+    if N and (arr.min() < 0 or arr.max() > T):
+        raise ValueError(f"lengths must lie in 0..T = 0..{T}, got values from "
+                         f"{arr.min()} to {arr.max()}")
+    return arr.astype(np.int64)
 
 
 def check_cache(cache, cache_type, producer):
@@ -132,4 +166,4 @@ def validate_upstream(name, grad, expected, letters, dtype):
     if grad.dtype != dtype:
         raise TypeError(f"{name} has dtype {grad.dtype} but the forward pass ran in {dtype}; "
                         f"pass {name} as {dtype}")
-    return np.ascontiguousarray(grad)
+    return kernel_ready(grad)

@@ -16,7 +16,7 @@ from .common import matmul_into, project_chunk
 
 @njit(**JIT_OPTIONS)
 def lstm_forward_kernel(x, Wx, Wh, b, h, c, x_chunk, gates, rec,
-                        h_hist, c_hist, tanh_c_hist, store):
+                        h_hist, c_hist, tanh_c_hist, store, lengths, active):
     """Run the LSTM over all T steps.
 
     x: (N, T, D); Wx: (D, 4H); Wh: (H, 4H); b: (4H,)
@@ -26,10 +26,12 @@ def lstm_forward_kernel(x, Wx, Wh, b, h, c, x_chunk, gates, rec,
         With store, S == T (one GEMM for all steps) and on return it holds the activated
         gates i, f, o, g of every step, for the backward
     rec: (N, 4H) scratch for h @ Wh
-    h_hist: (N, T, H) out: hidden state of every step
+    h_hist: (N, T, H) out: hidden state of every real step (padding is not written)
     c_hist: (N, T, H) out with store: c_t; ignored otherwise
     tanh_c_hist: (N, T, H) out with store: tanh(c_t); otherwise (N, 1, H) scratch
     store: keep what the backward needs (training) or not (inference)
+    lengths: (N,) non-increasing; active: (T,) how many sequences run at step t. Rows that
+        have ended keep their state, which is then their final state.
 
     The cell update is split into short loops over contiguous rows, each touching few
     arrays: LLVM then proves them alias-free at run time and vectorises them (one fused
@@ -39,10 +41,11 @@ def lstm_forward_kernel(x, Wx, Wh, b, h, c, x_chunk, gates, rec,
     H = h.shape[1]
     S = gates.shape[1]
     for t0 in range(0, T, S):
-        project_chunk(x, Wx, t0, x_chunk, gates)
+        project_chunk(x, Wx, t0, x_chunk, gates, lengths)
         for t in range(t0, min(t0 + S, T)):
-            matmul_into(h, Wh, rec)
-            for n in range(N):
+            M = active[t]
+            matmul_into(h[:M], Wh, rec[:M])
+            for n in range(M):
                 # a: (4H,) this step's gates, activated in place.
                 a = gates[n, t - t0]
                 r = rec[n]
@@ -65,7 +68,7 @@ def lstm_forward_kernel(x, Wx, Wh, b, h, c, x_chunk, gates, rec,
 
 @njit(**JIT_OPTIONS)
 def lstm_backward_kernel(dh, gates, c_hist, tanh_c_hist, c0, WhT, dh_next, dc_next,
-                         da, da_step):
+                         da, da_step, active):
     """Back-propagate through the T steps, writing the pre-activation gate gradients.
 
     dh: (N, T, H) upstream gradient of every hidden state
@@ -74,13 +77,17 @@ def lstm_backward_kernel(dh, gates, c_hist, tanh_c_hist, c0, WhT, dh_next, dc_ne
     dh_next, dc_next: (N, H) in: gradient of the final h and c; out: gradient of h0 and c0
     da: (N, T, 4H) out: gradient of the gate pre-activations
     da_step: (N, 4H) scratch: one step of da, contiguous for the recurrent product
+    active: (T,) sequences running at step t (a prefix of the batch, sorted by length).
+        A sequence's rows are left alone until its last real step, so the final-state
+        gradients enter there, and past its first step they are its dh0, dc0.
 
     Short loops over contiguous rows, as in the forward, so that each vectorises.
     """
     N, T, H = dh.shape
     one = one_of(dh)
     for t in range(T - 1, -1, -1):
-        for n in range(N):
+        M = active[t]
+        for n in range(M):
             gate = gates[n, t]
             c_prev = c_hist[n, t - 1] if t > 0 else c0[n]
             tanh_c = tanh_c_hist[n, t]
@@ -106,4 +113,4 @@ def lstm_backward_kernel(dh, gates, c_hist, tanh_c_hist, c0, WhT, dh_next, dc_ne
             for j in range(H):
                 dc_row[j] *= gate[H + j]
             da[n, t] = da_row
-        matmul_into(da_step, WhT, dh_next)
+        matmul_into(da_step[:M], WhT, dh_next[:M])
