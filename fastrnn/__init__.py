@@ -1,4 +1,4 @@
-"""fastrnn: fused Numba kernels for vanilla RNN and LSTM layers, forward and backward, on the CPU.
+"""fastrnn: fused Numba kernels for vanilla RNN, LSTM and GRU layers, forward and backward, on the CPU.
 
 Same functions, arguments and return tuples as cs231n's ``rnn_layers.py``:
 
@@ -6,10 +6,13 @@ Same functions, arguments and return tuples as cs231n's ``rnn_layers.py``:
     dx, dh0, dWx, dWh, db = fastrnn.lstm_backward(dh, cache)
 
 Shapes: x (N, T, D), h0 (N, H), LSTM Wx (D, 4H), Wh (H, 4H), b (4H,) with gates i, f, o, g
-along the 4H axis; RNN Wx (D, H), Wh (H, H), b (H,). ``fastrnn.reference`` holds plain NumPy
+along the 4H axis; RNN Wx (D, H), Wh (H, H), b (H,); GRU (PyTorch's semantics) Wx (D, 3H),
+Wh (H, 3H), bx (3H,), bh (3H,) with gates r, z, n. ``fastrnn.reference`` holds plain NumPy
 versions of every function.
 """
 
+from .gru import (GRUCache, gru_backward, gru_forward, gru_inference, gru_step_backward,
+                  gru_step_forward)
 from .lstm import (LSTMCache, lstm_backward, lstm_forward, lstm_inference, lstm_step_backward,
                    lstm_step_forward)
 from .rnn import (RNNCache, rnn_backward, rnn_forward, rnn_inference, rnn_step_backward,
@@ -18,7 +21,8 @@ from .rnn import (RNNCache, rnn_backward, rnn_forward, rnn_inference, rnn_step_b
 __version__ = "0.1.0"
 
 __all__ = [
-    "LSTMCache", "RNNCache",
+    "LSTMCache", "RNNCache", "GRUCache",
     "lstm_forward", "lstm_backward", "lstm_step_forward", "lstm_step_backward", "lstm_inference",
     "rnn_forward", "rnn_backward", "rnn_step_forward", "rnn_step_backward", "rnn_inference",
+    "gru_forward", "gru_backward", "gru_step_forward", "gru_step_backward", "gru_inference",
 ]

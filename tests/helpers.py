@@ -23,20 +23,35 @@ def upstream(shape, dtype=np.float64, seed=1):
     return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
 
 
-def assert_close(name, actual, expected, dtype):
-    """actual within TOLERANCE[dtype] of expected, relative to expected's largest entry.
+def relative_error(actual, expected):
+    """Largest entry error relative to expected's largest entry.
 
     Entry-wise relative error is meaningless where an entry is ~0 after cancellation, so the
-    absolute floor scales with the tensor's magnitude. The message names the tensor.
+    error is measured against the tensor's magnitude.
+    """
+    scale = max(float(np.max(np.abs(expected), initial=0.0)), 1e-30)
+    diff = np.abs(np.asarray(actual, np.float64) - expected)
+    return float(np.max(diff, initial=0.0)) / scale, scale
+
+
+def assert_close(name, actual, expected, dtype, float32_baseline=None):
+    """actual within TOLERANCE[dtype] of expected (see relative_error); the message names the
+    tensor.
+
+    float32_baseline: the same tensor computed by the plain NumPy reference in float32. A
+    gradient that is a sum of terms cancelling to a small value is ill-conditioned: no float32
+    algorithm gets it to 1e-5 relative. There the bound is 3x the reference's own float32
+    error instead, so fastrnn must still be as accurate as straightforward float32 NumPy.
     """
     tol = TOLERANCE[np.dtype(dtype).type]
     actual = np.asarray(actual)
     expected = np.asarray(expected)
     assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != {expected.shape}"
     assert actual.dtype == np.dtype(dtype), f"{name}: dtype {actual.dtype} != {np.dtype(dtype)}"
-    scale = max(float(np.max(np.abs(expected), initial=0.0)), 1e-30)
-    err = float(np.max(np.abs(actual.astype(np.float64) - expected), initial=0.0)) / scale
-    assert err <= tol, f"{name}: max error {err:.3g} relative to max |{name}| = {scale:.3g} exceeds {tol:g}"
+    err, scale = relative_error(actual, expected)
+    if float32_baseline is not None:
+        tol = max(tol, 3 * relative_error(float32_baseline, expected)[0])
+    assert err <= tol, f"{name}: max error {err:.3g} relative to max |{name}| = {scale:.3g} exceeds {tol:.3g}"
 
 
 def numerical_gradient(f, x, h=1e-6):

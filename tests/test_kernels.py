@@ -27,34 +27,43 @@ SHAPES = [
 DTYPES = [np.float64, np.float32]
 
 
-def run_both(cell, N, T, D, H, dtype, seed=0):
-    """fastrnn in ``dtype`` and the reference in float64 on the same (dtype-rounded) inputs.
+def run_all(cell, N, T, D, H, dtype, seed=0, lengths=None):
+    """fastrnn in ``dtype``, the reference in float64 on the same (dtype-rounded) inputs, and
+    the reference in ``dtype`` (the float32 accuracy baseline; None for float64).
 
-    Returns (fast, ref) dicts holding h, the final states and every gradient by name.
+    Returns three dicts holding h, the final states and every gradient by name.
     """
     inputs = make_inputs(N, T, D, H, cell.gates, dtype, seed=seed)
     p = cell.params(*inputs)
     dh = upstream((N, T, H), dtype, seed=seed + 1)
     dstates = tuple(upstream((N, H), dtype, seed=seed + 2 + k) for k in range(len(cell.state_names)))
     results = []
-    for mod, cast in ((fastrnn, dtype), (reference, np.float64)):
+    runs = [(fastrnn, dtype), (reference, np.float64)]
+    if dtype == np.float32:
+        runs.append((reference, np.float32))
+    for mod, cast in runs:
         pc = {k: v.astype(cast) for k, v in p.items()}
-        h, states, cache = cell.forward(mod, pc)
+        h, states, cache = cell.forward(mod, pc, lengths)
         grads = cell.backward(mod, dh.astype(cast), tuple(d.astype(cast) for d in dstates), cache)
         out = {"h": h, **dict(zip(cell.state_names, states))}
         out.update({"d" + k: g for k, g in grads.items()})
         results.append(out)
+    if len(results) == 2:
+        results.append(None)
     return results
+
+
+def assert_all_close(fast, ref, ref32, dtype):
+    assert fast.keys() == ref.keys()
+    for name in ref:
+        assert_close(name, fast[name], ref[name], dtype, None if ref32 is None else ref32[name])
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "N{}T{}D{}H{}".format(*s))
 @pytest.mark.parametrize("cell", CELLS, ids=lambda c: c.name)
 def test_forward_and_gradients_match_reference(cell, shape, dtype):
-    fast, ref = run_both(cell, *shape, dtype)
-    assert fast.keys() == ref.keys()
-    for name in ref:
-        assert_close(name, fast[name], ref[name], dtype)
+    assert_all_close(*run_all(cell, *shape, dtype), dtype)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -62,9 +71,7 @@ def test_forward_and_gradients_match_reference(cell, shape, dtype):
        D=st.integers(1, 9), H=st.integers(1, 9), dtype=st.sampled_from(DTYPES),
        seed=st.integers(0, 2**16))
 def test_random_shapes_match_reference(cell, N, T, D, H, dtype, seed):
-    fast, ref = run_both(cell, N, T, D, H, dtype, seed=seed)
-    for name in ref:
-        assert_close(name, fast[name], ref[name], dtype)
+    assert_all_close(*run_all(cell, N, T, D, H, dtype, seed=seed), dtype)
 
 
 GRADCHECK_SHAPES = [(1, 1, 1, 1), (2, 3, 2, 3), (3, 4, 5, 2)]

@@ -21,7 +21,16 @@ def rnn_args(dtype=np.float64):
     return dict(x=x, h0=h0, Wx=Wx, Wh=Wh, b=b)
 
 
+def gru_args(dtype=np.float64):
+    """GRU arguments under the same names, b standing for bx (bh is always valid)."""
+    x, h0, _, Wx, Wh, b = make_inputs(N, T, D, H, 3, dtype)
+    return dict(x=x, h0=h0, Wx=Wx, Wh=Wh, b=b)
+
+
 def call(fn, args, **kw):
+    if fn in (fastrnn.gru_forward, fastrnn.gru_inference):
+        bh = np.zeros(args["Wh"].shape[1:], args["Wh"].dtype)
+        return fn(args["x"], args["h0"], args["Wx"], args["Wh"], args["b"], bh, **kw)
     return fn(args["x"], args["h0"], args["Wx"], args["Wh"], args["b"], **kw)
 
 
@@ -65,12 +74,16 @@ def _ids(case):
 @pytest.mark.parametrize("case", BAD_SEQUENCE_INPUTS, ids=[f"{c[0]}-{i}" for i, c in enumerate(BAD_SEQUENCE_INPUTS)])
 @pytest.mark.parametrize("fn,make", [
     (fastrnn.lstm_forward, lstm_args), (fastrnn.lstm_inference, lstm_args),
-    (fastrnn.rnn_forward, rnn_args), (fastrnn.rnn_inference, rnn_args)],
-    ids=["lstm_forward", "lstm_inference", "rnn_forward", "rnn_inference"])
+    (fastrnn.rnn_forward, rnn_args), (fastrnn.rnn_inference, rnn_args),
+    (fastrnn.gru_forward, gru_args), (fastrnn.gru_inference, gru_args)],
+    ids=["lstm_forward", "lstm_inference", "rnn_forward", "rnn_inference", "gru_forward",
+         "gru_inference"])
 def test_bad_sequence_input_raises_naming_argument(fn, make, case):
     name, build, exc, words = case
     args = make()
     args[name] = build(args)
+    if make is gru_args:  # the GRU calls its first bias bx
+        words = ["bx" if w == "b" else w for w in words]
     with pytest.raises(exc) as info:
         call(fn, args)
     for word in words:
@@ -267,7 +280,7 @@ def test_empty_sequence_returns_initial_state(cell, dtype):
     np.testing.assert_array_equal(grads["h0"], dstates[0])
     if cell.is_lstm:
         np.testing.assert_array_equal(grads["c0"], dstates[1])
-    for name in ("Wx", "Wh", "b"):
+    for name in cell.param_names[2 + cell.is_lstm:]:
         assert grads[name].shape == p[name].shape and not grads[name].any()
     h_inf, states_inf = cell.inference(fastrnn, p)
     assert h_inf.shape == (N, 0, H)
@@ -282,7 +295,7 @@ def test_empty_batch_returns_empty_results(cell):
     grads = cell.backward(fastrnn, np.zeros((0, T, H)),
                           tuple(np.zeros((0, H)) for _ in states), cache)
     assert grads["x"].shape == (0, T, D)
-    for name in ("Wx", "Wh", "b"):
+    for name in cell.param_names[2 + cell.is_lstm:]:
         assert grads[name].shape == p[name].shape and not grads[name].any()
 
 

@@ -1,0 +1,180 @@
+"""GRU API, with PyTorch's semantics: validate -> allocate -> kernel -> (outputs, cache).
+
+N batch, T time, D input, H hidden. Gates along the 3H axis in the order r, z, n:
+  r = sigmoid(x Wx_r + bx_r + h Wh_r + bh_r)
+  z = sigmoid(x Wx_z + bx_z + h Wh_z + bh_z)
+  n = tanh(x Wx_n + bx_n + r * (h Wh_n + bh_n))
+  h' = (1 - z) * n + z * h
+From a torch.nn.GRU: Wx = weight_ih_l0.T, Wh = weight_hh_l0.T, bx = bias_ih_l0,
+bh = bias_hh_l0.
+"""
+
+import numpy as np
+
+from . import _validate as v
+from ._config import INFERENCE_CHUNK
+from ._core import BatchOrder, state_grad, weight_grads
+from .kernels.gru import gru_backward_kernel, gru_forward_kernel
+
+
+class GRUCache:
+    """What gru_backward needs from gru_forward; treat it as read-only.
+
+    Public attributes:
+      final_h: (N, H) hidden state after each sequence's last step (h0 when its length is 0)
+      lengths: (N,) the lengths the forward ran with (all T without ``lengths=``)
+    """
+
+    __slots__ = ("x", "h0", "Wx", "Wh", "gates", "hn_hist", "h_hist", "final_h", "order",
+                 "is_step")
+
+    def __init__(self, **fields):
+        for name in self.__slots__:
+            setattr(self, name, fields[name])
+
+    @property
+    def lengths(self):
+        return self.order.unsort(self.order.lengths)
+
+
+def _validate(x, h0, Wx, Wh, bx, bh, lengths, step=False):
+    biases = (("bx", bx), ("bh", bh))
+    if step:
+        (x, h0, _, Wx, Wh, (bx, bh)), (N, T, D, H) = v.validate_step(x, h0, Wx, Wh, biases, 3)
+        return (x, h0, Wx, Wh, bx, bh), BatchOrder(None, N, 1)
+    (x, h0, _, Wx, Wh, (bx, bh)), (N, T, D, H) = v.validate_sequence(x, h0, Wx, Wh, biases, 3)
+    return (x, h0, Wx, Wh, bx, bh), BatchOrder(v.validate_lengths(lengths, N, T), N, T)
+
+
+def _forward(x, h0, Wx, Wh, bx, bh, order, store):
+    """Run the kernel on validated arrays. Returns h_hist (N, T, H), the final h, the
+    training buffers gates and hn_hist, and the sorted x and h0, all in kernel order."""
+    N, T, D = x.shape
+    H = h0.shape[1]
+    dtype = x.dtype
+    x, h0 = order.sort(x), order.sort(h0)
+    h = h0.copy()
+    h_hist = (np.zeros if order.ragged else np.empty)((N, T, H), dtype)
+    steps_per_chunk = T if store else min(T, INFERENCE_CHUNK)
+    gates = np.empty((N, steps_per_chunk, 3 * H), dtype)
+    hn_hist = np.empty((N, T if store else 1, H), dtype)
+    if order.real_steps:
+        x_chunk = np.empty((N, 0 if steps_per_chunk == T else steps_per_chunk, D), dtype)
+        rec = np.empty((N, 3 * H), dtype)
+        gru_forward_kernel(x, Wx, Wh, bx, bh, h, x_chunk, gates, rec, h_hist, hn_hist, store,
+                           order.lengths, order.active)
+    return h_hist, h, gates, hn_hist, x, h0
+
+
+def gru_forward(x, h0, Wx, Wh, bx, bh, *, lengths=None):
+    """Forward pass of a GRU over a whole sequence.
+
+    Inputs:
+    - x: input data of shape (N, T, D)
+    - h0: initial hidden state of shape (N, H)
+    - Wx: input-to-hidden weights of shape (D, 3H), gate blocks r, z, n
+    - Wh: hidden-to-hidden weights of shape (H, 3H)
+    - bx, bh: input-side and hidden-side biases, each of shape (3H,)
+    - lengths: integer array (N,), values 0..T, any order (see lstm_forward); None: all T
+
+    Returns a tuple of:
+    - h: hidden states for all time steps, shape (N, T, H), dtype of x, 0 past each length
+    - cache: a GRUCache for gru_backward; cache.final_h (N, H) is the state after the last step
+    """
+    args, order = _validate(x, h0, Wx, Wh, bx, bh, lengths)
+    return _forward_with_cache(*args, order, is_step=False)
+
+
+def _forward_with_cache(x, h0, Wx, Wh, bx, bh, order, is_step):
+    h_hist, h, gates, hn_hist, x, h0 = _forward(x, h0, Wx, Wh, bx, bh, order, store=True)
+    cache = GRUCache(x=x, h0=h0, Wx=Wx, Wh=Wh, gates=gates, hn_hist=hn_hist, h_hist=h_hist,
+                     final_h=order.unsort(h), order=order, is_step=is_step)
+    return order.unsort_copy(h_hist), cache
+
+
+def gru_backward(dh, cache, *, dh_last=None):
+    """Backward pass of gru_forward.
+
+    Inputs:
+    - dh: upstream gradient of all hidden states, shape (N, T, H); ignored past each length
+    - cache: the cache from gru_forward
+    - dh_last: gradient flowing into cache.final_h, shape (N, H); zeros when None
+
+    Returns a tuple of:
+    - dx: (N, T, D); dh0: (N, H); dWx: (D, 3H); dWh: (H, 3H); dbx: (3H,); dbh: (3H,)
+    """
+    v.check_cache(cache, GRUCache, "gru_forward")
+    if cache.is_step:
+        raise TypeError("cache comes from gru_step_forward; pass it to gru_step_backward")
+    N, T, _ = cache.x.shape
+    H = cache.h0.shape[1]
+    dh = v.validate_upstream("dh", dh, (N, T, H), "(N, T, H)", cache.x.dtype)
+    return _backward(dh, cache, dh_last, "dh_last")
+
+
+def _backward(dh, cache, dh_last, dh_last_name):
+    N, T, _ = cache.x.shape
+    H = cache.h0.shape[1]
+    dtype = dh.dtype
+    order = cache.order
+    dh_next = state_grad(dh_last_name, dh_last, N, H, dtype, order)
+    da_x = np.empty((N, T, 3 * H), dtype)
+    da_h = np.empty((N, T, 3 * H), dtype)
+    if order.real_steps:
+        WhT = np.ascontiguousarray(cache.Wh.T)
+        gru_backward_kernel(order.sort(dh), cache.gates, cache.hn_hist, cache.h0, cache.h_hist,
+                            WhT, dh_next, da_x, da_h, np.empty((N, 3 * H), dtype),
+                            np.empty((N, H), dtype), order.active)
+    dx, dWx, dWh, dbx, dbh = weight_grads(da_x, cache.x, cache.h0, cache.h_hist, cache.Wx,
+                                          order, da_h=da_h)
+    return order.unsort(dx), order.unsort(dh_next), dWx, dWh, dbx, dbh
+
+
+def gru_inference(x, h0, Wx, Wh, bx, bh, *, lengths=None, return_state=False):
+    """gru_forward for inference: no cache, working memory O(N * H) beyond x and h.
+
+    Arguments as gru_forward. Returns h: (N, T, H), or with return_state=True the tuple
+    (h, final_h) with final_h of shape (N, H).
+    """
+    args, order = _validate(x, h0, Wx, Wh, bx, bh, lengths)
+    h_hist, h, *_ = _forward(*args, order, store=False)
+    h_hist = order.unsort(h_hist)
+    return (h_hist, order.unsort(h)) if return_state else h_hist
+
+
+def gru_step_forward(x, prev_h, Wx, Wh, bx, bh):
+    """Forward pass of a single GRU time step.
+
+    Inputs:
+    - x: input data, shape (N, D)
+    - prev_h: previous hidden state, shape (N, H)
+    - Wx: (D, 3H); Wh: (H, 3H); bx, bh: (3H,)
+
+    Returns a tuple of:
+    - next_h: next hidden state, shape (N, H)
+    - cache: for gru_step_backward
+    """
+    args, order = _validate(x, prev_h, Wx, Wh, bx, bh, None, step=True)
+    h_seq, cache = _forward_with_cache(*args, order, is_step=True)
+    return h_seq.reshape(args[1].shape), cache
+
+
+def gru_step_backward(dnext_h, cache):
+    """Backward pass of a single GRU time step.
+
+    Inputs:
+    - dnext_h: gradient of next_h, shape (N, H)
+    - cache: from gru_step_forward
+
+    Returns a tuple of:
+    - dx: (N, D); dprev_h: (N, H); dWx: (D, 3H); dWh: (H, 3H); dbx: (3H,); dbh: (3H,)
+    """
+    v.check_cache(cache, GRUCache, "gru_step_forward")
+    if not cache.is_step:
+        raise TypeError("cache comes from gru_forward; pass it to gru_backward")
+    N, _, D = cache.x.shape
+    H = cache.h0.shape[1]
+    dnext_h = v.validate_upstream("dnext_h", dnext_h, (N, H), "(N, H)", cache.x.dtype)
+    dx, dprev_h, dWx, dWh, dbx, dbh = _backward(dnext_h.reshape(N, 1, H), cache, None,
+                                                "dh_last")
+    return dx.reshape(N, D), dprev_h, dWx, dWh, dbx, dbh
