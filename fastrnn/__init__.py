@@ -15,6 +15,8 @@ from .gru import (GRUCache, gru_backward, gru_forward, gru_inference, gru_step_b
                   gru_step_forward)
 from .lstm import (LSTMCache, lstm_backward, lstm_forward, lstm_inference, lstm_step_backward,
                    lstm_step_forward)
+from .stack import (StackCache, reverse_within_lengths, stack_backward, stack_forward,
+                    weights_from_torch)
 from .rnn import (RNNCache, rnn_backward, rnn_forward, rnn_inference, rnn_step_backward,
                   rnn_step_forward)
 
@@ -25,4 +27,6 @@ __all__ = [
     "lstm_forward", "lstm_backward", "lstm_step_forward", "lstm_step_backward", "lstm_inference",
     "rnn_forward", "rnn_backward", "rnn_step_forward", "rnn_step_backward", "rnn_inference",
     "gru_forward", "gru_backward", "gru_step_forward", "gru_step_backward", "gru_inference",
+    "StackCache", "stack_forward", "stack_backward", "reverse_within_lengths",
+    "weights_from_torch",
 ]

@@ -229,37 +229,6 @@ def test_results_are_bit_identical_run_to_run(cell):
         np.testing.assert_array_equal(first, second)
 
 
-def test_truncated_bptt_chunks_equal_full_sequence():
-    """Carrying (final_h, final_c) forward and (dh0, dc0) back chunk by chunk is full BPTT."""
-    N, T, D, H = 3, 12, 4, 5
-    x, h0, c0, Wx, Wh, b = make_inputs(N, T, D, H, 4)
-    dh = upstream((N, T, H))
-    h_full, cache = fastrnn.lstm_forward(x, h0, Wx, Wh, b, c0=c0)
-    dx_full, dh0_full, dWx_full, dWh_full, db_full, dc0_full = fastrnn.lstm_backward(
-        dh, cache, return_dc0=True)
-
-    bounds = [(0, 5), (5, 6), (6, 12)]
-    h, c, caches, hs = h0, c0, [], []
-    for t0, t1 in bounds:
-        h_chunk, chunk_cache = fastrnn.lstm_forward(x[:, t0:t1], h, Wx, Wh, b, c0=c)
-        h, c = chunk_cache.final_h, chunk_cache.final_c
-        hs.append(h_chunk)
-        caches.append(chunk_cache)
-    assert_close("h", np.concatenate(hs, axis=1), h_full, np.float64)
-
-    dh_last = dc_last = None
-    dxs, dWx, dWh, db = [], 0, 0, 0
-    for (t0, t1), chunk_cache in reversed(list(zip(bounds, caches))):
-        dx, dh_last, dWx_c, dWh_c, db_c, dc_last = fastrnn.lstm_backward(
-            dh[:, t0:t1], chunk_cache, dh_last=dh_last, dc_last=dc_last, return_dc0=True)
-        dxs.insert(0, dx)
-        dWx, dWh, db = dWx + dWx_c, dWh + dWh_c, db + db_c
-    for name, got, want in (("dx", np.concatenate(dxs, axis=1), dx_full), ("dh0", dh_last, dh0_full),
-                            ("dc0", dc_last, dc0_full), ("dWx", dWx, dWx_full),
-                            ("dWh", dWh, dWh_full), ("db", db, db_full)):
-        assert_close(name, got, want, np.float64)
-
-
 def test_kernels_actually_run_fused_code():
     """Guard against a silent fallback: the kernels are compiled dispatchers with cache on."""
     from fastrnn.kernels.lstm import lstm_forward_kernel
