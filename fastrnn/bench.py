@@ -1,4 +1,4 @@
-"""Compare fastrnn with the NumPy reference (and PyTorch's CPU RNN/LSTM when installed).
+"""Compare fastrnn with the NumPy reference (and PyTorch's CPU LSTM/GRU/RNN when installed).
 
     python -m fastrnn.bench                 # default grid, float32, under a minute
     python -m fastrnn.bench --dtype float64 --shapes 100,16,64,128 --output out.json
@@ -28,6 +28,7 @@ from fastrnn import reference
 
 DEFAULT_SHAPES = [(50, 1, 32, 32), (100, 16, 64, 128), (100, 64, 256, 256), (200, 32, 512, 512)]
 DEFAULT_RNN_SHAPES = [(50, 1, 32, 32), (100, 16, 64, 128)]
+DEFAULT_GRU_SHAPES = [(50, 1, 32, 32), (100, 16, 64, 128)]
 SWEEP_T = [(T, 16, 64, 128) for T in (25, 50, 100, 200, 400)]
 SWEEP_H = [(50, 16, 64, H) for H in (32, 64, 128, 256, 512)]
 AGREEMENT = {"float64": 1e-9, "float32": 1e-4}
@@ -77,9 +78,12 @@ def gemm_peak_gflops(dtype, repeats=5):
     return 2 * 4096 * 1024 * 1024 / (ms * 1e-3) / 1e9
 
 
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
+
 def flops(cell, T, N, D, H):
     """Multiply-add FLOPs of the matrix products: forward, and forward+backward (3x)."""
-    G = 4 * H if cell == "lstm" else H
+    G = GATES[cell] * H
     fwd = 2 * N * T * (D + H) * G
     return fwd, 3 * fwd
 
@@ -89,21 +93,23 @@ def flops(cell, T, N, D, H):
 
 def make_inputs(cell, T, N, D, H, dtype, seed=0):
     rng = np.random.default_rng(seed)
-    G = 4 * H if cell == "lstm" else H
+    G = GATES[cell] * H
     x = rng.standard_normal((N, T, D)).astype(dtype)
     h0 = (0.5 * rng.standard_normal((N, H))).astype(dtype)
     c0 = (0.5 * rng.standard_normal((N, H))).astype(dtype)
     Wx = (rng.standard_normal((D, G)) / np.sqrt(D)).astype(dtype)
     Wh = (rng.standard_normal((H, G)) / np.sqrt(H)).astype(dtype)
     b = (0.1 * rng.standard_normal(G)).astype(dtype)
+    bh = (0.1 * rng.standard_normal(G)).astype(dtype)  # the GRU's second bias
     dh = rng.standard_normal((N, T, H)).astype(dtype)
-    return dict(x=x, h0=h0, c0=c0, Wx=Wx, Wh=Wh, b=b, dh=dh)
+    return dict(x=x, h0=h0, c0=c0, Wx=Wx, Wh=Wh, b=b, bh=bh, dh=dh)
 
 
 def numpy_impl(mod, cell):
     """(forward, forward+backward) closures for fastrnn or fastrnn.reference.
 
-    Each returns (h, grads) where grads is (dx, dh0, dWx, dWh, db), for the agreement check.
+    Each returns (h, grads) where grads is (dx, dh0, dWx, dWh, db) (GRU: db, dbh), for the
+    agreement check.
     """
     if cell == "lstm":
         def fwd(p):
@@ -112,6 +118,13 @@ def numpy_impl(mod, cell):
         def fwdbwd(p):
             h, cache = fwd(p)
             return h, mod.lstm_backward(p["dh"], cache)
+    elif cell == "gru":
+        def fwd(p):
+            return mod.gru_forward(p["x"], p["h0"], p["Wx"], p["Wh"], p["b"], p["bh"])
+
+        def fwdbwd(p):
+            h, cache = fwd(p)
+            return h, mod.gru_backward(p["dh"], cache)
     else:
         def fwd(p):
             return mod.rnn_forward(p["x"], p["h0"], p["Wx"], p["Wh"], p["b"])
@@ -123,7 +136,7 @@ def numpy_impl(mod, cell):
 
 
 def torch_impl(cell, p):
-    """torch.nn.LSTM / nn.RNN on the CPU with the same weights, or None without torch.
+    """torch.nn.LSTM / GRU / RNN on the CPU with the same weights, or None without torch.
 
     PyTorch packs LSTM gates i, f, g, o (fastrnn: i, f, o, g) and stores weights transposed.
     """
@@ -134,18 +147,25 @@ def torch_impl(cell, p):
     dtype = torch.float32 if p["x"].dtype == np.float32 else torch.float64
     D, G = p["Wx"].shape
     H = p["h0"].shape[1]
+    # fastrnn column j is torch row order[j] (the LSTM permutation is its own inverse).
     if cell == "lstm":
         order = np.r_[0:2 * H, 3 * H:4 * H, 2 * H:3 * H]
         module = torch.nn.LSTM(D, H, batch_first=True)
+    elif cell == "gru":
+        order = np.arange(G)
+        module = torch.nn.GRU(D, H, batch_first=True)
     else:
-        order = np.arange(H)
+        order = np.arange(G)
         module = torch.nn.RNN(D, H, batch_first=True, nonlinearity="tanh")
     module = module.to(dtype)
     with torch.no_grad():
         module.weight_ih_l0.copy_(torch.from_numpy(p["Wx"][:, order].T.copy()))
         module.weight_hh_l0.copy_(torch.from_numpy(p["Wh"][:, order].T.copy()))
         module.bias_ih_l0.copy_(torch.from_numpy(p["b"][order].copy()))
-        module.bias_hh_l0.zero_()
+        if cell == "gru":
+            module.bias_hh_l0.copy_(torch.from_numpy(p["bh"].copy()))
+        else:
+            module.bias_hh_l0.zero_()
     x = torch.from_numpy(p["x"]).requires_grad_(True)
     h0 = torch.from_numpy(p["h0"][None].copy()).requires_grad_(True)
     state = (h0, torch.from_numpy(p["c0"][None].copy())) if cell == "lstm" else h0
@@ -160,10 +180,13 @@ def torch_impl(cell, p):
         x.grad = h0.grad = None
         out = module(x, state)[0]
         out.backward(dh)
-        dWx = module.weight_ih_l0.grad.numpy().T[:, np.argsort(order)]
-        dWh = module.weight_hh_l0.grad.numpy().T[:, np.argsort(order)]
-        db = module.bias_ih_l0.grad.numpy()[np.argsort(order)]
-        return out.detach().numpy(), (x.grad.numpy(), h0.grad.numpy()[0], dWx, dWh, db)
+        grads = [x.grad.numpy(), h0.grad.numpy()[0],
+                 module.weight_ih_l0.grad.numpy().T[:, order],
+                 module.weight_hh_l0.grad.numpy().T[:, order],
+                 module.bias_ih_l0.grad.numpy()[order]]
+        if cell == "gru":
+            grads.append(module.bias_hh_l0.grad.numpy())
+        return out.detach().numpy(), tuple(grads)
     return fwd, fwdbwd
 
 
@@ -332,6 +355,8 @@ def main(argv=None):
                         help="LSTM shapes 'T,N,D,H;T,N,D,H' (default: the four reference sizes)")
     parser.add_argument("--rnn-shapes", type=parse_shapes, default=None,
                         help="vanilla RNN shapes (default: the two smallest; '' for none)")
+    parser.add_argument("--gru-shapes", type=parse_shapes, default=None,
+                        help="GRU shapes (default: the two smallest; '' for none)")
     parser.add_argument("--dtype", choices=["float32", "float64", "both"], default="float32")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (min)")
     parser.add_argument("--threads", type=int, default=None,
@@ -354,6 +379,8 @@ def main(argv=None):
     cases = [("lstm", s) for s in (args.shapes or DEFAULT_SHAPES)]
     cases += [("rnn", s) for s in (args.rnn_shapes if args.rnn_shapes is not None
                                    else DEFAULT_RNN_SHAPES)]
+    cases += [("gru", s) for s in (args.gru_shapes if args.gru_shapes is not None
+                                   else DEFAULT_GRU_SHAPES)]
     if args.plot:
         cases += [("lstm", s) for s in SWEEP_T + SWEEP_H if ("lstm", s) not in cases]
 
