@@ -11,6 +11,7 @@ Wh (H, 3H), bx (3H,), bh (3H,) with gates r, z, n. ``fastrnn.reference`` holds p
 versions of every function.
 """
 
+from . import reference
 from .gru import (GRUCache, gru_backward, gru_forward, gru_inference, gru_step_backward,
                   gru_step_forward)
 from .lstm import (LSTMCache, lstm_backward, lstm_forward, lstm_inference, lstm_step_backward,
@@ -28,5 +29,5 @@ __all__ = [
     "rnn_forward", "rnn_backward", "rnn_step_forward", "rnn_step_backward", "rnn_inference",
     "gru_forward", "gru_backward", "gru_step_forward", "gru_step_backward", "gru_inference",
     "StackCache", "stack_forward", "stack_backward", "reverse_within_lengths",
-    "weights_from_torch",
+    "weights_from_torch", "reference",
 ]
