@@ -13,22 +13,50 @@ class BatchOrder:
     work proportional to the real steps). Without lengths, or already sorted, nothing moves.
 
     lengths: (N,) sorted lengths; active: (T,) sequences running at each step;
-    ragged: some sequence is shorter than T; real_steps: the sum of the lengths.
+    ragged: some sequence is shorter than T; real_steps: R, the sum of the lengths;
+    offsets: (N,) first packed row of each sequence (see kernels/common.py).
     """
 
     def __init__(self, lengths, N, T):
+        self.shape = (N, T)
         if lengths is None:
+            # The common case, kept to a few microseconds: it is paid on every call.
             self.order = None
             self.lengths = np.full(N, T, np.int64)
-        else:
-            order = np.argsort(-lengths, kind="stable")
-            self.order = None if np.array_equal(order, np.arange(N)) else order
-            self.lengths = np.ascontiguousarray(lengths[order], dtype=np.int64)
+            self.active = np.full(T, N, np.int64)
+            self.offsets = np.arange(N, dtype=np.int64) * T
+            self.ragged = False
+            self.real_steps = N * T
+            return
+        order = np.argsort(-lengths, kind="stable")
+        self.order = None if np.array_equal(order, np.arange(N)) else order
+        self.lengths = np.ascontiguousarray(lengths[order], dtype=np.int64)
         # Number of lengths > t, for every t.
-        self.active = (N - np.searchsorted(np.sort(self.lengths), np.arange(T), side="right")
+        self.active = (N - np.searchsorted(self.lengths[::-1], np.arange(T), side="right")
                        ).astype(np.int64)
-        self.ragged = bool(N) and int(self.lengths.min()) < T
+        self.ragged = bool(N) and int(self.lengths[-1]) < T
         self.real_steps = int(self.lengths.sum())
+        self.offsets = (np.cumsum(self.lengths) - self.lengths).astype(np.int64)
+
+    def pack(self, a):
+        """(N, T, F) in kernel order -> (R, F) packed rows: a view without ragged lengths."""
+        N, T = self.shape
+        if not self.ragged:
+            return a.reshape(N * T, a.shape[2])
+        return a[np.arange(T)[None, :] < self.lengths[:, None]]
+
+    def unpack(self, rows):
+        """(R, F) packed rows -> (N, T, F) in kernel order, zeros past each length."""
+        N, T = self.shape
+        if not self.ragged:
+            return rows.reshape(N, T, rows.shape[1])
+        out = np.zeros((N, T, rows.shape[1]), rows.dtype)
+        out[np.arange(T)[None, :] < self.lengths[:, None]] = rows
+        return out
+
+    def rows(self, width, dtype):
+        """An uninitialised (R, width) array for per-step values."""
+        return np.empty((self.real_steps, width), dtype)
 
     def sort(self, a):
         """a with its batch axis (axis 0) in kernel order; a itself when nothing moves."""
@@ -56,22 +84,23 @@ def state_grad(name, grad, N, H, dtype, order):
     return np.array(order.sort(grad))  # always a copy: the kernel writes into it
 
 
-def weight_grads(da_x, x, h0, h_hist, Wx, order, da_h=None):
+def weight_grads(da_x, x_rows, h_prev, Wx, order, da_h=None):
     """dx, dWx, dWh, db_x (and db_h when da_h is given) from the gate gradients of all steps.
 
-    da_x, da_h: (N, T, G); x: (N, T, D); h0: (N, H); h_hist: (N, T, H); Wx: (D, G), all in
-    kernel order. dx comes back in kernel order, zero past each sequence's length.
+    da_x, da_h: (R, G); x_rows: (R, D); h_prev: (R, H) packed rows; Wx: (D, G).
+    dx comes back as (N, T, D) in kernel order, zero past each sequence's length.
     """
-    N, T, G = da_x.shape
-    D = x.shape[2]
-    H = h0.shape[1]
+    G = da_x.shape[1]
+    D = x_rows.shape[1]
+    H = h_prev.shape[1]
     dtype = da_x.dtype
-    dx = np.zeros((N, T, D), dtype)
+    dx_rows = order.rows(D, dtype)
     dWx = np.zeros((D, G), dtype)
     dWh = np.zeros((H, G), dtype)
     db_x = np.zeros(G, dtype)
     db_h = np.zeros(G if da_h is not None else 0, dtype)
     if order.real_steps:
-        weight_grads_kernel(da_x, da_x if da_h is None else da_h, da_h is not None, x, h0,
-                            h_hist, Wx, order.lengths, dx, dWx, dWh, db_x, db_h)
+        weight_grads_kernel(da_x, da_x if da_h is None else da_h, da_h is not None, x_rows,
+                            h_prev, Wx, dx_rows, dWx, dWh, db_x, db_h)
+    dx = order.unpack(dx_rows)
     return (dx, dWx, dWh, db_x) if da_h is None else (dx, dWx, dWh, db_x, db_h)

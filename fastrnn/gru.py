@@ -14,7 +14,7 @@ import numpy as np
 from . import _validate as v
 from ._config import INFERENCE_CHUNK
 from ._core import BatchOrder, state_grad, weight_grads
-from .kernels.gru import gru_backward_kernel, gru_forward_kernel
+from .kernels.gru import gru_backward_kernel, gru_forward_infer, gru_forward_train
 
 
 class GRUCache:
@@ -25,7 +25,7 @@ class GRUCache:
       lengths: (N,) the lengths the forward ran with (all T without ``lengths=``)
     """
 
-    __slots__ = ("x", "h0", "Wx", "Wh", "gates", "hn_hist", "h_hist", "final_h", "order",
+    __slots__ = ("x_rows", "h0", "Wx", "Wh", "gates", "hn_hist", "h_prev", "final_h", "order",
                  "is_step")
 
     def __init__(self, **fields):
@@ -46,24 +46,20 @@ def _validate(x, h0, Wx, Wh, bx, bh, lengths, step=False):
     return (x, h0, Wx, Wh, bx, bh), BatchOrder(v.validate_lengths(lengths, N, T), N, T)
 
 
-def _forward(x, h0, Wx, Wh, bx, bh, order, store):
-    """Run the kernel on validated arrays. Returns h_hist (N, T, H), the final h, the
-    training buffers gates and hn_hist, and the sorted x and h0, all in kernel order."""
+def _forward_infer(x, h0, Wx, Wh, bx, bh, order):
+    """The cache-free forward on validated arrays: h (N, T, H) and the final h."""
     N, T, D = x.shape
     H = h0.shape[1]
     dtype = x.dtype
     x, h0 = order.sort(x), order.sort(h0)
     h = h0.copy()
-    h_hist = (np.zeros if order.ragged else np.empty)((N, T, H), dtype)
-    steps_per_chunk = T if store else min(T, INFERENCE_CHUNK)
-    gates = np.empty((N, steps_per_chunk, 3 * H), dtype)
-    hn_hist = np.empty((N, T if store else 1, H), dtype)
+    h_out = (np.zeros if order.ragged else np.empty)((N, T, H), dtype)  # padding reads 0
     if order.real_steps:
-        x_chunk = np.empty((N, 0 if steps_per_chunk == T else steps_per_chunk, D), dtype)
-        rec = np.empty((N, 3 * H), dtype)
-        gru_forward_kernel(x, Wx, Wh, bx, bh, h, x_chunk, gates, rec, h_hist, hn_hist, store,
-                           order.lengths, order.active)
-    return h_hist, h, gates, hn_hist, x, h0
+        S = min(T, INFERENCE_CHUNK)
+        gru_forward_infer(x, Wx, Wh, bx, bh, h, np.empty((N, 3 * H), dtype),
+                          np.empty((N * S, D), dtype), np.empty((N * S, 3 * H), dtype),
+                          np.empty((N, H), dtype), h_out, order.active)
+    return order.unsort(h_out), order.unsort(h)
 
 
 def gru_forward(x, h0, Wx, Wh, bx, bh, *, lengths=None):
@@ -86,10 +82,20 @@ def gru_forward(x, h0, Wx, Wh, bx, bh, *, lengths=None):
 
 
 def _forward_with_cache(x, h0, Wx, Wh, bx, bh, order, is_step):
-    h_hist, h, gates, hn_hist, x, h0 = _forward(x, h0, Wx, Wh, bx, bh, order, store=True)
-    cache = GRUCache(x=x, h0=h0, Wx=Wx, Wh=Wh, gates=gates, hn_hist=hn_hist, h_hist=h_hist,
-                     final_h=order.unsort(h), order=order, is_step=is_step)
-    return order.unsort_copy(h_hist), cache
+    N, T, D = x.shape
+    H = h0.shape[1]
+    dtype = x.dtype
+    x, h0 = order.sort(x), order.sort(h0)
+    h = h0.copy()
+    h_out = (np.zeros if order.ragged else np.empty)((N, T, H), dtype)  # padding reads 0
+    x_rows = order.pack(x)
+    gates, h_prev, hn_hist = order.rows(3 * H, dtype), order.rows(H, dtype), order.rows(H, dtype)
+    if order.real_steps:
+        gru_forward_train(x_rows, Wx, Wh, bx, bh, h, np.empty((N, 3 * H), dtype), gates, h_out,
+                          h_prev, hn_hist, order.offsets, order.active)
+    cache = GRUCache(x_rows=x_rows, h0=h0, Wx=Wx, Wh=Wh, gates=gates, hn_hist=hn_hist,
+                     h_prev=h_prev, final_h=order.unsort(h), order=order, is_step=is_step)
+    return order.unsort(h_out), cache
 
 
 def gru_backward(dh, cache, *, dh_last=None):
@@ -106,27 +112,26 @@ def gru_backward(dh, cache, *, dh_last=None):
     v.check_cache(cache, GRUCache, "gru_forward")
     if cache.is_step:
         raise TypeError("cache comes from gru_step_forward; pass it to gru_step_backward")
-    N, T, _ = cache.x.shape
+    N, T = cache.order.shape
     H = cache.h0.shape[1]
-    dh = v.validate_upstream("dh", dh, (N, T, H), "(N, T, H)", cache.x.dtype)
+    dh = v.validate_upstream("dh", dh, (N, T, H), "(N, T, H)", cache.h0.dtype)
     return _backward(dh, cache, dh_last, "dh_last")
 
 
 def _backward(dh, cache, dh_last, dh_last_name):
-    N, T, _ = cache.x.shape
+    order = cache.order
+    N, T = order.shape
     H = cache.h0.shape[1]
     dtype = dh.dtype
-    order = cache.order
     dh_next = state_grad(dh_last_name, dh_last, N, H, dtype, order)
-    da_x = np.empty((N, T, 3 * H), dtype)
-    da_h = np.empty((N, T, 3 * H), dtype)
+    da_x, da_h = order.rows(3 * H, dtype), order.rows(3 * H, dtype)
     if order.real_steps:
         WhT = np.ascontiguousarray(cache.Wh.T)
-        gru_backward_kernel(order.sort(dh), cache.gates, cache.hn_hist, cache.h0, cache.h_hist,
-                            WhT, dh_next, da_x, da_h, np.empty((N, 3 * H), dtype),
-                            np.empty((N, H), dtype), order.active)
-    dx, dWx, dWh, dbx, dbh = weight_grads(da_x, cache.x, cache.h0, cache.h_hist, cache.Wx,
-                                          order, da_h=da_h)
+        gru_backward_kernel(order.sort(dh), cache.gates, cache.hn_hist, cache.h_prev, WhT,
+                            dh_next, da_x, da_h, np.empty((N, 3 * H), dtype),
+                            np.empty((N, H), dtype), order.offsets, order.active)
+    dx, dWx, dWh, dbx, dbh = weight_grads(da_x, cache.x_rows, cache.h_prev, cache.Wx, order,
+                                          da_h=da_h)
     return order.unsort(dx), order.unsort(dh_next), dWx, dWh, dbx, dbh
 
 
@@ -137,9 +142,8 @@ def gru_inference(x, h0, Wx, Wh, bx, bh, *, lengths=None, return_state=False):
     (h, final_h) with final_h of shape (N, H).
     """
     args, order = _validate(x, h0, Wx, Wh, bx, bh, lengths)
-    h_hist, h, *_ = _forward(*args, order, store=False)
-    h_hist = order.unsort(h_hist)
-    return (h_hist, order.unsort(h)) if return_state else h_hist
+    h, final_h = _forward_infer(*args, order)
+    return (h, final_h) if return_state else h
 
 
 def gru_step_forward(x, prev_h, Wx, Wh, bx, bh):
@@ -172,9 +176,9 @@ def gru_step_backward(dnext_h, cache):
     v.check_cache(cache, GRUCache, "gru_step_forward")
     if not cache.is_step:
         raise TypeError("cache comes from gru_forward; pass it to gru_backward")
-    N, _, D = cache.x.shape
-    H = cache.h0.shape[1]
-    dnext_h = v.validate_upstream("dnext_h", dnext_h, (N, H), "(N, H)", cache.x.dtype)
+    N, H = cache.h0.shape
+    D = cache.x_rows.shape[1]
+    dnext_h = v.validate_upstream("dnext_h", dnext_h, (N, H), "(N, H)", cache.h0.dtype)
     dx, dprev_h, dWx, dWh, dbx, dbh = _backward(dnext_h.reshape(N, 1, H), cache, None,
                                                 "dh_last")
     return dx.reshape(N, D), dprev_h, dWx, dWh, dbx, dbh

@@ -10,7 +10,7 @@ import numpy as np
 from . import _validate as v
 from ._config import INFERENCE_CHUNK
 from ._core import BatchOrder, state_grad, weight_grads
-from .kernels.lstm import lstm_backward_kernel, lstm_forward_kernel
+from .kernels.lstm import lstm_backward_kernel, lstm_forward_infer, lstm_forward_train
 
 
 class LSTMCache:
@@ -24,7 +24,7 @@ class LSTMCache:
     The rest is internal (activated gates, cell states, inputs in kernel order).
     """
 
-    __slots__ = ("x", "h0", "c0", "Wx", "Wh", "gates", "h_hist", "c_hist", "tanh_c_hist",
+    __slots__ = ("x_rows", "h0", "c0", "Wx", "Wh", "gates", "h_prev", "c_hist", "tanh_c_hist",
                  "final_h", "final_c", "order", "is_step")
 
     def __init__(self, **fields):
@@ -36,36 +36,27 @@ class LSTMCache:
         return self.order.unsort(self.order.lengths)
 
 
-def _forward(x, h0, c0, Wx, Wh, b, order, store):
-    """Run the kernel on validated arrays in the caller's order.
+def _sorted_state(x, h0, c0, order):
+    """x, h0, c0 in kernel order (c0 zeros when None) and fresh running states h, c."""
+    x, h0 = order.sort(x), order.sort(h0)
+    c0 = np.zeros_like(h0) if c0 is None else order.sort(c0)
+    return x, h0, c0, h0.copy(), c0.copy()
 
-    Returns h_hist (N, T, H) and the final h, c (kernel order), with the training buffers
-    gates, c_hist, tanh_c_hist (empty when not store) and the sorted x, h0, c0.
-    """
+
+def _forward_infer(x, h0, c0, Wx, Wh, b, order):
+    """The cache-free forward on validated arrays: h (N, T, H), final h, final c."""
     N, T, D = x.shape
     H = h0.shape[1]
     dtype = x.dtype
-    x, h0 = order.sort(x), order.sort(h0)
-    c0 = np.zeros((N, H), dtype) if c0 is None else order.sort(c0)
-    h, c = h0.copy(), c0.copy()
-    # Padding must read 0; without it every entry is written.
-    h_hist = (np.zeros if order.ragged else np.empty)((N, T, H), dtype)
-    if store:
-        steps_per_chunk = T
-        c_hist = np.empty((N, T, H), dtype)
-        tanh_c_hist = np.empty((N, T, H), dtype)
-    else:
-        # Bounded working memory: the input projection is done INFERENCE_CHUNK steps at a time.
-        steps_per_chunk = min(T, INFERENCE_CHUNK)
-        c_hist = np.empty((0, 0, 0), dtype)
-        tanh_c_hist = np.empty((N, 1, H), dtype)
-    gates = np.empty((N, steps_per_chunk, 4 * H), dtype)
+    x, h0, c0, h, c = _sorted_state(x, h0, c0, order)
+    h_out = (np.zeros if order.ragged else np.empty)((N, T, H), dtype)  # padding reads 0
     if order.real_steps:
-        x_chunk = np.empty((N, 0 if steps_per_chunk == T else steps_per_chunk, D), dtype)
-        rec = np.empty((N, 4 * H), dtype)
-        lstm_forward_kernel(x, Wx, Wh, b, h, c, x_chunk, gates, rec, h_hist, c_hist,
-                            tanh_c_hist, store, order.lengths, order.active)
-    return h_hist, h, c, gates, c_hist, tanh_c_hist, x, h0, c0
+        # Bounded working memory: the input projection is done INFERENCE_CHUNK steps at a time.
+        S = min(T, INFERENCE_CHUNK)
+        lstm_forward_infer(x, Wx, Wh, b, h, c, np.empty((N, 4 * H), dtype),
+                           np.empty((N * S, D), dtype), np.empty((N * S, 4 * H), dtype),
+                           np.empty((N, H), dtype), h_out, order.active)
+    return order.unsort(h_out), order.unsort(h), order.unsort(c)
 
 
 def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, lengths=None):
@@ -96,12 +87,21 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, lengths=None):
 
 
 def _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step):
-    h_hist, h, c, gates, c_hist, tanh_c_hist, x, h0, c0 = _forward(
-        x, h0, c0, Wx, Wh, b, order, store=True)
-    cache = LSTMCache(x=x, h0=h0, c0=c0, Wx=Wx, Wh=Wh, gates=gates, h_hist=h_hist,
+    N, T, D = x.shape
+    H = h0.shape[1]
+    dtype = x.dtype
+    x, h0, c0, h, c = _sorted_state(x, h0, c0, order)
+    h_out = (np.zeros if order.ragged else np.empty)((N, T, H), dtype)  # padding reads 0
+    x_rows = order.pack(x)
+    gates, h_prev = order.rows(4 * H, dtype), order.rows(H, dtype)
+    c_hist, tanh_c_hist = order.rows(H, dtype), order.rows(H, dtype)
+    if order.real_steps:
+        lstm_forward_train(x_rows, Wx, Wh, b, h, c, np.empty((N, 4 * H), dtype), gates, h_out,
+                           h_prev, c_hist, tanh_c_hist, order.offsets, order.active)
+    cache = LSTMCache(x_rows=x_rows, h0=h0, c0=c0, Wx=Wx, Wh=Wh, gates=gates, h_prev=h_prev,
                       c_hist=c_hist, tanh_c_hist=tanh_c_hist, final_h=order.unsort(h),
                       final_c=order.unsort(c), order=order, is_step=is_step)
-    return order.unsort_copy(h_hist), cache
+    return order.unsort(h_out), cache
 
 
 def lstm_backward(dh, cache, *, dh_last=None, dc_last=None, return_dc0=False):
@@ -124,28 +124,28 @@ def lstm_backward(dh, cache, *, dh_last=None, dc_last=None, return_dc0=False):
     v.check_cache(cache, LSTMCache, "lstm_forward")
     if cache.is_step:
         raise TypeError("cache comes from lstm_step_forward; pass it to lstm_step_backward")
-    N, T, _ = cache.x.shape
+    N, T = cache.order.shape
     H = cache.h0.shape[1]
-    dh = v.validate_upstream("dh", dh, (N, T, H), "(N, T, H)", cache.x.dtype)
+    dh = v.validate_upstream("dh", dh, (N, T, H), "(N, T, H)", cache.h0.dtype)
     grads = _backward(dh, cache, dh_last, dc_last, "dh_last", "dc_last")
     return grads if return_dc0 else grads[:5]
 
 
 def _backward(dh, cache, dh_last, dc_last, dh_last_name, dc_last_name):
     """Returns dx, dh0, dWx, dWh, db, dc0 (caller's order) for a validated dh."""
-    N, T, D = cache.x.shape
-    H = cache.h0.shape[1]
-    dtype = cache.x.dtype
     order = cache.order
+    N, T = order.shape
+    H = cache.h0.shape[1]
+    dtype = cache.h0.dtype
     dh_next = state_grad(dh_last_name, dh_last, N, H, dtype, order)
     dc_next = state_grad(dc_last_name, dc_last, N, H, dtype, order)
-    da = np.empty((N, T, 4 * H), dtype)
+    da = order.rows(4 * H, dtype)
     if order.real_steps:
         WhT = np.ascontiguousarray(cache.Wh.T)
         lstm_backward_kernel(order.sort(dh), cache.gates, cache.c_hist, cache.tanh_c_hist,
                              cache.c0, WhT, dh_next, dc_next, da, np.empty((N, 4 * H), dtype),
-                             order.active)
-    dx, dWx, dWh, db = weight_grads(da, cache.x, cache.h0, cache.h_hist, cache.Wx, order)
+                             order.offsets, order.active)
+    dx, dWx, dWh, db = weight_grads(da, cache.x_rows, cache.h_prev, cache.Wx, order)
     return (order.unsort(dx), order.unsort(dh_next), dWx, dWh, db, order.unsort(dc_next))
 
 
@@ -158,9 +158,8 @@ def lstm_inference(x, h0, Wx, Wh, b, *, c0=None, lengths=None, return_state=Fals
     (x, h0, c0, Wx, Wh, (b,)), (N, T, D, H) = v.validate_sequence(
         x, h0, Wx, Wh, (("b", b),), gates=4, c0=c0, has_c0=True)
     order = BatchOrder(v.validate_lengths(lengths, N, T), N, T)
-    h_hist, h, c, *_ = _forward(x, h0, c0, Wx, Wh, b, order, store=False)
-    h_hist = order.unsort(h_hist)
-    return (h_hist, (order.unsort(h), order.unsort(c))) if return_state else h_hist
+    h, final_h, final_c = _forward_infer(x, h0, c0, Wx, Wh, b, order)
+    return (h, (final_h, final_c)) if return_state else h
 
 
 def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
@@ -197,10 +196,10 @@ def lstm_step_backward(dnext_h, dnext_c, cache):
     v.check_cache(cache, LSTMCache, "lstm_step_forward")
     if not cache.is_step:
         raise TypeError("cache comes from lstm_forward; pass it to lstm_backward")
-    N, _, D = cache.x.shape
-    H = cache.h0.shape[1]
-    dnext_h = v.validate_upstream("dnext_h", dnext_h, (N, H), "(N, H)", cache.x.dtype)
-    dnext_c = v.validate_upstream("dnext_c", dnext_c, (N, H), "(N, H)", cache.x.dtype)
+    N, H = cache.h0.shape
+    D = cache.x_rows.shape[1]
+    dnext_h = v.validate_upstream("dnext_h", dnext_h, (N, H), "(N, H)", cache.h0.dtype)
+    dnext_c = v.validate_upstream("dnext_c", dnext_c, (N, H), "(N, H)", cache.h0.dtype)
     dx, dprev_h, dWx, dWh, db, dprev_c = _backward(
         dnext_h.reshape(N, 1, H), cache, None, dnext_c, "dh_last", "dnext_c")
     return dx.reshape(N, D), dprev_h, dprev_c, dWx, dWh, db

@@ -9,7 +9,7 @@ import numpy as np
 from . import _validate as v
 from ._config import INFERENCE_CHUNK
 from ._core import BatchOrder, state_grad, weight_grads
-from .kernels.rnn import rnn_backward_kernel, rnn_forward_kernel
+from .kernels.rnn import rnn_backward_kernel, rnn_forward_infer, rnn_forward_train
 
 
 class RNNCache:
@@ -21,7 +21,8 @@ class RNNCache:
       lengths: (N,) the lengths the forward ran with (all T without ``lengths=``)
     """
 
-    __slots__ = ("x", "h0", "Wx", "Wh", "h_hist", "final_h", "relu", "order", "is_step")
+    __slots__ = ("x_rows", "h0", "Wx", "Wh", "h_prev", "h_rows", "final_h", "relu", "order",
+                 "is_step")
 
     def __init__(self, **fields):
         for name in self.__slots__:
@@ -32,22 +33,19 @@ class RNNCache:
         return self.order.unsort(self.order.lengths)
 
 
-def _forward(x, h0, Wx, Wh, b, order, relu, steps_per_chunk):
-    """Run the kernel on validated arrays. Returns h_hist (N, T, H), the final h and the
-    sorted x and h0, all in kernel order."""
+def _forward_infer(x, h0, Wx, Wh, b, order, relu):
+    """The cache-free forward on validated arrays: h (N, T, H) and the final h."""
     N, T, D = x.shape
     H = h0.shape[1]
     dtype = x.dtype
     x, h0 = order.sort(x), order.sort(h0)
     h = h0.copy()
-    h_hist = (np.zeros if order.ragged else np.empty)((N, T, H), dtype)
+    h_out = (np.zeros if order.ragged else np.empty)((N, T, H), dtype)  # padding reads 0
     if order.real_steps:
-        proj = np.empty((N, steps_per_chunk, H), dtype)
-        x_chunk = np.empty((N, 0 if steps_per_chunk == T else steps_per_chunk, D), dtype)
-        rec = np.empty((N, H), dtype)
-        rnn_forward_kernel(x, Wx, Wh, b, h, x_chunk, proj, rec, h_hist, relu,
-                           order.lengths, order.active)
-    return h_hist, h, x, h0
+        S = min(T, INFERENCE_CHUNK)
+        rnn_forward_infer(x, Wx, Wh, b, h, np.empty((N, H), dtype), np.empty((N * S, D), dtype),
+                          np.empty((N * S, H), dtype), h_out, relu, order.active)
+    return order.unsort(h_out), order.unsort(h)
 
 
 def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", lengths=None):
@@ -74,11 +72,21 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", lengths=None):
 
 
 def _forward_with_cache(x, h0, Wx, Wh, b, order, nonlinearity, is_step):
+    N, T, D = x.shape
+    H = h0.shape[1]
+    dtype = x.dtype
     relu = nonlinearity == "relu"
-    h_hist, h, x, h0 = _forward(x, h0, Wx, Wh, b, order, relu, steps_per_chunk=x.shape[1])
-    cache = RNNCache(x=x, h0=h0, Wx=Wx, Wh=Wh, h_hist=h_hist, final_h=order.unsort(h),
-                     relu=relu, order=order, is_step=is_step)
-    return order.unsort_copy(h_hist), cache
+    x, h0 = order.sort(x), order.sort(h0)
+    h = h0.copy()
+    h_out = (np.zeros if order.ragged else np.empty)((N, T, H), dtype)  # padding reads 0
+    x_rows = order.pack(x)
+    h_prev, h_rows = order.rows(H, dtype), order.rows(H, dtype)
+    if order.real_steps:
+        rnn_forward_train(x_rows, Wx, Wh, b, h, np.empty((N, H), dtype), order.rows(H, dtype),
+                          h_out, h_prev, h_rows, relu, order.offsets, order.active)
+    cache = RNNCache(x_rows=x_rows, h0=h0, Wx=Wx, Wh=Wh, h_prev=h_prev, h_rows=h_rows,
+                     final_h=order.unsort(h), relu=relu, order=order, is_step=is_step)
+    return order.unsort(h_out), cache
 
 
 def rnn_backward(dh, cache, *, dh_last=None):
@@ -95,23 +103,23 @@ def rnn_backward(dh, cache, *, dh_last=None):
     v.check_cache(cache, RNNCache, "rnn_forward")
     if cache.is_step:
         raise TypeError("cache comes from rnn_step_forward; pass it to rnn_step_backward")
-    N, T, _ = cache.x.shape
+    N, T = cache.order.shape
     H = cache.h0.shape[1]
-    dh = v.validate_upstream("dh", dh, (N, T, H), "(N, T, H)", cache.x.dtype)
+    dh = v.validate_upstream("dh", dh, (N, T, H), "(N, T, H)", cache.h0.dtype)
     return _backward(dh, cache, dh_last, "dh_last")
 
 
 def _backward(dh, cache, dh_last, dh_last_name):
-    N, T, _ = cache.x.shape
-    H = cache.h0.shape[1]
     order = cache.order
+    N, T = order.shape
+    H = cache.h0.shape[1]
     dh_next = state_grad(dh_last_name, dh_last, N, H, dh.dtype, order)
-    da = np.empty((N, T, H), dh.dtype)
+    da = order.rows(H, dh.dtype)
     if order.real_steps:
         WhT = np.ascontiguousarray(cache.Wh.T)
-        rnn_backward_kernel(order.sort(dh), cache.h_hist, WhT, dh_next, da,
-                            np.empty((N, H), dh.dtype), cache.relu, order.active)
-    dx, dWx, dWh, db = weight_grads(da, cache.x, cache.h0, cache.h_hist, cache.Wx, order)
+        rnn_backward_kernel(order.sort(dh), cache.h_rows, WhT, dh_next, da,
+                            np.empty((N, H), dh.dtype), cache.relu, order.offsets, order.active)
+    dx, dWx, dWh, db = weight_grads(da, cache.x_rows, cache.h_prev, cache.Wx, order)
     return order.unsort(dx), order.unsort(dh_next), dWx, dWh, db
 
 
@@ -125,10 +133,8 @@ def rnn_inference(x, h0, Wx, Wh, b, *, nonlinearity="tanh", lengths=None, return
     (x, h0, _, Wx, Wh, (b,)), (N, T, D, H) = v.validate_sequence(
         x, h0, Wx, Wh, (("b", b),), gates=1)
     order = BatchOrder(v.validate_lengths(lengths, N, T), N, T)
-    h_hist, h, _, _ = _forward(x, h0, Wx, Wh, b, order, nonlinearity == "relu",
-                               steps_per_chunk=min(T, INFERENCE_CHUNK))
-    h_hist = order.unsort(h_hist)
-    return (h_hist, order.unsort(h)) if return_state else h_hist
+    h, final_h = _forward_infer(x, h0, Wx, Wh, b, order, nonlinearity == "relu")
+    return (h, final_h) if return_state else h
 
 
 def rnn_step_forward(x, prev_h, Wx, Wh, b, *, nonlinearity="tanh"):
@@ -165,8 +171,8 @@ def rnn_step_backward(dnext_h, cache):
     v.check_cache(cache, RNNCache, "rnn_step_forward")
     if not cache.is_step:
         raise TypeError("cache comes from rnn_forward; pass it to rnn_backward")
-    N, _, D = cache.x.shape
-    H = cache.h0.shape[1]
-    dnext_h = v.validate_upstream("dnext_h", dnext_h, (N, H), "(N, H)", cache.x.dtype)
+    N, H = cache.h0.shape
+    D = cache.x_rows.shape[1]
+    dnext_h = v.validate_upstream("dnext_h", dnext_h, (N, H), "(N, H)", cache.h0.dtype)
     dx, dprev_h, dWx, dWh, db = _backward(dnext_h.reshape(N, 1, H), cache, None, "dh_last")
     return dx.reshape(N, D), dprev_h, dWx, dWh, db

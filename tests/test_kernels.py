@@ -231,7 +231,7 @@ def test_results_are_bit_identical_run_to_run(cell):
 
 def test_kernels_actually_run_fused_code():
     """Guard against a silent fallback: the kernels are compiled dispatchers with cache on."""
-    from fastrnn.kernels.lstm import lstm_forward_kernel
+    from fastrnn.kernels.lstm import lstm_forward_train as lstm_forward_kernel
     fastrnn.lstm_forward(*make_inputs(2, 2, 2, 2, 4)[:2], *make_inputs(2, 2, 2, 2, 4)[3:])
     assert lstm_forward_kernel.signatures
     assert lstm_forward_kernel._cache.__class__.__name__ == "FunctionCache"
