@@ -16,10 +16,10 @@ from .gru import (GRUCache, gru_backward, gru_forward, gru_inference, gru_step_b
                   gru_step_forward)
 from .lstm import (LSTMCache, lstm_backward, lstm_forward, lstm_inference, lstm_step_backward,
                    lstm_step_forward)
-from .stack import (StackCache, reverse_within_lengths, stack_backward, stack_forward,
-                    weights_from_torch)
 from .rnn import (RNNCache, rnn_backward, rnn_forward, rnn_inference, rnn_step_backward,
                   rnn_step_forward)
+from .stack import (StackCache, reverse_within_lengths, stack_backward, stack_forward,
+                    weights_from_torch)
 
 __version__ = "0.1.0"
 

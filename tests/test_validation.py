@@ -316,3 +316,15 @@ def test_big_endian_input_works():
     swapped = {**a, "x": a["x"].astype(">f8")}
     got, _ = call(fastrnn.lstm_forward, swapped)
     np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=lambda d: d.__name__)
+@pytest.mark.parametrize("cell", CELLS, ids=lambda c: c.name)
+def test_nan_input_propagates_instead_of_a_silent_number(cell, dtype):
+    """The clamped float32 approximations must not turn a NaN into a plausible value."""
+    p = cell.params(*make_inputs(2, 3, 4, 5, cell.gates, dtype))
+    p["x"] = p["x"].copy()
+    p["x"][0, 1, 0] = np.nan
+    h, states, _ = cell.forward(fastrnn, p)
+    assert np.isnan(h[0, 1:]).all() and np.isnan(states[0][0]).all()
+    assert not np.isnan(h[1]).any() and not np.isnan(h[0, 0]).any()
