@@ -5,12 +5,22 @@ float64 tanh, a few float32 ulp), written in plain arithmetic with float32 const
 vectorises it; numba's ``np.tanh``/``np.exp`` are scalar libm calls (~20 ns each) that never
 vectorise here. The sigmoid is ``0.5 + 0.5 * tanh(0.5 * x)`` on top of it (abs error < 2e-7).
 
-float64: the exact libm ``np.tanh``/``np.exp``: the tests hold float64 to 1e-10 relative and
-no approximation this cheap is that accurate.
+float64: exp by exp(x / 64) ** 64 with a degree-17 Taylor polynomial on |x / 64| <= 0.7
+(x clamped to [-44, 44], where the gates saturate anyway), tanh as expm1(2x) / (expm1(2x) + 2)
+with a Taylor expm1 near 0 (no cancellation), sigmoid as 1 / (1 + exp(-x)). Branch-free
+plain arithmetic, so LLVM vectorises it: measured 0.96 ns (tanh) and 0.59 ns (sigmoid) per
+element in a plain loop against 11 ns and 3.0 ns for numba's scalar libm calls; inside the
+LSTM cell update the float64 cost fell from 27 to 16 ns per hidden unit (float32: 3.2 ns;
+part of the float64 cell loop still compiles to scalar code). Max relative error against
+libm 2e-14 (tanh, sigmoid for x > -40; below -40 the absolute error is < 5e-18), far inside
+the 1e-10 the tests hold float64 to.
 """
 
+import math
+
+
 import numpy as np
-from numba import types
+from numba import njit, types
 from numba.extending import overload
 from numba.np.numpy_support import as_dtype
 
@@ -25,15 +35,82 @@ _A9, _A11, _A13 = _F32(-8.60467152213735e-11), _F32(2.00018790482477e-13), _F32(
 _B0, _B2, _B4, _B6 = _F32(4.89352518554385e-03), _F32(2.26843463243900e-03), _F32(1.18534705686654e-04), _F32(1.19825839466702e-06)
 _HALF32 = _F32(0.5)
 
+# 1 / k! for the float64 Taylor polynomials.
+_INV_FACT = tuple(1.0 / math.factorial(k) for k in range(18))
+
 
 def tanh(x):
-    """Gate tanh: fast rational approximation for float32, exact for float64."""
+    """Gate tanh: fast rational approximation for float32, vectorisable exp-based float64."""
     return np.tanh(x)
 
 
 def sigmoid(x):
-    """Gate sigmoid: via the fast tanh for float32, exact for float64."""
+    """Gate sigmoid: via the fast tanh for float32, vectorisable exp-based float64."""
     return 1.0 / (1.0 + np.exp(-x))
+
+
+@njit(inline="always", error_model="numpy", fastmath=FASTMATH_FLAGS)
+def _exp_small(r):
+    """exp(r) for |r| <= 0.7, float64, to ~1 ulp: Taylor polynomial of degree 17."""
+    p = r * _INV_FACT[17] + _INV_FACT[16]
+    p = r * p + _INV_FACT[15]
+    p = r * p + _INV_FACT[14]
+    p = r * p + _INV_FACT[13]
+    p = r * p + _INV_FACT[12]
+    p = r * p + _INV_FACT[11]
+    p = r * p + _INV_FACT[10]
+    p = r * p + _INV_FACT[9]
+    p = r * p + _INV_FACT[8]
+    p = r * p + _INV_FACT[7]
+    p = r * p + _INV_FACT[6]
+    p = r * p + _INV_FACT[5]
+    p = r * p + _INV_FACT[4]
+    p = r * p + _INV_FACT[3]
+    p = r * p + _INV_FACT[2]
+    p = r * p + _INV_FACT[1]
+    return r * p + 1.0
+
+
+@njit(inline="always", error_model="numpy", fastmath=FASTMATH_FLAGS)
+def _expm1_small(y):
+    """expm1(y) for |y| < 0.5, float64: y times a degree-15 Taylor tail, no cancellation."""
+    p = y * _INV_FACT[16] + _INV_FACT[15]
+    p = y * p + _INV_FACT[14]
+    p = y * p + _INV_FACT[13]
+    p = y * p + _INV_FACT[12]
+    p = y * p + _INV_FACT[11]
+    p = y * p + _INV_FACT[10]
+    p = y * p + _INV_FACT[9]
+    p = y * p + _INV_FACT[8]
+    p = y * p + _INV_FACT[7]
+    p = y * p + _INV_FACT[6]
+    p = y * p + _INV_FACT[5]
+    p = y * p + _INV_FACT[4]
+    p = y * p + _INV_FACT[3]
+    p = y * p + _INV_FACT[2]
+    p = y * p + _INV_FACT[1]
+    return y * p
+
+
+@njit(inline="always", error_model="numpy", fastmath=FASTMATH_FLAGS)
+def _exp_f64(x):
+    """exp(x), x clamped to [-44, 44]: exp(x / 64) ** 64 by six squarings (branch-free)."""
+    e = _exp_small(min(max(x, -44.0), 44.0) * 0.015625)
+    e = e * e
+    e = e * e
+    e = e * e
+    e = e * e
+    e = e * e
+    return e * e
+
+
+@njit(inline="always", error_model="numpy", fastmath=FASTMATH_FLAGS)
+def _tanh_f64(x):
+    """tanh(x) = expm1(2x) / (expm1(2x) + 2); |x| > 20 gives +-1 (exact in float64)."""
+    y = 2.0 * min(max(x, -20.0), 20.0)
+    em1 = _expm1_small(y) if abs(y) < 0.5 else _exp_f64(y) - 1.0
+    r = em1 / (em1 + 2.0)
+    return r if x == x else x  # NaN stays NaN (the clamp would turn it into a number)
 
 
 def _is_float32(x):
@@ -61,14 +138,14 @@ def _tanh_impl(x):
             # tanh(x) = x to float32 precision near 0, where the ratio loses relative accuracy.
             return x if abs(x) < _TINY else r
         return tanh_f32
-    return lambda x: np.tanh(x)
+    return lambda x: _tanh_f64(x)
 
 
 @overload(sigmoid, jit_options={"fastmath": FASTMATH_FLAGS, "error_model": "numpy"})
 def _sigmoid_impl(x):
     if _is_float32(x):
         return lambda x: _HALF32 + _HALF32 * tanh(_HALF32 * x)
-    return lambda x: 1.0 / (1.0 + np.exp(-x))
+    return lambda x: 1.0 / (1.0 + _exp_f64(-x))
 
 
 def one_of(arr):

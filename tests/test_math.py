@@ -1,0 +1,55 @@
+"""Accuracy of the kernels' vectorisable gate functions against NumPy's (libm) ones."""
+
+import numpy as np
+import pytest
+from numba import njit
+
+from fastrnn.kernels._math import sigmoid, tanh
+
+
+@njit(cache=True)
+def apply(fn_id, x, out):
+    for i in range(x.size):
+        out[i] = tanh(x[i]) if fn_id == 0 else sigmoid(x[i])
+
+
+GRID = np.concatenate([np.linspace(-60, 60, 1_200_001), np.geomspace(1e-300, 2, 100_001),
+                       -np.geomspace(1e-300, 2, 100_001), [0.0, -0.0, np.inf, -np.inf]])
+
+
+def run(fn_id, dtype):
+    x = GRID.astype(dtype)
+    out = np.empty_like(x)
+    apply(fn_id, x, out)
+    exact = np.tanh(x.astype(np.float64)) if fn_id == 0 else 1 / (1 + np.exp(-x.astype(np.float64)))
+    return x, out.astype(np.float64), exact
+
+
+def test_float64_tanh_relative_error():
+    x, got, exact = run(0, np.float64)
+    rel = np.abs(got - exact) / np.maximum(np.abs(exact), 1e-300)
+    assert rel.max() < 5e-14, f"max relative error {rel.max():.2e} at x = {x[rel.argmax()]}"
+    assert np.array_equal(np.sign(got), np.sign(exact))
+
+
+def test_float64_sigmoid_error():
+    x, got, exact = run(1, np.float64)
+    inside = x > -40  # below, exp(-x) is clamped: tiny absolute error, not relative
+    rel = np.abs(got - exact)[inside] / exact[inside]
+    assert rel.max() < 5e-14, f"max relative error {rel.max():.2e}"
+    assert np.abs(got - exact)[~inside].max() < 5e-18
+
+
+@pytest.mark.parametrize("fn_id,bound", [(0, 5e-7), (1, 3e-7)], ids=["tanh", "sigmoid"])
+def test_float32_absolute_error(fn_id, bound):
+    x, got, exact = run(fn_id, np.float32)
+    err = np.abs(got - exact)
+    assert err.max() < bound, f"max abs error {err.max():.2e} at x = {x[err.argmax()]}"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fn_id", [0, 1], ids=["tanh", "sigmoid"])
+def test_nan_stays_nan(fn_id, dtype):
+    out = np.empty(1, dtype)
+    apply(fn_id, np.array([np.nan], dtype), out)
+    assert np.isnan(out[0])
