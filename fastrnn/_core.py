@@ -58,6 +58,12 @@ class BatchOrder:
         """An uninitialised (R, width) array for per-step values."""
         return np.empty((self.real_steps, width), dtype)
 
+    def padded(self, width, dtype):
+        """An (N, T, width) output the kernels fill at real steps: zeros when ragged, so the
+        padding reads 0, uninitialised otherwise (every entry gets written)."""
+        return (np.zeros if self.ragged else np.empty)(self.shape + (width,), dtype)
+
+
     def sort(self, a):
         """a with its batch axis (axis 0) in kernel order; a itself when nothing moves."""
         return a if self.order is None else np.ascontiguousarray(a[self.order])
@@ -69,11 +75,6 @@ class BatchOrder:
         out = np.empty_like(a)
         out[self.order] = a
         return out
-
-    def unsort_copy(self, a):
-        """As unsort, but always a new array (for outputs that must not share the cache's)."""
-        out = self.unsort(a)
-        return a.copy() if out is a else out
 
 
 def state_grad(name, grad, N, H, dtype, order):
@@ -104,3 +105,21 @@ def weight_grads(da_x, x_rows, h_prev, Wx, order, da_h=None):
                             h_prev, Wx, dx_rows, dWx, dWh, db_x, db_h)
     dx = order.unpack(dx_rows)
     return (dx, dWx, dWh, db_x) if da_h is None else (dx, dWx, dWh, db_x, db_h)
+
+
+class CellCache:
+    """Base of the caches the forward functions return: treat as read-only.
+
+    Subclasses list their fields in ``__slots__``; every one must be given by keyword.
+    ``lengths`` (N,) are the lengths the forward ran with (all T without ``lengths=``).
+    """
+
+    __slots__ = ()
+
+    def __init__(self, **fields):
+        for name in self.__slots__:
+            setattr(self, name, fields[name])
+
+    @property
+    def lengths(self):
+        return self.order.unsort(self.order.lengths)

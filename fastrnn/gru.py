@@ -13,11 +13,11 @@ import numpy as np
 
 from . import _validate as v
 from ._config import INFERENCE_CHUNK
-from ._core import BatchOrder, state_grad, weight_grads
+from ._core import BatchOrder, CellCache, state_grad, weight_grads
 from .kernels.gru import gru_backward_kernel, gru_forward_infer, gru_forward_train
 
 
-class GRUCache:
+class GRUCache(CellCache):
     """What gru_backward needs from gru_forward; treat it as read-only.
 
     Public attributes:
@@ -27,14 +27,6 @@ class GRUCache:
 
     __slots__ = ("x_rows", "h0", "Wx", "Wh", "gates", "hn_hist", "h_prev", "final_h", "order",
                  "is_step")
-
-    def __init__(self, **fields):
-        for name in self.__slots__:
-            setattr(self, name, fields[name])
-
-    @property
-    def lengths(self):
-        return self.order.unsort(self.order.lengths)
 
 
 def _validate(x, h0, Wx, Wh, bx, bh, lengths, step=False):
@@ -53,7 +45,7 @@ def _forward_infer(x, h0, Wx, Wh, bx, bh, order):
     dtype = x.dtype
     x, h0 = order.sort(x), order.sort(h0)
     h = h0.copy()
-    h_out = (np.zeros if order.ragged else np.empty)((N, T, H), dtype)  # padding reads 0
+    h_out = order.padded(H, dtype)
     if order.real_steps:
         S = min(T, INFERENCE_CHUNK)
         gru_forward_infer(x, Wx, Wh, bx, bh, h, np.empty((N, 3 * H), dtype),
@@ -87,7 +79,7 @@ def _forward_with_cache(x, h0, Wx, Wh, bx, bh, order, is_step):
     dtype = x.dtype
     x, h0 = order.sort(x), order.sort(h0)
     h = h0.copy()
-    h_out = (np.zeros if order.ragged else np.empty)((N, T, H), dtype)  # padding reads 0
+    h_out = order.padded(H, dtype)
     x_rows = order.pack(x)
     gates, h_prev, hn_hist = order.rows(3 * H, dtype), order.rows(H, dtype), order.rows(H, dtype)
     if order.real_steps:

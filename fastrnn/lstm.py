@@ -9,11 +9,11 @@ import numpy as np
 
 from . import _validate as v
 from ._config import INFERENCE_CHUNK
-from ._core import BatchOrder, state_grad, weight_grads
+from ._core import BatchOrder, CellCache, state_grad, weight_grads
 from .kernels.lstm import lstm_backward_kernel, lstm_forward_infer, lstm_forward_train
 
 
-class LSTMCache:
+class LSTMCache(CellCache):
     """What lstm_backward needs from lstm_forward; treat it as read-only.
 
     Public attributes:
@@ -26,14 +26,6 @@ class LSTMCache:
 
     __slots__ = ("x_rows", "h0", "c0", "Wx", "Wh", "gates", "h_prev", "c_hist", "tanh_c_hist",
                  "final_h", "final_c", "order", "is_step")
-
-    def __init__(self, **fields):
-        for name in self.__slots__:
-            setattr(self, name, fields[name])
-
-    @property
-    def lengths(self):
-        return self.order.unsort(self.order.lengths)
 
 
 def _sorted_state(x, h0, c0, order):
@@ -49,7 +41,7 @@ def _forward_infer(x, h0, c0, Wx, Wh, b, order):
     H = h0.shape[1]
     dtype = x.dtype
     x, h0, c0, h, c = _sorted_state(x, h0, c0, order)
-    h_out = (np.zeros if order.ragged else np.empty)((N, T, H), dtype)  # padding reads 0
+    h_out = order.padded(H, dtype)
     if order.real_steps:
         # Bounded working memory: the input projection is done INFERENCE_CHUNK steps at a time.
         S = min(T, INFERENCE_CHUNK)
@@ -91,7 +83,7 @@ def _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step):
     H = h0.shape[1]
     dtype = x.dtype
     x, h0, c0, h, c = _sorted_state(x, h0, c0, order)
-    h_out = (np.zeros if order.ragged else np.empty)((N, T, H), dtype)  # padding reads 0
+    h_out = order.padded(H, dtype)
     x_rows = order.pack(x)
     gates, h_prev = order.rows(4 * H, dtype), order.rows(H, dtype)
     c_hist, tanh_c_hist = order.rows(H, dtype), order.rows(H, dtype)

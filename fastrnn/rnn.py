@@ -8,11 +8,11 @@ import numpy as np
 
 from . import _validate as v
 from ._config import INFERENCE_CHUNK
-from ._core import BatchOrder, state_grad, weight_grads
+from ._core import BatchOrder, CellCache, state_grad, weight_grads
 from .kernels.rnn import rnn_backward_kernel, rnn_forward_infer, rnn_forward_train
 
 
-class RNNCache:
+class RNNCache(CellCache):
     """What rnn_backward needs from rnn_forward; treat it as read-only.
 
     Public attributes:
@@ -24,14 +24,6 @@ class RNNCache:
     __slots__ = ("x_rows", "h0", "Wx", "Wh", "h_prev", "h_rows", "final_h", "relu", "order",
                  "is_step")
 
-    def __init__(self, **fields):
-        for name in self.__slots__:
-            setattr(self, name, fields[name])
-
-    @property
-    def lengths(self):
-        return self.order.unsort(self.order.lengths)
-
 
 def _forward_infer(x, h0, Wx, Wh, b, order, relu):
     """The cache-free forward on validated arrays: h (N, T, H) and the final h."""
@@ -40,7 +32,7 @@ def _forward_infer(x, h0, Wx, Wh, b, order, relu):
     dtype = x.dtype
     x, h0 = order.sort(x), order.sort(h0)
     h = h0.copy()
-    h_out = (np.zeros if order.ragged else np.empty)((N, T, H), dtype)  # padding reads 0
+    h_out = order.padded(H, dtype)
     if order.real_steps:
         S = min(T, INFERENCE_CHUNK)
         rnn_forward_infer(x, Wx, Wh, b, h, np.empty((N, H), dtype), np.empty((N * S, D), dtype),
@@ -78,7 +70,7 @@ def _forward_with_cache(x, h0, Wx, Wh, b, order, nonlinearity, is_step):
     relu = nonlinearity == "relu"
     x, h0 = order.sort(x), order.sort(h0)
     h = h0.copy()
-    h_out = (np.zeros if order.ragged else np.empty)((N, T, H), dtype)  # padding reads 0
+    h_out = order.padded(H, dtype)
     x_rows = order.pack(x)
     h_prev, h_rows = order.rows(H, dtype), order.rows(H, dtype)
     if order.real_steps:
