@@ -1,16 +1,52 @@
 """Jit options for every kernel, in one place.
 
 - ``cache=True``: compiled machine code is written to ``__pycache__`` (or ``NUMBA_CACHE_DIR``)
-  so a new process loads it in milliseconds instead of compiling for seconds.
+  so a new process loads it in milliseconds instead of compiling for seconds. When no
+  directory numba could use is writable (a read-only install and home), caching is turned
+  off with a warning instead: numba would otherwise fail the import with
+  "RuntimeError: cannot cache function".
 - ``error_model="numpy"``: no zero-division check on every float division; that check blocks
   vectorisation of the gate math (see shared/PERF-FACTS.md).
 - ``fastmath``: only the flags that let LLVM vectorise and contract (FMA). ``nnan``/``ninf``
   are left out so NaN and inf inputs propagate as IEEE says instead of being undefined.
 """
 
+import os
+import tempfile
+import warnings
+
 FASTMATH_FLAGS = {"nsz", "arcp", "contract", "reassoc"}
 
-JIT_OPTIONS = dict(nogil=True, cache=True, error_model="numpy",
+
+def writable_directory(candidates):
+    """The first of ``candidates`` that exists or can be made, and can be written to."""
+    for directory in candidates:
+        try:
+            os.makedirs(directory, exist_ok=True)
+            with tempfile.TemporaryFile(dir=directory):
+                return directory
+        except OSError:
+            continue
+    return None
+
+
+def _cache_available():
+    """Whether numba will find a writable cache directory: NUMBA_CACHE_DIR when set, else
+    the kernels' __pycache__ or the user-wide cache (numba's own search order)."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return True
+    from numba.misc.appdirs import AppDirs
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "__pycache__")
+    user = AppDirs(appname="numba", appauthor=False).user_cache_dir
+    if writable_directory([here, user]) is not None:
+        return True
+    warnings.warn("fastrnn: no writable directory for numba's kernel cache; kernels will be "
+                  "compiled in every process (seconds per kernel). Set NUMBA_CACHE_DIR to a "
+                  "writable directory to keep them.", RuntimeWarning, stacklevel=2)
+    return False
+
+
+JIT_OPTIONS = dict(nogil=True, cache=_cache_available(), error_model="numpy",
                    fastmath=FASTMATH_FLAGS)
 
 # Per-step products (M, K) @ (K, P) with fewer rows M than this use fastrnn's own loop instead

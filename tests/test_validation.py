@@ -328,3 +328,13 @@ def test_nan_input_propagates_instead_of_a_silent_number(cell, dtype):
     h, states, _ = cell.forward(fastrnn, p)
     assert np.isnan(h[0, 1:]).all() and np.isnan(states[0][0]).all()
     assert not np.isnan(h[1]).any() and not np.isnan(h[0, 0]).any()
+
+
+def test_cache_directory_check(tmp_path):
+    """A read-only install must not make the import fail: the check finds a writable place
+    or reports none (then fastrnn compiles without caching, with a warning)."""
+    from fastrnn._config import writable_directory
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert writable_directory([str(blocker / "sub")]) is None  # cannot make a dir in a file
+    assert writable_directory([str(blocker / "sub"), str(tmp_path / "ok")]) == str(tmp_path / "ok")
