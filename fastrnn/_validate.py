@@ -81,7 +81,7 @@ def contiguous(*arrays):
 GATE_LETTERS = {1: "H", 3: "3H", 4: "4H"}
 
 
-def validate_sequence(x, h0, Wx, Wh, biases, gates, c0=None, has_c0=False):
+def validate_sequence(x, h0, Wx, Wh, biases, gates, c0=None):
     """Check the arguments of a sequence forward (x: (N, T, D)).
 
     biases: ((name, array), ...), each of shape (gates * H,).
@@ -90,19 +90,19 @@ def validate_sequence(x, h0, Wx, Wh, biases, gates, c0=None, has_c0=False):
     """
     x = as_float_array("x", x)
     check_ndim("x", x, 3, "(N, T, D)")
-    return _validate_cell(x, h0, Wx, Wh, biases, gates, c0, has_c0, x_letters="(N, T, D)")
+    return _validate_cell(x, h0, Wx, Wh, biases, gates, c0, x_letters="(N, T, D)")
 
 
-def validate_step(x, prev_h, Wx, Wh, biases, gates, prev_c=None, has_c0=False):
+def validate_step(x, prev_h, Wx, Wh, biases, gates, prev_c=None):
     """Check the arguments of a single-step forward (x: (N, D)); returns as validate_sequence,
     with x as an (N, 1, D) sequence of one step."""
     x = as_float_array("x", x)
     check_ndim("x", x, 2, "(N, D)")
-    return _validate_cell(x[:, None, :], prev_h, Wx, Wh, biases, gates, prev_c, has_c0,
+    return _validate_cell(x[:, None, :], prev_h, Wx, Wh, biases, gates, prev_c,
                           x_letters="(N, D)", h_name="prev_h", c_name="prev_c")
 
 
-def _validate_cell(x, h0, Wx, Wh, biases, gates, c0, has_c0, x_letters,
+def _validate_cell(x, h0, Wx, Wh, biases, gates, c0, x_letters,
                    h_name="h0", c_name="c0"):
     N, T, D = x.shape
     G = GATE_LETTERS[gates]
@@ -125,7 +125,7 @@ def _validate_cell(x, h0, Wx, Wh, biases, gates, c0, has_c0, x_letters,
         b = as_float_array(name, b)
         check_shape(name, b, (gates * H,), f"({G},)")
         named.append((name, b))
-    if has_c0 and c0 is not None:
+    if c0 is not None:
         c0 = as_float_array(c_name, c0)
         check_shape(c_name, c0, (N, H), "(N, H)")
         named.append((c_name, c0))

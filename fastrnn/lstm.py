@@ -73,7 +73,7 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, lengths=None):
     T == 0 gives h of shape (N, 0, H) and final states h0, c0; N == 0 gives empty outputs.
     """
     (x, h0, c0, Wx, Wh, (b,)), (N, T, D, H) = v.validate_sequence(
-        x, h0, Wx, Wh, (("b", b),), gates=4, c0=c0, has_c0=True)
+        x, h0, Wx, Wh, (("b", b),), gates=4, c0=c0)
     order = BatchOrder(v.validate_lengths(lengths, N, T), N, T)
     return _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step=False)
 
@@ -148,7 +148,7 @@ def lstm_inference(x, h0, Wx, Wh, b, *, c0=None, lengths=None, return_state=Fals
     (h, (final_h, final_c)) with final states of shape (N, H), as torch.nn.LSTM returns them.
     """
     (x, h0, c0, Wx, Wh, (b,)), (N, T, D, H) = v.validate_sequence(
-        x, h0, Wx, Wh, (("b", b),), gates=4, c0=c0, has_c0=True)
+        x, h0, Wx, Wh, (("b", b),), gates=4, c0=c0)
     order = BatchOrder(v.validate_lengths(lengths, N, T), N, T)
     h, final_h, final_c = _forward_infer(x, h0, c0, Wx, Wh, b, order)
     return (h, (final_h, final_c)) if return_state else h
@@ -169,7 +169,7 @@ def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
     if prev_c is None:
         raise TypeError("prev_c must be a float32 or float64 array of shape (N, H), got None")
     (x3, prev_h, prev_c, Wx, Wh, (b,)), (N, T, D, H) = v.validate_step(
-        x, prev_h, Wx, Wh, (("b", b),), gates=4, prev_c=prev_c, has_c0=True)
+        x, prev_h, Wx, Wh, (("b", b),), gates=4, prev_c=prev_c)
     h_seq, cache = _forward_with_cache(x3, prev_h, prev_c, Wx, Wh, b,
                                        BatchOrder(None, N, 1), is_step=True)
     return h_seq.reshape(N, H), cache.final_c.copy(), cache
