@@ -135,7 +135,9 @@ def stack_forward(cell, x, weights, *, h0=None, c0=None, lengths=None, bidirecti
     x = v.as_float_array("x", x)
     v.check_ndim("x", x, 3, "(N, T, D)")
     N, T, _ = x.shape
-    H = np.shape(weights[0][0][1])[0]
+    Wh = v.as_float_array("weights[0][0][1] (Wh)", weights[0][0][1])
+    v.check_ndim("weights[0][0][1] (Wh)", Wh, 2, "(H, G)")
+    H = Wh.shape[0]
     num_layers = len(weights)
     shape = (num_layers * dirs, N, H)
     h0 = _initial_states("h0", h0, shape, x.dtype)

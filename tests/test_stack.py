@@ -129,6 +129,9 @@ def test_stack_errors_name_layer_and_direction():
         fastrnn.stack_forward("lstm", x, bad, bidirectional=True)
     with pytest.raises(ValueError, match=r"h0 must have shape \(L \* dirs, N, H\) = \(4, 2, 4\)"):
         fastrnn.stack_forward("lstm", x, weights, bidirectional=True, h0=np.zeros((2, 2, 4)))
+    broken = [[(weights[0][0][0], None, weights[0][0][2])]]
+    with pytest.raises(TypeError, match=r"weights\[0\]\[0\]\[1\] \(Wh\) must be a float32 or float64 array"):
+        fastrnn.stack_forward("lstm", x, broken)
     with pytest.raises(ValueError, match="cell must be one of"):
         fastrnn.stack_forward("lstmm", x, weights)
     _, _, cache = fastrnn.stack_forward("lstm", x, weights, bidirectional=True)
