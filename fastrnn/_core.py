@@ -77,6 +77,18 @@ class BatchOrder:
         return out
 
 
+def check_backward_cache(cache, cache_type, cell, step):
+    """The cache comes from ``cell``'s forward of the right kind (sequence or single step),
+    or TypeError saying which backward it belongs to. Returns (N, T, H, dtype) of the forward."""
+    v.check_cache(cache, cache_type, f"{cell}_step_forward" if step else f"{cell}_forward")
+    if cache.is_step != step:
+        made = f"{cell}_step_forward" if cache.is_step else f"{cell}_forward"
+        raise TypeError(f"cache comes from {made}; pass it to "
+                        f"{made.replace('forward', 'backward')}")
+    N, T = cache.order.shape
+    return N, T, cache.h0.shape[1], cache.h0.dtype
+
+
 def state_grad(name, grad, N, H, dtype, order):
     """A fresh (N, H) buffer in kernel order holding ``grad`` (zeros when None)."""
     if grad is None:

@@ -9,7 +9,7 @@ import numpy as np
 
 from . import _validate as v
 from ._config import INFERENCE_CHUNK
-from ._core import BatchOrder, CellCache, state_grad, weight_grads
+from ._core import BatchOrder, CellCache, check_backward_cache, state_grad, weight_grads
 from .kernels.lstm import lstm_backward_kernel, lstm_forward_infer, lstm_forward_train
 
 
@@ -113,12 +113,8 @@ def lstm_backward(dh, cache, *, dh_last=None, dc_last=None, return_dc0=False):
       dWh: (H, 4H); db: (4H,)
     - and dc0: (N, H) last, when return_dc0 is true
     """
-    v.check_cache(cache, LSTMCache, "lstm_forward")
-    if cache.is_step:
-        raise TypeError("cache comes from lstm_step_forward; pass it to lstm_step_backward")
-    N, T = cache.order.shape
-    H = cache.h0.shape[1]
-    dh = v.validate_upstream("dh", dh, (N, T, H), "(N, T, H)", cache.h0.dtype)
+    N, T, H, dtype = check_backward_cache(cache, LSTMCache, "lstm", step=False)
+    dh = v.validate_upstream("dh", dh, (N, T, H), "(N, T, H)", dtype)
     grads = _backward(dh, cache, dh_last, dc_last, "dh_last", "dc_last")
     return grads if return_dc0 else grads[:5]
 
@@ -185,13 +181,10 @@ def lstm_step_backward(dnext_h, dnext_c, cache):
     Returns a tuple of:
     - dx: (N, D); dprev_h, dprev_c: (N, H); dWx: (D, 4H); dWh: (H, 4H); db: (4H,)
     """
-    v.check_cache(cache, LSTMCache, "lstm_step_forward")
-    if not cache.is_step:
-        raise TypeError("cache comes from lstm_forward; pass it to lstm_backward")
-    N, H = cache.h0.shape
+    N, _, H, dtype = check_backward_cache(cache, LSTMCache, "lstm", step=True)
     D = cache.x_rows.shape[1]
-    dnext_h = v.validate_upstream("dnext_h", dnext_h, (N, H), "(N, H)", cache.h0.dtype)
-    dnext_c = v.validate_upstream("dnext_c", dnext_c, (N, H), "(N, H)", cache.h0.dtype)
+    dnext_h = v.validate_upstream("dnext_h", dnext_h, (N, H), "(N, H)", dtype)
+    dnext_c = v.validate_upstream("dnext_c", dnext_c, (N, H), "(N, H)", dtype)
     dx, dprev_h, dWx, dWh, db, dprev_c = _backward(
         dnext_h.reshape(N, 1, H), cache, None, dnext_c, "dh_last", "dnext_c")
     return dx.reshape(N, D), dprev_h, dprev_c, dWx, dWh, db

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import _validate as v
 from ._config import INFERENCE_CHUNK
-from ._core import BatchOrder, CellCache, state_grad, weight_grads
+from ._core import BatchOrder, CellCache, check_backward_cache, state_grad, weight_grads
 from .kernels.rnn import rnn_backward_kernel, rnn_forward_infer, rnn_forward_train
 
 
@@ -92,12 +92,8 @@ def rnn_backward(dh, cache, *, dh_last=None):
     Returns a tuple of:
     - dx: (N, T, D); dh0: (N, H); dWx: (D, H); dWh: (H, H); db: (H,)
     """
-    v.check_cache(cache, RNNCache, "rnn_forward")
-    if cache.is_step:
-        raise TypeError("cache comes from rnn_step_forward; pass it to rnn_step_backward")
-    N, T = cache.order.shape
-    H = cache.h0.shape[1]
-    dh = v.validate_upstream("dh", dh, (N, T, H), "(N, T, H)", cache.h0.dtype)
+    N, T, H, dtype = check_backward_cache(cache, RNNCache, "rnn", step=False)
+    dh = v.validate_upstream("dh", dh, (N, T, H), "(N, T, H)", dtype)
     return _backward(dh, cache, dh_last, "dh_last")
 
 
@@ -160,11 +156,8 @@ def rnn_step_backward(dnext_h, cache):
     Returns a tuple of:
     - dx: (N, D); dprev_h: (N, H); dWx: (D, H); dWh: (H, H); db: (H,)
     """
-    v.check_cache(cache, RNNCache, "rnn_step_forward")
-    if not cache.is_step:
-        raise TypeError("cache comes from rnn_forward; pass it to rnn_backward")
-    N, H = cache.h0.shape
+    N, _, H, dtype = check_backward_cache(cache, RNNCache, "rnn", step=True)
     D = cache.x_rows.shape[1]
-    dnext_h = v.validate_upstream("dnext_h", dnext_h, (N, H), "(N, H)", cache.h0.dtype)
+    dnext_h = v.validate_upstream("dnext_h", dnext_h, (N, H), "(N, H)", dtype)
     dx, dprev_h, dWx, dWh, db = _backward(dnext_h.reshape(N, 1, H), cache, None, "dh_last")
     return dx.reshape(N, D), dprev_h, dWx, dWh, db
