@@ -58,6 +58,12 @@ class BatchOrder:
         """An uninitialised (R, width) array for per-step values."""
         return np.empty((self.real_steps, width), dtype)
 
+    def start(self, x, h0):
+        """What every forward begins with: x (N, T, D) and h0 (N, H) in kernel order, the
+        running state h (a copy of h0 the kernel updates) and the (N, T, H) output."""
+        x, h0 = self.sort(x), self.sort(h0)
+        return x, h0, h0.copy(), self.padded(h0.shape[1], x.dtype)
+
     def padded(self, width, dtype):
         """An (N, T, width) output the kernels fill at real steps: zeros when ragged, so the
         padding reads 0, uninitialised otherwise (every entry gets written)."""

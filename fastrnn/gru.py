@@ -43,9 +43,7 @@ def _forward_infer(x, h0, Wx, Wh, bx, bh, order):
     N, T, D = x.shape
     H = h0.shape[1]
     dtype = x.dtype
-    x, h0 = order.sort(x), order.sort(h0)
-    h = h0.copy()
-    h_out = order.padded(H, dtype)
+    x, h0, h, h_out = order.start(x, h0)
     if order.real_steps:
         S = min(T, INFERENCE_CHUNK)
         gru_forward_infer(x, Wx, Wh, bx, bh, h, np.empty((N, 3 * H), dtype),
@@ -77,9 +75,7 @@ def _forward_with_cache(x, h0, Wx, Wh, bx, bh, order, is_step):
     N, T, D = x.shape
     H = h0.shape[1]
     dtype = x.dtype
-    x, h0 = order.sort(x), order.sort(h0)
-    h = h0.copy()
-    h_out = order.padded(H, dtype)
+    x, h0, h, h_out = order.start(x, h0)
     x_rows = order.pack(x)
     gates, h_prev, hn_hist = order.rows(3 * H, dtype), order.rows(H, dtype), order.rows(H, dtype)
     if order.real_steps:

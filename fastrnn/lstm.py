@@ -28,11 +28,12 @@ class LSTMCache(CellCache):
                  "final_h", "final_c", "order", "is_step")
 
 
-def _sorted_state(x, h0, c0, order):
-    """x, h0, c0 in kernel order (c0 zeros when None) and fresh running states h, c."""
-    x, h0 = order.sort(x), order.sort(h0)
+def _start(x, h0, c0, order):
+    """order.start plus the cell state: x, h0, c0 (zeros when None) in kernel order, running
+    states h, c and the (N, T, H) output."""
+    x, h0, h, h_out = order.start(x, h0)
     c0 = np.zeros_like(h0) if c0 is None else order.sort(c0)
-    return x, h0, c0, h0.copy(), c0.copy()
+    return x, h0, c0, h, c0.copy(), h_out
 
 
 def _forward_infer(x, h0, c0, Wx, Wh, b, order):
@@ -40,8 +41,7 @@ def _forward_infer(x, h0, c0, Wx, Wh, b, order):
     N, T, D = x.shape
     H = h0.shape[1]
     dtype = x.dtype
-    x, h0, c0, h, c = _sorted_state(x, h0, c0, order)
-    h_out = order.padded(H, dtype)
+    x, h0, c0, h, c, h_out = _start(x, h0, c0, order)
     if order.real_steps:
         # Bounded working memory: the input projection is done INFERENCE_CHUNK steps at a time.
         S = min(T, INFERENCE_CHUNK)
@@ -82,8 +82,7 @@ def _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step):
     N, T, D = x.shape
     H = h0.shape[1]
     dtype = x.dtype
-    x, h0, c0, h, c = _sorted_state(x, h0, c0, order)
-    h_out = order.padded(H, dtype)
+    x, h0, c0, h, c, h_out = _start(x, h0, c0, order)
     x_rows = order.pack(x)
     gates, h_prev = order.rows(4 * H, dtype), order.rows(H, dtype)
     c_hist, tanh_c_hist = order.rows(H, dtype), order.rows(H, dtype)

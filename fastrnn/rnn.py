@@ -30,9 +30,7 @@ def _forward_infer(x, h0, Wx, Wh, b, order, relu):
     N, T, D = x.shape
     H = h0.shape[1]
     dtype = x.dtype
-    x, h0 = order.sort(x), order.sort(h0)
-    h = h0.copy()
-    h_out = order.padded(H, dtype)
+    x, h0, h, h_out = order.start(x, h0)
     if order.real_steps:
         S = min(T, INFERENCE_CHUNK)
         rnn_forward_infer(x, Wx, Wh, b, h, np.empty((N, H), dtype), np.empty((N * S, D), dtype),
@@ -68,9 +66,7 @@ def _forward_with_cache(x, h0, Wx, Wh, b, order, nonlinearity, is_step):
     H = h0.shape[1]
     dtype = x.dtype
     relu = nonlinearity == "relu"
-    x, h0 = order.sort(x), order.sort(h0)
-    h = h0.copy()
-    h_out = order.padded(H, dtype)
+    x, h0, h, h_out = order.start(x, h0)
     x_rows = order.pack(x)
     h_prev, h_rows = order.rows(H, dtype), order.rows(H, dtype)
     if order.real_steps:

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 import fastrnn
 from fastrnn import reference
 from fastrnn._config import INFERENCE_CHUNK
-from cells import CELLS, LSTM
+from cells import CELLS
 from helpers import assert_close, assert_gradients, make_inputs, numerical_gradient, upstream
 
 # (N, T, D, H): ones, primes, non-powers of two; the last ones take the BLAS route for the

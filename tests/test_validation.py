@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import fastrnn
-from cells import CELLS, LSTM
+from cells import CELLS
 from helpers import make_inputs, upstream
 
 N, T, D, H = 3, 4, 5, 6

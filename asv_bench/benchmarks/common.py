@@ -4,7 +4,6 @@ Implementations: "fastrnn", "reference" (fastrnn.reference, plain NumPy) and "to
 (torch.nn.LSTM / nn.RNN on the CPU, same weights; skipped when torch is not installed).
 """
 
-import numpy as np
 
 from fastrnn import bench
 
