@@ -1,9 +1,8 @@
 """Shapes, inputs and implementations shared by the benchmark modules.
 
 Implementations: "fastrnn", "reference" (fastrnn.reference, plain NumPy) and "torch"
-(torch.nn.LSTM / nn.RNN on the CPU, same weights; skipped when torch is not installed).
+(torch.nn.LSTM / GRU / RNN on the CPU, same weights; skipped when torch is not installed).
 """
-
 
 from fastrnn import bench
 
