@@ -247,14 +247,11 @@ def environment():
             "numba_threads": numba.get_num_threads(),
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
             "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE")}
-    try:
-        from threadpoolctl import threadpool_info
-        import scipy.linalg.cython_blas  # noqa: F401  (the BLAS numba's np.dot calls)
-        info["blas"] = [f"{d['internal_api']} {d.get('version')} {d.get('architecture')} "
-                        f"{d['num_threads']} threads ({os.path.basename(d['filepath'])})"
-                        for d in threadpool_info() if d["user_api"] == "blas"]
-    except ImportError:
-        info["blas"] = "install threadpoolctl to report BLAS threads"
+    # fastrnn has loaded SciPy's BLAS (numba's np.dot) by now, so both BLAS libraries show.
+    from threadpoolctl import threadpool_info
+    info["blas"] = [f"{d['internal_api']} {d.get('version')} {d.get('architecture')} "
+                    f"{d['num_threads']} threads ({os.path.basename(d['filepath'])})"
+                    for d in threadpool_info() if d["user_api"] == "blas"]
     try:
         import torch
         info["torch"] = f"{torch.__version__}, {torch.get_num_threads()} threads"
@@ -367,9 +364,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     if args.threads is not None:
-        from threadpoolctl import threadpool_limits
-        import scipy.linalg.cython_blas  # noqa: F401
-        threadpool_limits(args.threads)
+        fastrnn.set_num_threads(args.threads)
         try:
             import torch
             torch.set_num_threads(args.threads)
@@ -386,7 +381,7 @@ def main(argv=None):
 
     env = environment()
     print("fastrnn benchmark:", ", ".join(f"{k}={v}" for k, v in env.items() if k != "blas"))
-    for line in env["blas"] if isinstance(env["blas"], list) else [env["blas"]]:
+    for line in env["blas"]:
         print("  BLAS:", line)
 
     def log(msg):

@@ -235,3 +235,31 @@ def test_kernels_actually_run_fused_code():
     fastrnn.lstm_forward(*make_inputs(2, 2, 2, 2, 4)[:2], *make_inputs(2, 2, 2, 2, 4)[3:])
     assert lstm_forward_kernel.signatures
     assert lstm_forward_kernel._cache.__class__.__name__ == "FunctionCache"
+
+
+def test_set_num_threads_governs_blas_and_results_stay_exact():
+    from threadpoolctl import threadpool_info
+    before = fastrnn.get_num_threads()
+    p = CELLS[0].params(*make_inputs(32, 6, 40, 64, 4, np.float32))
+    dh = upstream((32, 6, 64), np.float32)
+    dstates = (upstream((32, 64), np.float32, 2), upstream((32, 64), np.float32, 3))
+
+    def run():
+        h, states, cache = CELLS[0].forward(fastrnn, p)
+        return [h, *states, *CELLS[0].backward(fastrnn, dh, dstates, cache).values()]
+    try:
+        fastrnn.set_num_threads(1)
+        assert fastrnn.get_num_threads() == 1
+        assert all(d["num_threads"] == 1 for d in threadpool_info() if d["user_api"] == "blas")
+        one, again = run(), run()
+        for a, b in zip(one, again):  # bit-identical run to run at a fixed thread count
+            np.testing.assert_array_equal(a, b)
+        fastrnn.set_num_threads(2)
+        for a, b in zip(one, run()):
+            assert_close("2 vs 1 threads", a, b.astype(np.float64), np.float32)
+    finally:
+        fastrnn.set_num_threads(before)
+    with pytest.raises(ValueError, match="n must be an integer >= 1, got 0"):
+        fastrnn.set_num_threads(0)
+    with pytest.raises(TypeError, match="n must be an integer >= 1, got 1.5"):
+        fastrnn.set_num_threads(1.5)
