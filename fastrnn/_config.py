@@ -49,10 +49,16 @@ def _cache_available():
 JIT_OPTIONS = dict(nogil=True, cache=_cache_available(), error_model="numpy",
                    fastmath=FASTMATH_FLAGS)
 
-# Per-step products (M, K) @ (K, P) with fewer rows M than this use fastrnn's own loop instead
-# of BLAS. Measured here (OpenBLAS 0.3.30, 2 threads, float32, GFLOP/s loop vs BLAS):
-# M=1: 82 vs 62; M=2: 91 vs 12; M=4: 68 vs 25; M=8: 77 vs 68; M=16: 65 vs 117; M=32: 42 vs 80.
-SMALL_MATMUL_ROWS = 12
+# Per-step products (M, K) @ (K, P) with at most this many rows M use fastrnn's own
+# register-blocked loop (kernels/common.py) instead of BLAS. Measured here, float32, GFLOP/s,
+# own loop (1 thread) vs OpenBLAS 0.3.30 Haswell kernel (2 threads):
+#   (M, 128) @ (128, 512): M=4 171/24, M=8 242/47, M=16 153/80, M=32 199/98, M=64 245/125
+#   (M, 512) @ (512, 2048): M=16 117/109, M=32 139/147, M=64 120/186
+# so BLAS only wins from about 64 rows, or when b is too big for the caches: inside the LSTM
+# at (T, N, D, H) = (200, 32, 512, 512) the own loop made the forward 17 % slower (b of
+# 512 x 2048), while b up to 256 x 1024 (or 1024 x 256) still gained.
+OWN_MATMUL_MAX_ROWS = 48
+OWN_MATMUL_MAX_B_SIZE = 1 << 19  # elements of b (K * P)
 
 # Time steps whose input projection the cache-free inference path computes at once; bounds
 # its working memory to O(N * INFERENCE_CHUNK * 4H) whatever T is.
