@@ -18,7 +18,9 @@ class BatchOrder:
     """
 
     def __init__(self, lengths, N, T):
+        """lengths: the caller's ``lengths=`` argument (checked here) or None."""
         self.shape = (N, T)
+        lengths = v.validate_lengths(lengths, N, T)
         if lengths is None:
             # The common case, kept to a few microseconds: it is paid on every call.
             self.order = None

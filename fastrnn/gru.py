@@ -35,7 +35,7 @@ def _validate(x, h0, Wx, Wh, bx, bh, lengths, step=False):
         (x, h0, _, Wx, Wh, (bx, bh)), (N, T, D, H) = v.validate_step(x, h0, Wx, Wh, biases, 3)
         return (x, h0, Wx, Wh, bx, bh), BatchOrder(None, N, 1)
     (x, h0, _, Wx, Wh, (bx, bh)), (N, T, D, H) = v.validate_sequence(x, h0, Wx, Wh, biases, 3)
-    return (x, h0, Wx, Wh, bx, bh), BatchOrder(v.validate_lengths(lengths, N, T), N, T)
+    return (x, h0, Wx, Wh, bx, bh), BatchOrder(lengths, N, T)
 
 
 def _forward_infer(x, h0, Wx, Wh, bx, bh, order):

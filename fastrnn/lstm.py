@@ -74,7 +74,7 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, lengths=None):
     """
     (x, h0, c0, Wx, Wh, (b,)), (N, T, D, H) = v.validate_sequence(
         x, h0, Wx, Wh, (("b", b),), gates=4, c0=c0)
-    order = BatchOrder(v.validate_lengths(lengths, N, T), N, T)
+    order = BatchOrder(lengths, N, T)
     return _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step=False)
 
 
@@ -144,7 +144,7 @@ def lstm_inference(x, h0, Wx, Wh, b, *, c0=None, lengths=None, return_state=Fals
     """
     (x, h0, c0, Wx, Wh, (b,)), (N, T, D, H) = v.validate_sequence(
         x, h0, Wx, Wh, (("b", b),), gates=4, c0=c0)
-    order = BatchOrder(v.validate_lengths(lengths, N, T), N, T)
+    order = BatchOrder(lengths, N, T)
     h, final_h, final_c = _forward_infer(x, h0, c0, Wx, Wh, b, order)
     return (h, (final_h, final_c)) if return_state else h
 

@@ -57,7 +57,7 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", lengths=None):
     v.check_nonlinearity(nonlinearity)
     (x, h0, _, Wx, Wh, (b,)), (N, T, D, H) = v.validate_sequence(
         x, h0, Wx, Wh, (("b", b),), gates=1)
-    order = BatchOrder(v.validate_lengths(lengths, N, T), N, T)
+    order = BatchOrder(lengths, N, T)
     return _forward_with_cache(x, h0, Wx, Wh, b, order, nonlinearity, is_step=False)
 
 
@@ -116,7 +116,7 @@ def rnn_inference(x, h0, Wx, Wh, b, *, nonlinearity="tanh", lengths=None, return
     v.check_nonlinearity(nonlinearity)
     (x, h0, _, Wx, Wh, (b,)), (N, T, D, H) = v.validate_sequence(
         x, h0, Wx, Wh, (("b", b),), gates=1)
-    order = BatchOrder(v.validate_lengths(lengths, N, T), N, T)
+    order = BatchOrder(lengths, N, T)
     h, final_h = _forward_infer(x, h0, Wx, Wh, b, order, nonlinearity == "relu")
     return (h, final_h) if return_state else h
 
