@@ -48,17 +48,13 @@ def _cache_available():
 
 JIT_OPTIONS = dict(nogil=True, cache=_cache_available(), error_model="numpy",
                    fastmath=FASTMATH_FLAGS)
+# The kernels that split work over numba's threads (prange).
+PARALLEL_JIT_OPTIONS = dict(JIT_OPTIONS, parallel=True)
 
-# Per-step products (M, K) @ (K, P) with at most this many rows M use fastrnn's own
-# register-blocked loop (kernels/common.py) instead of BLAS. Measured here, float32, GFLOP/s,
-# own loop (1 thread) vs OpenBLAS 0.3.30 Haswell kernel (2 threads):
-#   (M, 128) @ (128, 512): M=4 171/24, M=8 242/47, M=16 153/80, M=32 199/98, M=64 245/125
-#   (M, 512) @ (512, 2048): M=16 117/109, M=32 139/147, M=64 120/186
-# so BLAS only wins from about 64 rows, or when b is too big for the caches: inside the LSTM
-# at (T, N, D, H) = (200, 32, 512, 512) the own loop made the forward 17 % slower (b of
-# 512 x 2048), while b up to 256 x 1024 (or 1024 x 256) still gained.
-OWN_MATMUL_MAX_ROWS = 48
-OWN_MATMUL_MAX_B_SIZE = 1 << 19  # elements of b (K * P)
+# Calls with fewer floating-point operations than this in their forward run on one thread:
+# below it, waking numba's threads costs more than it saves. Measured here, float32
+# (T, N, D, H) = ... (see the README's speed table).
+PARALLEL_MIN_FLOPS = 4_000_000
 
 # Time steps whose input projection the cache-free inference path computes at once; bounds
 # its working memory to O(N * INFERENCE_CHUNK * 4H) whatever T is.

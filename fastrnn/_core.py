@@ -1,10 +1,13 @@
 """Pieces the LSTM, RNN and GRU API modules share: batch ordering for ragged batches,
 upstream-gradient buffers and the weight gradients."""
 
+import numba
 import numpy as np
 
 from . import _validate as v
+from ._config import PARALLEL_MIN_FLOPS
 from .kernels.common import weight_grads_kernel
+from .kernels.gemm import pack_panels, padded_columns, padded_rows
 
 
 class BatchOrder:
@@ -62,9 +65,17 @@ class BatchOrder:
 
     def start(self, x, h0):
         """What every forward begins with: x (N, T, D) and h0 (N, H) in kernel order, the
-        running state h (a copy of h0 the kernel updates) and the (N, T, H) output."""
+        running state h and the (N, T, H) output. h is a copy of h0 the kernel updates,
+        with rows up to a multiple of the kernels' row tile (see kernels/gemm.py); the
+        ``final`` method takes the real rows back."""
         x, h0 = self.sort(x), self.sort(h0)
-        return x, h0, h0.copy(), self.padded(h0.shape[1], x.dtype)
+        h = np.zeros((padded_rows(h0.shape[0]), h0.shape[1]), h0.dtype)
+        h[:h0.shape[0]] = h0
+        return x, h0, h, self.padded(h0.shape[1], x.dtype)
+
+    def final(self, state):
+        """The first N rows of a running state (N+, H), in the caller's order."""
+        return self.unsort(state[:self.shape[0]])
 
     def padded(self, width, dtype):
         """An (N, T, width) output the kernels fill at real steps: zeros when ragged, so the
@@ -97,6 +108,33 @@ def check_backward_cache(cache, cache_type, cell, step):
     return N, T, cache.h0.shape[1], cache.h0.dtype
 
 
+def use_threads(N, T, D, H, gates):
+    """How many of numba's threads a call may use: all of them (numba.get_num_threads(),
+    see fastrnn.set_num_threads) from PARALLEL_MIN_FLOPS floating-point operations in its
+    forward, else 1. The kernels take the count as an argument: numba cannot cache a
+    kernel that asks for it itself."""
+    if 2 * N * T * (D + H) * gates * H < PARALLEL_MIN_FLOPS:
+        return 1
+    return numba.get_num_threads()
+
+
+def step_scratch(N, width, dtype):
+    """Scratch for the per-step products' output: (N, width) padded to whole row tiles and
+    column panels, as kernels/gemm.step_product writes them."""
+    return np.empty((padded_rows(N), padded_columns(width, dtype)), dtype)
+
+
+def step_operand(N, width, dtype):
+    """An (N, width) per-step operand of the products, rows padded to whole row tiles
+    (zeros, so the padding rows compute harmless zeros)."""
+    return np.zeros((padded_rows(N), width), dtype)
+
+
+def recurrent_panels(Wh, transpose=False):
+    """Wh (or Wh.T) packed as the per-step products read it (kernels/gemm.pack_panels)."""
+    return pack_panels(Wh.T if transpose else Wh)
+
+
 def state_grad(name, grad, N, H, dtype, order):
     """A fresh (N, H) buffer in kernel order holding ``grad`` (zeros when None)."""
     if grad is None:
@@ -105,7 +143,7 @@ def state_grad(name, grad, N, H, dtype, order):
     return np.array(order.sort(grad))  # always a copy: the kernel writes into it
 
 
-def weight_grads(da_x, x_rows, h_prev, Wx, order, da_h=None):
+def weight_grads(da_x, x_rows, h_prev, Wx, order, threads, da_h=None):
     """dx, dWx, dWh, db_x (and db_h when da_h is given) from the gate gradients of all steps.
 
     da_x, da_h: (R, G); x_rows: (R, D); h_prev: (R, H) packed rows; Wx: (D, G).
@@ -122,7 +160,7 @@ def weight_grads(da_x, x_rows, h_prev, Wx, order, da_h=None):
     db_h = np.zeros(G if da_h is not None else 0, dtype)
     if order.real_steps:
         weight_grads_kernel(da_x, da_x if da_h is None else da_h, da_h is not None, x_rows,
-                            h_prev, Wx, dx_rows, dWx, dWh, db_x, db_h)
+                            h_prev, Wx, dx_rows, dWx, dWh, db_x, db_h, threads)
     dx = order.unpack(dx_rows)
     return (dx, dWx, dWh, db_x) if da_h is None else (dx, dWx, dWh, db_x, db_h)
 

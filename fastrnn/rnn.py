@@ -8,7 +8,8 @@ import numpy as np
 
 from . import _validate as v
 from ._config import INFERENCE_CHUNK
-from ._core import BatchOrder, CellCache, check_backward_cache, state_grad, weight_grads
+from ._core import (BatchOrder, CellCache, check_backward_cache, recurrent_panels, state_grad,
+                    step_operand, step_scratch, use_threads, weight_grads)
 from .kernels.rnn import rnn_backward_kernel, rnn_forward_infer, rnn_forward_train
 
 
@@ -33,9 +34,10 @@ def _forward_infer(x, h0, Wx, Wh, b, order, relu):
     x, h0, h, h_out = order.start(x, h0)
     if order.real_steps:
         S = min(T, INFERENCE_CHUNK)
-        rnn_forward_infer(x, Wx, Wh, b, h, np.empty((N, H), dtype), np.empty((N * S, D), dtype),
-                          np.empty((N * S, H), dtype), h_out, relu, order.active)
-    return order.unsort(h_out), order.unsort(h)
+        rnn_forward_infer(x, Wx, recurrent_panels(Wh), b, h, step_scratch(N, H, dtype),
+                          np.empty((N * S, D), dtype), np.empty((N * S, H), dtype), h_out, relu,
+                          order.active, use_threads(N, T, D, H, 1))
+    return order.unsort(h_out), order.final(h)
 
 
 def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", lengths=None):
@@ -70,10 +72,11 @@ def _forward_with_cache(x, h0, Wx, Wh, b, order, nonlinearity, is_step):
     x_rows = order.pack(x)
     h_prev, h_rows = order.rows(H, dtype), order.rows(H, dtype)
     if order.real_steps:
-        rnn_forward_train(x_rows, Wx, Wh, b, h, np.empty((N, H), dtype), order.rows(H, dtype),
-                          h_out, h_prev, h_rows, relu, order.offsets, order.active)
+        rnn_forward_train(x_rows, Wx, recurrent_panels(Wh), b, h, step_scratch(N, H, dtype),
+                          order.rows(H, dtype), h_out, h_prev, h_rows, relu, order.offsets,
+                          order.active, use_threads(N, T, D, H, 1))
     cache = RNNCache(x_rows=x_rows, h0=h0, Wx=Wx, Wh=Wh, h_prev=h_prev, h_rows=h_rows,
-                     final_h=order.unsort(h), relu=relu, order=order, is_step=is_step)
+                     final_h=order.final(h), relu=relu, order=order, is_step=is_step)
     return order.unsort(h_out), cache
 
 
@@ -99,11 +102,13 @@ def _backward(dh, cache, dh_last, dh_last_name):
     H = cache.h0.shape[1]
     dh_next = state_grad(dh_last_name, dh_last, N, H, dh.dtype, order)
     da = order.rows(H, dh.dtype)
+    threads = use_threads(N, T, cache.Wx.shape[0], H, 1)
     if order.real_steps:
-        WhT = np.ascontiguousarray(cache.Wh.T)
-        rnn_backward_kernel(order.sort(dh), cache.h_rows, WhT, dh_next, da,
-                            np.empty((N, H), dh.dtype), cache.relu, order.offsets, order.active)
-    dx, dWx, dWh, db = weight_grads(da, cache.x_rows, cache.h_prev, cache.Wx, order)
+        rnn_backward_kernel(order.sort(dh), cache.h_rows, recurrent_panels(cache.Wh, True),
+                            dh_next, da, step_operand(N, H, dh.dtype),
+                            step_scratch(N, H, dh.dtype), cache.relu, order.offsets,
+                            order.active, threads)
+    dx, dWx, dWh, db = weight_grads(da, cache.x_rows, cache.h_prev, cache.Wx, order, threads)
     return order.unsort(dx), order.unsort(dh_next), dWx, dWh, db
 
 

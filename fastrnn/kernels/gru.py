@@ -7,14 +7,15 @@ S steps per inference projection chunk; gates packed r, z, n along the 3H axis:
   z = sigmoid(x Wx_z + bx_z + h Wh_z + bh_z)
   n = tanh(x Wx_n + bx_n + r * (h Wh_n + bh_n))
   h' = (1 - z) * n + z * h
+Work is split over row tiles as in kernels/lstm.py.
 """
 
-import numpy as np
-from numba import njit
+from numba import njit, prange
 
-from .._config import JIT_OPTIONS
+from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from ._math import one_of, sigmoid, tanh
-from .common import matmul_into, project_chunk
+from .common import project_chunk
+from .gemm import MR_STEP, gemm, step_product, worker_count
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -36,94 +37,145 @@ def gru_cell(a, r, bx, bh, h, hn):
 
 
 @njit(**JIT_OPTIONS)
-def gru_forward_train(x_rows, Wx, Wh, bx, bh, h, rec, gates, h_out, h_prev, hn_hist,
-                      offsets, active):
-    """Run the GRU over all steps, keeping what the backward needs.
+def gru_train_steps(worker, workers, Wh_panels, bx, bh, h, rec, gates, h_out, h_prev, hn_hist,
+                    offsets, active):
+    """The training time loop for the row tiles worker, worker + workers, ...
 
-    x_rows: (R, D) packed inputs; Wx: (D, 3H); Wh: (H, 3H); bx, bh: (3H,)
-    h: (N, H) in: initial state; out: final state; rec: (N, 3H) scratch for h @ Wh
-    out, packed rows: gates (R, 3H) r, z, n; h_prev (R, H); hn_hist (R, H)
+    Wh_panels: pack_panels(Wh); bx, bh: (3H,)
+    h: (N rounded up to MR_STEP, H) in: initial state; out: final state
+    rec: (rows of h, 3H rounded up to a panel) scratch for h @ Wh
+    gates: (R, 3H) in: x_t Wx; out: r, z, n. Packed rows out: h_prev (R, H); hn_hist (R, H)
     h_out: (N, T, H) out: h_t of every real step (padding is not written)
     offsets, active: see kernels/common.py
     """
-    np.dot(x_rows, Wx, gates)
     for t in range(active.shape[0]):
         M = active[t]
-        matmul_into(h[:M], Wh, rec[:M])
-        for n in range(M):
-            row = offsets[n] + t
-            h_prev[row] = h[n]
-            gru_cell(gates[row], rec[n], bx, bh, h[n], hn_hist[row])
-            h_out[n, t] = h[n]
+        for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
+            step_product(h, Wh_panels, rec, m0)
+            for n in range(m0, min(m0 + MR_STEP, M)):
+                row = offsets[n] + t
+                h_prev[row] = h[n]
+                gru_cell(gates[row], rec[n], bx, bh, h[n], hn_hist[row])
+                h_out[n, t] = h[n]
+
+
+@njit(**PARALLEL_JIT_OPTIONS)
+def gru_forward_train(x_rows, Wx, Wh_panels, bx, bh, h, rec, gates, h_out, h_prev, hn_hist,
+                      offsets, active, threads):
+    """Run the GRU over all steps, keeping what the backward needs.
+    x_rows: (R, D) packed inputs; Wx: (D, 3H); the rest as gru_train_steps."""
+    gemm(x_rows, Wx, gates, False, threads > 1)
+    workers = worker_count(active[0], threads)
+    if workers == 1:
+        gru_train_steps(0, 1, Wh_panels, bx, bh, h, rec, gates, h_out, h_prev, hn_hist,
+                        offsets, active)
+    else:
+        for worker in prange(workers):
+            gru_train_steps(worker, workers, Wh_panels, bx, bh, h, rec, gates, h_out, h_prev,
+                            hn_hist, offsets, active)
 
 
 @njit(**JIT_OPTIONS)
-def gru_forward_infer(x, Wx, Wh, bx, bh, h, rec, x_chunk, gates, hn, h_out, active):
-    """Run the GRU keeping nothing but the output.
-
-    x: (N, T, D); x_chunk: (N * S, D), gates: (N * S, 3H) one chunk's input and projection;
-    hn: (N, H) scratch; the rest as gru_forward_train.
-    """
-    N, T, _ = x.shape
+def gru_infer_steps(worker, workers, t0, Wh_panels, bx, bh, h, rec, gates, hn, h_out, active):
+    """Steps t0 .. t0 + S - 1 (or T) of the inference loop, for the worker's row tiles.
+    gates: (N * S, 3H) this chunk's x_t Wx; hn: (N, H) scratch; the rest as gru_train_steps."""
+    N, T = h_out.shape[:2]
     S = gates.shape[0] // N
-    for t0 in range(0, T, S):
-        M0 = active[t0]
-        if M0 == 0:
-            break
-        project_chunk(x[:M0], Wx, t0, x_chunk[:M0 * S], gates[:M0 * S])
-        for t in range(t0, min(t0 + S, T)):
-            M = active[t]
-            matmul_into(h[:M], Wh, rec[:M])
-            for n in range(M):
+    for t in range(t0, min(t0 + S, T)):
+        M = active[t]
+        for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
+            step_product(h, Wh_panels, rec, m0)
+            for n in range(m0, min(m0 + MR_STEP, M)):
                 gru_cell(gates[n * S + t - t0], rec[n], bx, bh, h[n], hn[n])
                 h_out[n, t] = h[n]
 
 
+@njit(**PARALLEL_JIT_OPTIONS)
+def gru_forward_infer(x, Wx, Wh_panels, bx, bh, h, rec, x_chunk, gates, hn, h_out, active,
+                      threads):
+    """Run the GRU keeping nothing but the output.
+
+    x: (N, T, D); x_chunk: (N * S, D), gates: (N * S, 3H) one chunk's input and projection;
+    the rest as gru_forward_train / gru_infer_steps.
+    """
+    N, T, _ = x.shape
+    S = gates.shape[0] // N
+    workers = worker_count(active[0], threads)
+    for t0 in range(0, T, S):
+        if active[t0] == 0:
+            break
+        project_chunk(x, Wx, t0, active[t0], x_chunk, gates, threads)
+        if workers == 1:
+            gru_infer_steps(0, 1, t0, Wh_panels, bx, bh, h, rec, gates, hn, h_out, active)
+        else:
+            for worker in prange(workers):
+                gru_infer_steps(worker, workers, t0, Wh_panels, bx, bh, h, rec, gates, hn,
+                                h_out, active)
+
+
 @njit(**JIT_OPTIONS)
-def gru_backward_kernel(dh, gates, hn_hist, h_prev, WhT, dh_next, da_x, da_h, da_step,
-                        dh_rec, offsets, active):
-    """Back-propagate through all steps, writing both sides' pre-activation gradients.
+def gru_backward_steps(worker, workers, dh, gates, hn_hist, h_prev, WhT_panels, dh_next, da_x,
+                       da_h, da_step, rec, offsets, active):
+    """The backward time loop for the row tiles worker, worker + workers, ...
 
     dh: (N, T, H) upstream gradient of every hidden state (read at real steps only)
-    gates: (R, 3H) r, z, n; hn_hist, h_prev: (R, H)
-    WhT: (3H, H) Wh transposed, C-contiguous
+    gates: (R, 3H) r, z, n; hn_hist, h_prev: (R, H); WhT_panels: pack_panels(Wh.T)
     dh_next: (N, H) in: gradient of the final h; out: gradient of h0
     da_x: (R, 3H) out: gradient of x Wx + bx (r, z, n blocks)
     da_h: (R, 3H) out: gradient of h Wh + bh; differs from da_x in the n block (times r)
-    da_step: (N, 3H), dh_rec: (N, H) scratch; offsets, active: as the forward
+    da_step: (N rounded up to MR_STEP, 3H) scratch: one step of da_h, the product's operand
+    rec: (rows of da_step, H rounded up to a panel) scratch; offsets, active: as the forward
     """
     H = dh.shape[2]
     one = one_of(dh)
     for t in range(active.shape[0] - 1, -1, -1):
         M = active[t]
-        for n in range(M):
-            row = offsets[n] + t
-            g = gates[row]
-            hn = hn_hist[row]
-            hp = h_prev[row]
-            dh_t = dh[n, t]
-            dh_row = dh_next[n]
-            dax = da_x[row]
-            dah = da_step[n]
-            for j in range(H):
-                dh_row[j] += dh_t[j]
-            for j in range(H):
-                z = g[H + j]
-                nn = g[2 * H + j]
-                dax[2 * H + j] = dh_row[j] * (one - z) * (one - nn * nn)
-            for j in range(H):
-                z = g[H + j]
-                dax[H + j] = dh_row[j] * (hp[j] - g[2 * H + j]) * z * (one - z)
-            for j in range(H):
-                r = g[j]
-                dax[j] = dax[2 * H + j] * hn[j] * r * (one - r)
-            for j in range(2 * H):
-                dah[j] = dax[j]
-            for j in range(H):
-                dah[2 * H + j] = dax[2 * H + j] * g[j]
-            for j in range(H):
-                dh_row[j] *= g[H + j]
-            da_h[row] = dah
-        matmul_into(da_step[:M], WhT, dh_rec[:M])
-        for n in range(M):
-            dh_next[n] += dh_rec[n]
+        for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
+            for n in range(m0, min(m0 + MR_STEP, M)):
+                row = offsets[n] + t
+                g = gates[row]
+                hn = hn_hist[row]
+                hp = h_prev[row]
+                dh_t = dh[n, t]
+                dh_row = dh_next[n]
+                dax = da_x[row]
+                dah = da_step[n]
+                for j in range(H):
+                    dh_row[j] += dh_t[j]
+                for j in range(H):
+                    z = g[H + j]
+                    nn = g[2 * H + j]
+                    dax[2 * H + j] = dh_row[j] * (one - z) * (one - nn * nn)
+                for j in range(H):
+                    z = g[H + j]
+                    dax[H + j] = dh_row[j] * (hp[j] - g[2 * H + j]) * z * (one - z)
+                for j in range(H):
+                    r = g[j]
+                    dax[j] = dax[2 * H + j] * hn[j] * r * (one - r)
+                for j in range(2 * H):
+                    dah[j] = dax[j]
+                for j in range(H):
+                    dah[2 * H + j] = dax[2 * H + j] * g[j]
+                for j in range(H):
+                    dh_row[j] *= g[H + j]
+                da_h[row] = dah
+            step_product(da_step, WhT_panels, rec, m0)
+            for n in range(m0, min(m0 + MR_STEP, M)):
+                dh_row = dh_next[n]
+                for j in range(H):
+                    dh_row[j] += rec[n, j]
+
+
+@njit(**PARALLEL_JIT_OPTIONS)
+def gru_backward_kernel(dh, gates, hn_hist, h_prev, WhT_panels, dh_next, da_x, da_h, da_step,
+                        rec, offsets, active, threads):
+    """Back-propagate through all steps, writing both sides' pre-activation gradients;
+    arguments as gru_backward_steps, threads: numba threads to use at most."""
+    workers = worker_count(active[0], threads)
+    if workers == 1:
+        gru_backward_steps(0, 1, dh, gates, hn_hist, h_prev, WhT_panels, dh_next, da_x, da_h,
+                           da_step, rec, offsets, active)
+    else:
+        for worker in prange(workers):
+            gru_backward_steps(worker, workers, dh, gates, hn_hist, h_prev, WhT_panels,
+                               dh_next, da_x, da_h, da_step, rec, offsets, active)

@@ -2,19 +2,23 @@
 with numba.
 
 N batch, T time, D input, H hidden, R real steps (packed rows, see kernels/common.py),
-S steps per inference projection chunk; gates packed i, f, o, g along the 4H axis. Each
-step: one recurrent product (M, H) @ (H, 4H) over the M sequences still running, then the
-gate nonlinearities and the cell update per row. The weight gradients and dx are not
-accumulated per step: weight_grads_kernel computes them as a few large GEMMs from the
-per-step gate gradients ``da`` the backward writes.
+S steps per inference projection chunk; gates packed i, f, o, g along the 4H axis.
+
+Sequences do not interact, so the batch is cut into tiles of MR_STEP rows and the workers
+(numba threads) take the tiles round-robin, each running the whole time loop on its own
+rows with no synchronisation: per step and tile, one product (MR_STEP, H) @ (H, 4H) by
+the micro-kernel (kernels/gemm.py), then the gate nonlinearities and the cell update per
+row. Round-robin keeps the work even when a ragged batch (sorted longest first) shrinks.
+The input projection, dx and the weight gradients are single big GEMMs outside the loop.
+Nothing is summed across tiles, so results do not depend on the number of workers.
 """
 
-import numpy as np
-from numba import njit
+from numba import njit, prange
 
-from .._config import JIT_OPTIONS
+from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from ._math import one_of, sigmoid, tanh
-from .common import matmul_into, project_chunk
+from .common import project_chunk
+from .gemm import MR_STEP, gemm, step_product, worker_count
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -43,67 +47,104 @@ def lstm_cell(a, r, b, c, h, tanh_c):
 
 
 @njit(**JIT_OPTIONS)
-def lstm_forward_train(x_rows, Wx, Wh, b, h, c, rec, gates, h_out, h_prev, c_hist,
-                       tanh_c_hist, offsets, active):
-    """Run the LSTM over all steps, keeping what the backward needs.
+def lstm_train_steps(worker, workers, Wh_panels, b, h, c, rec, gates, h_out, h_prev, c_hist,
+                     tanh_c_hist, offsets, active):
+    """The training time loop for the row tiles worker, worker + workers, ...
 
-    x_rows: (R, D) packed inputs; Wx: (D, 4H); Wh: (H, 4H); b: (4H,)
-    h, c: (N, H) in: initial state; out: final state (a sequence's rows stop changing
-        after its last step)
-    rec: (N, 4H) scratch for h @ Wh
-    out, packed rows: gates (R, 4H) activated i, f, o, g; h_prev (R, H) h_{t-1};
-        c_hist (R, H) c_t; tanh_c_hist (R, H) tanh(c_t)
+    Wh_panels: pack_panels(Wh); b: (4H,)
+    h: (N rounded up to MR_STEP, H) in: initial state; out: final state (a sequence's row
+        stops changing after its last step); c: (N, H) likewise
+    rec: (rows of h, 4H rounded up to a panel) scratch for h @ Wh
+    gates: (R, 4H) in: x_t Wx; out: activated i, f, o, g
+    out, packed rows: h_prev (R, H) h_{t-1}; c_hist (R, H) c_t; tanh_c_hist (R, H) tanh(c_t)
     h_out: (N, T, H) out: h_t of every real step (padding is not written)
     offsets: (N,) first packed row of each sequence; active: (T,) sequences running at t
     """
-    np.dot(x_rows, Wx, gates)  # the input projection of every real step: one GEMM
     for t in range(active.shape[0]):
         M = active[t]
-        matmul_into(h[:M], Wh, rec[:M])
-        for n in range(M):
-            row = offsets[n] + t
-            h_prev[row] = h[n]
-            lstm_cell(gates[row], rec[n], b, c[n], h[n], tanh_c_hist[row])
-            c_hist[row] = c[n]
-            h_out[n, t] = h[n]
+        for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
+            step_product(h, Wh_panels, rec, m0)
+            for n in range(m0, min(m0 + MR_STEP, M)):
+                row = offsets[n] + t
+                h_prev[row] = h[n]
+                lstm_cell(gates[row], rec[n], b, c[n], h[n], tanh_c_hist[row])
+                c_hist[row] = c[n]
+                h_out[n, t] = h[n]
+
+
+@njit(**PARALLEL_JIT_OPTIONS)
+def lstm_forward_train(x_rows, Wx, Wh_panels, b, h, c, rec, gates, h_out, h_prev, c_hist,
+                       tanh_c_hist, offsets, active, threads):
+    """Run the LSTM over all steps, keeping what the backward needs.
+
+    x_rows: (R, D) packed inputs; Wx: (D, 4H); threads: numba threads to use at most;
+    the rest as lstm_train_steps.
+    """
+    gemm(x_rows, Wx, gates, False, threads > 1)  # the input projection of every real step
+    workers = worker_count(active[0], threads)
+    if workers == 1:
+        lstm_train_steps(0, 1, Wh_panels, b, h, c, rec, gates, h_out, h_prev, c_hist,
+                         tanh_c_hist, offsets, active)
+    else:
+        for worker in prange(workers):
+            lstm_train_steps(worker, workers, Wh_panels, b, h, c, rec, gates, h_out, h_prev,
+                             c_hist, tanh_c_hist, offsets, active)
 
 
 @njit(**JIT_OPTIONS)
-def lstm_forward_infer(x, Wx, Wh, b, h, c, rec, x_chunk, gates, tanh_c, h_out, active):
-    """Run the LSTM keeping nothing but the output: working memory O(N * (H + S * 4H)).
-
-    x: (N, T, D); Wx, Wh, b, h, c, rec, active: as lstm_forward_train
-    x_chunk: (N * S, D), gates: (N * S, 4H) one chunk of S steps' input and projection
-    tanh_c: (N, H) scratch; h_out: (N, T, H) out (padding is not written)
-    """
-    N, T, _ = x.shape
+def lstm_infer_steps(worker, workers, t0, Wh_panels, b, h, c, rec, gates, tanh_c, h_out,
+                     active):
+    """Steps t0 .. t0 + S - 1 (or T) of the inference loop, for the worker's row tiles.
+    gates: (N * S, 4H) in: this chunk's x_t Wx (row n * S + t - t0); tanh_c: (N, H) scratch;
+    the rest as lstm_train_steps."""
+    N, T = h_out.shape[:2]
     S = gates.shape[0] // N
-    for t0 in range(0, T, S):
-        M0 = active[t0]
-        if M0 == 0:
-            break
-        project_chunk(x[:M0], Wx, t0, x_chunk[:M0 * S], gates[:M0 * S])
-        for t in range(t0, min(t0 + S, T)):
-            M = active[t]
-            matmul_into(h[:M], Wh, rec[:M])
-            for n in range(M):
+    for t in range(t0, min(t0 + S, T)):
+        M = active[t]
+        for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
+            step_product(h, Wh_panels, rec, m0)
+            for n in range(m0, min(m0 + MR_STEP, M)):
                 lstm_cell(gates[n * S + t - t0], rec[n], b, c[n], h[n], tanh_c[n])
                 h_out[n, t] = h[n]
 
 
+@njit(**PARALLEL_JIT_OPTIONS)
+def lstm_forward_infer(x, Wx, Wh_panels, b, h, c, rec, x_chunk, gates, tanh_c, h_out, active,
+                       threads):
+    """Run the LSTM keeping nothing but the output: working memory O(N * (H + S * 4H)).
+
+    x: (N, T, D); x_chunk: (N * S, D), gates: (N * S, 4H) one chunk of S steps' input and
+    projection; the rest as lstm_forward_train / lstm_infer_steps.
+    """
+    N, T, _ = x.shape
+    S = gates.shape[0] // N
+    workers = worker_count(active[0], threads)
+    for t0 in range(0, T, S):
+        if active[t0] == 0:
+            break
+        project_chunk(x, Wx, t0, active[t0], x_chunk, gates, threads)
+        if workers == 1:
+            lstm_infer_steps(0, 1, t0, Wh_panels, b, h, c, rec, gates, tanh_c, h_out, active)
+        else:
+            for worker in prange(workers):
+                lstm_infer_steps(worker, workers, t0, Wh_panels, b, h, c, rec, gates, tanh_c,
+                                 h_out, active)
+
+
 @njit(**JIT_OPTIONS)
-def lstm_backward_kernel(dh, gates, c_hist, tanh_c_hist, c0, WhT, dh_next, dc_next,
-                         da, da_step, offsets, active):
-    """Back-propagate through all steps, writing the pre-activation gate gradients.
+def lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_hist, c0, WhT_panels,
+                        dh_next, dc_next, da, da_step, rec, offsets, active):
+    """The backward time loop for the row tiles worker, worker + workers, ...
 
     dh: (N, T, H) upstream gradient of every hidden state (read at real steps only)
     gates: (R, 4H) activated gates; c_hist, tanh_c_hist: (R, H); c0: (N, H)
-    WhT: (4H, H) Wh transposed, C-contiguous
+    WhT_panels: pack_panels(Wh.T)
     dh_next, dc_next: (N, H) in: gradient of the final h and c; out: gradient of h0 and c0.
         A sequence's rows are left alone until its last real step, so the final-state
         gradients enter there, and after its first step they are its dh0, dc0.
     da: (R, 4H) out: gradient of the gate pre-activations, packed rows
-    da_step: (N, 4H) scratch: one step of da, contiguous for the recurrent product
+    da_step: (N rounded up to MR_STEP, 4H) scratch: one step of da, the product's operand
+    rec: (rows of da_step, H rounded up to a panel) scratch for da_step @ Wh.T
     offsets, active: as lstm_forward_train
 
     Short loops over contiguous rows, as in lstm_cell, so that each vectorises.
@@ -112,31 +153,50 @@ def lstm_backward_kernel(dh, gates, c_hist, tanh_c_hist, c0, WhT, dh_next, dc_ne
     one = one_of(dh)
     for t in range(active.shape[0] - 1, -1, -1):
         M = active[t]
-        for n in range(M):
-            row = offsets[n] + t
-            gate = gates[row]
-            c_prev = c_hist[row - 1] if t > 0 else c0[n]
-            tanh_c = tanh_c_hist[row]
-            dh_t = dh[n, t]
-            # dh_row, dc_row: (H,) total gradient of h_t and c_t, built in place.
-            dh_row = dh_next[n]
-            dc_row = dc_next[n]
-            da_row = da_step[n]
-            for j in range(H):
-                dh_row[j] += dh_t[j]
-            for j in range(H):
-                dc_row[j] += dh_row[j] * gate[2 * H + j] * (one - tanh_c[j] * tanh_c[j])
-            for j in range(H):
-                da_row[j] = dc_row[j] * gate[3 * H + j] * gate[j] * (one - gate[j])
-            for j in range(H):
-                da_row[H + j] = dc_row[j] * c_prev[j] * gate[H + j] * (one - gate[H + j])
-            for j in range(H):
-                o = gate[2 * H + j]
-                da_row[2 * H + j] = dh_row[j] * tanh_c[j] * o * (one - o)
-            for j in range(H):
-                g = gate[3 * H + j]
-                da_row[3 * H + j] = dc_row[j] * gate[j] * (one - g * g)
-            for j in range(H):
-                dc_row[j] *= gate[H + j]
-            da[row] = da_row
-        matmul_into(da_step[:M], WhT, dh_next[:M])
+        for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
+            for n in range(m0, min(m0 + MR_STEP, M)):
+                row = offsets[n] + t
+                gate = gates[row]
+                c_prev = c_hist[row - 1] if t > 0 else c0[n]
+                tanh_c = tanh_c_hist[row]
+                dh_t = dh[n, t]
+                # dh_row, dc_row: (H,) total gradient of h_t and c_t, built in place.
+                dh_row = dh_next[n]
+                dc_row = dc_next[n]
+                da_row = da_step[n]
+                for j in range(H):
+                    dh_row[j] += dh_t[j]
+                for j in range(H):
+                    dc_row[j] += dh_row[j] * gate[2 * H + j] * (one - tanh_c[j] * tanh_c[j])
+                for j in range(H):
+                    da_row[j] = dc_row[j] * gate[3 * H + j] * gate[j] * (one - gate[j])
+                for j in range(H):
+                    da_row[H + j] = dc_row[j] * c_prev[j] * gate[H + j] * (one - gate[H + j])
+                for j in range(H):
+                    o = gate[2 * H + j]
+                    da_row[2 * H + j] = dh_row[j] * tanh_c[j] * o * (one - o)
+                for j in range(H):
+                    g = gate[3 * H + j]
+                    da_row[3 * H + j] = dc_row[j] * gate[j] * (one - g * g)
+                for j in range(H):
+                    dc_row[j] *= gate[H + j]
+                da[row] = da_row
+            step_product(da_step, WhT_panels, rec, m0)
+            for n in range(m0, min(m0 + MR_STEP, M)):
+                dh_next[n] = rec[n, :H]
+
+
+@njit(**PARALLEL_JIT_OPTIONS)
+def lstm_backward_kernel(dh, gates, c_hist, tanh_c_hist, c0, WhT_panels, dh_next, dc_next,
+                         da, da_step, rec, offsets, active, threads):
+    """Back-propagate through all steps, writing the pre-activation gate gradients da;
+    arguments as lstm_backward_steps, threads: numba threads to use at most."""
+    workers = worker_count(active[0], threads)
+    if workers == 1:
+        lstm_backward_steps(0, 1, dh, gates, c_hist, tanh_c_hist, c0, WhT_panels, dh_next,
+                            dc_next, da, da_step, rec, offsets, active)
+    else:
+        for worker in prange(workers):
+            lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_hist, c0,
+                                WhT_panels, dh_next, dc_next, da, da_step, rec, offsets,
+                                active)

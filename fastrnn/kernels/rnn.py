@@ -3,15 +3,15 @@ compiled with numba.
 
 N batch, T time, D input, H hidden, R real steps (packed rows, see kernels/common.py),
 S steps per inference projection chunk. h_t = act(x_t Wx + h_{t-1} Wh + b), act = tanh
-or relu.
+or relu. Work is split over row tiles as in kernels/lstm.py.
 """
 
-import numpy as np
-from numba import njit
+from numba import njit, prange
 
-from .._config import JIT_OPTIONS
+from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from ._math import one_of, tanh, zero_of
-from .common import matmul_into, project_chunk
+from .common import project_chunk
+from .gemm import MR_STEP, gemm, step_product, worker_count
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -28,75 +28,128 @@ def rnn_cell(a, r, b, h, relu):
 
 
 @njit(**JIT_OPTIONS)
-def rnn_forward_train(x_rows, Wx, Wh, b, h, rec, proj, h_out, h_prev, h_rows, relu,
-                      offsets, active):
-    """Run the RNN over all steps, keeping what the backward needs.
+def rnn_train_steps(worker, workers, Wh_panels, b, h, rec, proj, h_out, h_prev, h_rows, relu,
+                    offsets, active):
+    """The training time loop for the row tiles worker, worker + workers, ...
 
-    x_rows: (R, D) packed inputs; Wx: (D, H); Wh: (H, H); b: (H,)
-    h: (N, H) in: initial state; out: final state; rec: (N, H) scratch for h @ Wh
-    out, packed rows: proj (R, H) x_t Wx; h_prev (R, H) h_{t-1}; h_rows (R, H) h_t
+    Wh_panels: pack_panels(Wh); b: (H,)
+    h: (N rounded up to MR_STEP, H) in: initial state; out: final state
+    rec: (rows of h, H rounded up to a panel) scratch for h @ Wh
+    proj: (R, H) x_t Wx; packed rows out: h_prev (R, H) h_{t-1}; h_rows (R, H) h_t
     h_out: (N, T, H) out: h_t of every real step (padding is not written)
     relu: relu instead of tanh; offsets, active: see kernels/common.py
     """
-    np.dot(x_rows, Wx, proj)
     for t in range(active.shape[0]):
         M = active[t]
-        matmul_into(h[:M], Wh, rec[:M])
-        for n in range(M):
-            row = offsets[n] + t
-            h_prev[row] = h[n]
-            rnn_cell(proj[row], rec[n], b, h[n], relu)
-            h_rows[row] = h[n]
-            h_out[n, t] = h[n]
+        for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
+            step_product(h, Wh_panels, rec, m0)
+            for n in range(m0, min(m0 + MR_STEP, M)):
+                row = offsets[n] + t
+                h_prev[row] = h[n]
+                rnn_cell(proj[row], rec[n], b, h[n], relu)
+                h_rows[row] = h[n]
+                h_out[n, t] = h[n]
+
+
+@njit(**PARALLEL_JIT_OPTIONS)
+def rnn_forward_train(x_rows, Wx, Wh_panels, b, h, rec, proj, h_out, h_prev, h_rows, relu,
+                      offsets, active, threads):
+    """Run the RNN over all steps, keeping what the backward needs.
+    x_rows: (R, D) packed inputs; Wx: (D, H); the rest as rnn_train_steps."""
+    gemm(x_rows, Wx, proj, False, threads > 1)
+    workers = worker_count(active[0], threads)
+    if workers == 1:
+        rnn_train_steps(0, 1, Wh_panels, b, h, rec, proj, h_out, h_prev, h_rows, relu,
+                        offsets, active)
+    else:
+        for worker in prange(workers):
+            rnn_train_steps(worker, workers, Wh_panels, b, h, rec, proj, h_out, h_prev, h_rows,
+                            relu, offsets, active)
 
 
 @njit(**JIT_OPTIONS)
-def rnn_forward_infer(x, Wx, Wh, b, h, rec, x_chunk, proj, h_out, relu, active):
-    """Run the RNN keeping nothing but the output.
-
-    x: (N, T, D); x_chunk: (N * S, D), proj: (N * S, H) one chunk's input and projection;
-    the rest as rnn_forward_train.
-    """
-    N, T, _ = x.shape
+def rnn_infer_steps(worker, workers, t0, Wh_panels, b, h, rec, proj, h_out, relu, active):
+    """Steps t0 .. t0 + S - 1 (or T) of the inference loop, for the worker's row tiles.
+    proj: (N * S, H) this chunk's x_t Wx; the rest as rnn_train_steps."""
+    N, T = h_out.shape[:2]
     S = proj.shape[0] // N
-    for t0 in range(0, T, S):
-        M0 = active[t0]
-        if M0 == 0:
-            break
-        project_chunk(x[:M0], Wx, t0, x_chunk[:M0 * S], proj[:M0 * S])
-        for t in range(t0, min(t0 + S, T)):
-            M = active[t]
-            matmul_into(h[:M], Wh, rec[:M])
-            for n in range(M):
+    for t in range(t0, min(t0 + S, T)):
+        M = active[t]
+        for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
+            step_product(h, Wh_panels, rec, m0)
+            for n in range(m0, min(m0 + MR_STEP, M)):
                 rnn_cell(proj[n * S + t - t0], rec[n], b, h[n], relu)
                 h_out[n, t] = h[n]
 
 
+@njit(**PARALLEL_JIT_OPTIONS)
+def rnn_forward_infer(x, Wx, Wh_panels, b, h, rec, x_chunk, proj, h_out, relu, active,
+                      threads):
+    """Run the RNN keeping nothing but the output.
+
+    x: (N, T, D); x_chunk: (N * S, D), proj: (N * S, H) one chunk's input and projection;
+    the rest as rnn_forward_train / rnn_infer_steps.
+    """
+    N, T, _ = x.shape
+    S = proj.shape[0] // N
+    workers = worker_count(active[0], threads)
+    for t0 in range(0, T, S):
+        if active[t0] == 0:
+            break
+        project_chunk(x, Wx, t0, active[t0], x_chunk, proj, threads)
+        if workers == 1:
+            rnn_infer_steps(0, 1, t0, Wh_panels, b, h, rec, proj, h_out, relu, active)
+        else:
+            for worker in prange(workers):
+                rnn_infer_steps(worker, workers, t0, Wh_panels, b, h, rec, proj, h_out, relu,
+                                active)
+
+
 @njit(**JIT_OPTIONS)
-def rnn_backward_kernel(dh, h_rows, WhT, dh_next, da, da_step, relu, offsets, active):
-    """Back-propagate through all steps, writing the pre-activation gradients.
+def rnn_backward_steps(worker, workers, dh, h_rows, WhT_panels, dh_next, da, da_step, rec,
+                       relu, offsets, active):
+    """The backward time loop for the row tiles worker, worker + workers, ...
 
     dh: (N, T, H) upstream gradient of every hidden state; h_rows: (R, H) forward states
-    WhT: (H, H) Wh transposed, C-contiguous
+    WhT_panels: pack_panels(Wh.T)
     dh_next: (N, H) in: gradient of the final h; out: gradient of h0
-    da: (R, H) out, packed rows; da_step: (N, H) scratch; offsets, active: as the forward
+    da: (R, H) out, packed rows; da_step: (N rounded up to MR_STEP, H) scratch operand;
+    rec: (rows of da_step, H rounded up to a panel) scratch; offsets, active: as the forward
     """
     H = dh.shape[2]
     one = one_of(dh)
     zero = zero_of(dh)
     for t in range(active.shape[0] - 1, -1, -1):
         M = active[t]
-        for n in range(M):
-            row = offsets[n] + t
-            h_t = h_rows[row]
-            dh_t = dh[n, t]
-            dh_row = dh_next[n]
-            da_row = da_step[n]
-            if relu:
-                for j in range(H):
-                    da_row[j] = dh_t[j] + dh_row[j] if h_t[j] > zero else zero
-            else:
-                for j in range(H):
-                    da_row[j] = (dh_t[j] + dh_row[j]) * (one - h_t[j] * h_t[j])
-            da[row] = da_row
-        matmul_into(da_step[:M], WhT, dh_next[:M])
+        for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
+            for n in range(m0, min(m0 + MR_STEP, M)):
+                row = offsets[n] + t
+                h_t = h_rows[row]
+                dh_t = dh[n, t]
+                dh_row = dh_next[n]
+                da_row = da_step[n]
+                if relu:
+                    for j in range(H):
+                        da_row[j] = dh_t[j] + dh_row[j] if h_t[j] > zero else zero
+                else:
+                    for j in range(H):
+                        da_row[j] = (dh_t[j] + dh_row[j]) * (one - h_t[j] * h_t[j])
+                da[row] = da_row
+            step_product(da_step, WhT_panels, rec, m0)
+            for n in range(m0, min(m0 + MR_STEP, M)):
+                dh_next[n] = rec[n, :H]
+
+
+@njit(**PARALLEL_JIT_OPTIONS)
+def rnn_backward_kernel(dh, h_rows, WhT_panels, dh_next, da, da_step, rec, relu, offsets,
+                        active, threads):
+    """Back-propagate through all steps, writing the pre-activation gradients; arguments as
+    rnn_backward_steps, threads: numba threads to use at most."""
+    workers = worker_count(active[0], threads)
+    if workers == 1:
+        rnn_backward_steps(0, 1, dh, h_rows, WhT_panels, dh_next, da, da_step, rec, relu,
+                           offsets, active)
+    else:
+        for worker in prange(workers):
+            rnn_backward_steps(worker, workers, dh, h_rows, WhT_panels, dh_next, da, da_step,
+                               rec, relu, offsets, active)
