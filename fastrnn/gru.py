@@ -79,7 +79,7 @@ def _forward_with_cache(x, h0, Wx, Wh, bx, bh, order, is_step):
     dtype = x.dtype
     x, h0, h, h_out = order.start(x, h0)
     x_rows = order.pack(x)
-    gates, h_prev, hn_hist = order.rows(3 * H, dtype), order.rows(H, dtype), order.rows(H, dtype)
+    gates, h_prev, hn_hist = order.rows(dtype, 3 * H, H, H)
     if order.real_steps:
         gru_forward_train(x_rows, Wx, recurrent_panels(Wh), bx, bh, h,
                           step_scratch(N, 3 * H, dtype), gates, h_out, h_prev, hn_hist,
@@ -111,7 +111,7 @@ def _backward(dh, cache, dh_last, dh_last_name):
     H = cache.h0.shape[1]
     dtype = dh.dtype
     dh_next = state_grad(dh_last_name, dh_last, N, H, dtype, order)
-    da_x, da_h = order.rows(3 * H, dtype), order.rows(3 * H, dtype)
+    da_x, da_h = order.rows(dtype, 3 * H, 3 * H)
     threads = use_threads(N, T, cache.Wx.shape[0], H, 3)
     if order.real_steps:
         gru_backward_kernel(order.sort(dh), cache.gates, cache.hn_hist, cache.h_prev,

@@ -86,8 +86,7 @@ def _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step):
     dtype = x.dtype
     x, h0, c0, h, c, h_out = _start(x, h0, c0, order)
     x_rows = order.pack(x)
-    gates, h_prev = order.rows(4 * H, dtype), order.rows(H, dtype)
-    c_hist, tanh_c_hist = order.rows(H, dtype), order.rows(H, dtype)
+    gates, h_prev, c_hist, tanh_c_hist = order.rows(dtype, 4 * H, H, H, H)
     if order.real_steps:
         lstm_forward_train(x_rows, Wx, recurrent_panels(Wh), b, h, c,
                            step_scratch(N, 4 * H, dtype), gates, h_out, h_prev, c_hist,
@@ -129,7 +128,7 @@ def _backward(dh, cache, dh_last, dc_last, dh_last_name, dc_last_name):
     dtype = cache.h0.dtype
     dh_next = state_grad(dh_last_name, dh_last, N, H, dtype, order)
     dc_next = state_grad(dc_last_name, dc_last, N, H, dtype, order)
-    da = order.rows(4 * H, dtype)
+    da = order.rows(dtype, 4 * H)
     threads = use_threads(N, T, cache.Wx.shape[0], H, 4)
     if order.real_steps:
         lstm_backward_kernel(order.sort(dh), cache.gates, cache.c_hist, cache.tanh_c_hist,

@@ -70,10 +70,10 @@ def _forward_with_cache(x, h0, Wx, Wh, b, order, nonlinearity, is_step):
     relu = nonlinearity == "relu"
     x, h0, h, h_out = order.start(x, h0)
     x_rows = order.pack(x)
-    h_prev, h_rows = order.rows(H, dtype), order.rows(H, dtype)
+    h_prev, h_rows = order.rows(dtype, H, H)
     if order.real_steps:
         rnn_forward_train(x_rows, Wx, recurrent_panels(Wh), b, h, step_scratch(N, H, dtype),
-                          order.rows(H, dtype), h_out, h_prev, h_rows, relu, order.offsets,
+                          order.rows(dtype, H), h_out, h_prev, h_rows, relu, order.offsets,
                           order.active, use_threads(N, T, D, H, 1))
     cache = RNNCache(x_rows=x_rows, h0=h0, Wx=Wx, Wh=Wh, h_prev=h_prev, h_rows=h_rows,
                      final_h=order.final(h), relu=relu, order=order, is_step=is_step)
@@ -101,7 +101,7 @@ def _backward(dh, cache, dh_last, dh_last_name):
     N, T = order.shape
     H = cache.h0.shape[1]
     dh_next = state_grad(dh_last_name, dh_last, N, H, dh.dtype, order)
-    da = order.rows(H, dh.dtype)
+    da = order.rows(dh.dtype, H)
     threads = use_threads(N, T, cache.Wx.shape[0], H, 1)
     if order.real_steps:
         rnn_backward_kernel(order.sort(dh), cache.h_rows, recurrent_panels(cache.Wh, True),

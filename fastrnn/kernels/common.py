@@ -4,11 +4,13 @@ Kernels trust their inputs: the API layer has checked shapes and made every arra
 C-contiguous and of one float dtype.
 
 Layouts. The batch arrives sorted by length, longest first, so the sequences still running
-at step t are the prefix ``[0, active[t])``. What the training forward keeps for the backward is stored in
-"packed rows": the real steps of sequence n occupy rows ``offsets[n] .. offsets[n] + L_n - 1``
-of an (R, .) array, R the sum of the lengths. Without ragged lengths offsets[n] = n * T
-and a packed array is exactly an (N, T, .) array reshaped, so nothing is copied; with them
-no memory or work is spent on padding.
+at step t are the prefix ``[0, active[t])``. Per-step values (inputs, gates, what the
+training forward keeps for the backward) are stored in "packed rows", time-major like
+PyTorch's PackedSequence: step t of sequence n is row ``offsets[t] + n`` of an (R, .)
+array, R the sum of the lengths, offsets[t] the number of real steps before t. No memory
+or work goes to padding, and the rows one step reads are adjacent: with sequence-major
+rows the cell loop missed the caches on every row and two threads ran no faster than one.
+Inference chunks of S steps use the same order: row ``(t - t0) * active[t0] + n``.
 """
 
 from numba import njit
@@ -19,17 +21,17 @@ from .gemm import gemm
 
 @njit(**JIT_OPTIONS)
 def project_chunk(x, Wx, t0, M, x_chunk, proj, threads):
-    """proj[n * S + s] = x[n, t0 + s] @ Wx for the S steps of one chunk and the M sequences
-    running at t0, as one GEMM.
+    """proj[s * M + n] = x[n, t0 + s] @ Wx for the steps s of the chunk starting at t0 (S,
+    or fewer at the end) and the M sequences running at t0, as one GEMM.
 
     x: (N, T, D); Wx: (D, G); x_chunk: (N * S, D) gather buffer; proj: (N * S, G) out.
-    Rows past the end of the sequence (last, partial chunk) hold stale data and are unused.
+    Rows of sequences that end inside the chunk are computed and unused.
     """
     N, T, D = x.shape
-    S = x_chunk.shape[0] // N
-    for n in range(M):
-        for s in range(min(S, T - t0)):
-            x_chunk[n * S + s] = x[n, t0 + s]
+    S = min(x_chunk.shape[0] // N, T - t0)
+    for s in range(S):
+        for n in range(M):
+            x_chunk[s * M + n] = x[n, t0 + s]
     gemm(x_chunk[:M * S], Wx, proj[:M * S], False, threads > 1)
 
 

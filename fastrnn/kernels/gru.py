@@ -53,7 +53,7 @@ def gru_train_steps(worker, workers, Wh_panels, bx, bh, h, rec, gates, h_out, h_
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
             step_product(h, Wh_panels, rec, m0)
             for n in range(m0, min(m0 + MR_STEP, M)):
-                row = offsets[n] + t
+                row = offsets[t] + n
                 h_prev[row] = h[n]
                 gru_cell(gates[row], rec[n], bx, bh, h[n], hn_hist[row])
                 h_out[n, t] = h[n]
@@ -81,12 +81,13 @@ def gru_infer_steps(worker, workers, t0, Wh_panels, bx, bh, h, rec, gates, hn, h
     gates: (N * S, 3H) this chunk's x_t Wx; hn: (N, H) scratch; the rest as gru_train_steps."""
     N, T = h_out.shape[:2]
     S = gates.shape[0] // N
+    M0 = active[t0]
     for t in range(t0, min(t0 + S, T)):
         M = active[t]
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
             step_product(h, Wh_panels, rec, m0)
             for n in range(m0, min(m0 + MR_STEP, M)):
-                gru_cell(gates[n * S + t - t0], rec[n], bx, bh, h[n], hn[n])
+                gru_cell(gates[(t - t0) * M0 + n], rec[n], bx, bh, h[n], hn[n])
                 h_out[n, t] = h[n]
 
 
@@ -132,7 +133,7 @@ def gru_backward_steps(worker, workers, dh, gates, hn_hist, h_prev, WhT_panels, 
         M = active[t]
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
             for n in range(m0, min(m0 + MR_STEP, M)):
-                row = offsets[n] + t
+                row = offsets[t] + n
                 g = gates[row]
                 hn = hn_hist[row]
                 hp = h_prev[row]

@@ -44,7 +44,7 @@ def rnn_train_steps(worker, workers, Wh_panels, b, h, rec, proj, h_out, h_prev, 
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
             step_product(h, Wh_panels, rec, m0)
             for n in range(m0, min(m0 + MR_STEP, M)):
-                row = offsets[n] + t
+                row = offsets[t] + n
                 h_prev[row] = h[n]
                 rnn_cell(proj[row], rec[n], b, h[n], relu)
                 h_rows[row] = h[n]
@@ -73,12 +73,13 @@ def rnn_infer_steps(worker, workers, t0, Wh_panels, b, h, rec, proj, h_out, relu
     proj: (N * S, H) this chunk's x_t Wx; the rest as rnn_train_steps."""
     N, T = h_out.shape[:2]
     S = proj.shape[0] // N
+    M0 = active[t0]
     for t in range(t0, min(t0 + S, T)):
         M = active[t]
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
             step_product(h, Wh_panels, rec, m0)
             for n in range(m0, min(m0 + MR_STEP, M)):
-                rnn_cell(proj[n * S + t - t0], rec[n], b, h[n], relu)
+                rnn_cell(proj[(t - t0) * M0 + n], rec[n], b, h[n], relu)
                 h_out[n, t] = h[n]
 
 
@@ -123,7 +124,7 @@ def rnn_backward_steps(worker, workers, dh, h_rows, WhT_panels, dh_next, da, da_
         M = active[t]
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
             for n in range(m0, min(m0 + MR_STEP, M)):
-                row = offsets[n] + t
+                row = offsets[t] + n
                 h_t = h_rows[row]
                 dh_t = dh[n, t]
                 dh_row = dh_next[n]
