@@ -1,6 +1,8 @@
 """Pieces the LSTM, RNN and GRU API modules share: batch ordering for ragged batches,
 upstream-gradient buffers and the weight gradients."""
 
+import functools
+
 import numba
 import numpy as np
 
@@ -8,6 +10,14 @@ from . import _validate as v
 from ._config import PARALLEL_MIN_FLOPS
 from .kernels.common import weight_grads_kernel
 from .kernels.gemm import pack_panels, padded_columns, padded_rows
+
+
+@functools.lru_cache(maxsize=32)
+def _full_batch(N, T):
+    """lengths, active and offsets of a batch without ragged lengths, made once per shape
+    (2 us a call otherwise). Shared between calls: no kernel writes them, and
+    CellCache.lengths hands out a copy."""
+    return (np.full(N, T, np.int64), np.full(T, N, np.int64), np.arange(T, dtype=np.int64) * N)
 
 
 class BatchOrder:
@@ -27,9 +37,7 @@ class BatchOrder:
         if lengths is None:
             # The common case, kept to a few microseconds: it is paid on every call.
             self.order = None
-            self.lengths = np.full(N, T, np.int64)
-            self.active = np.full(T, N, np.int64)
-            self.offsets = np.arange(T, dtype=np.int64) * N
+            self.lengths, self.active, self.offsets = _full_batch(N, T)
             self.ragged = False
             self.real_steps = N * T
             return
@@ -75,9 +83,13 @@ class BatchOrder:
         kernel); one block, not at all."""
         R = self.real_steps
         # Each array starts on a 64-byte boundary (16 float32) for the vector loads.
-        starts = np.cumsum([0] + [-(-R * w // 16) * 16 for w in widths])
-        block = np.empty(int(starts[-1]), dtype)
-        arrays = [block[s:s + R * w].reshape(R, w) for s, w in zip(starts, widths)]
+        sizes = [-(-R * w // 16) * 16 for w in widths]
+        block = np.empty(sum(sizes), dtype)
+        arrays = []
+        start = 0
+        for width, size in zip(widths, sizes):
+            arrays.append(block[start:start + R * width].reshape(R, width))
+            start += size
         return arrays[0] if len(arrays) == 1 else arrays
 
     def start(self, x, h0):
@@ -197,4 +209,4 @@ class CellCache:
 
     @property
     def lengths(self):
-        return self.order.unsort(self.order.lengths)
+        return self.order.unsort(self.order.lengths).copy()

@@ -13,9 +13,9 @@ rows the cell loop missed the caches on every row and two threads ran no faster 
 Inference chunks of S steps use the same order: row ``(t - t0) * active[t0] + n``.
 """
 
-from numba import njit
+from numba import njit, prange
 
-from .._config import JIT_OPTIONS
+from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from .gemm import gemm
 
 
@@ -32,7 +32,7 @@ def project_chunk(x, Wx, t0, M, x_chunk, proj, threads):
     for s in range(S):
         for n in range(M):
             x_chunk[s * M + n] = x[n, t0 + s]
-    gemm(x_chunk[:M * S], Wx, proj[:M * S], False, threads > 1)
+    gemm(x_chunk[:M * S], Wx, proj[:M * S], False, threads)
 
 
 @njit(**JIT_OPTIONS)
@@ -52,16 +52,34 @@ def weight_grads_kernel(da_x, da_h, separate_h, x_rows, h_prev, Wx, dx_rows, dWx
     cores, OpenBLAS's pool next to another slowed the next kernel 2-3x), and the same
     bits whatever the thread count.
     """
-    R = da_x.shape[0]
     dah = da_h if separate_h else da_x
-    gemm(da_x, Wx.T, dx_rows, False, threads > 1)
-    gemm(x_rows.T, da_x, dWx, False, threads > 1)
-    gemm(h_prev.T, dah, dWh, False, threads > 1)
-    # Rows summed in a fixed order: the bias gradients are the same bit for bit every run.
-    db_x[:] = da_x[0]
-    for r in range(1, R):
-        db_x += da_x[r]
+    gemm(da_x, Wx.T, dx_rows, False, threads)
+    gemm(x_rows.T, da_x, dWx, False, threads)
+    gemm(h_prev.T, dah, dWh, False, threads)
+    column_sums(da_x, db_x, threads)
     if separate_h:
-        db_h[:] = da_h[0]
-        for r in range(1, R):
-            db_h += da_h[r]
+        column_sums(da_h, db_h, threads)
+
+
+@njit(**JIT_OPTIONS)
+def column_sums_part(a, out, lo, hi):
+    """out[lo:hi] = a[:, lo:hi].sum(axis=0), adding the rows in order."""
+    total = a[0, lo:hi].copy()
+    for r in range(1, a.shape[0]):
+        row = a[r, lo:hi]  # sliced: indexing row[lo + g] kept the loop scalar (6x slower)
+        for g in range(hi - lo):
+            total[g] += row[g]
+    out[lo:hi] = total
+
+
+@njit(**PARALLEL_JIT_OPTIONS)
+def column_sums(a, out, threads):
+    """out[:] = a.sum(axis=0) for a: (R >= 1, G), the columns shared out over the threads.
+    Each column adds its rows in order, so the sums are the same bits for any thread count."""
+    G = a.shape[1]
+    workers = max(1, min(threads, G // 64))
+    if workers == 1:
+        column_sums_part(a, out, 0, G)
+        return
+    for w in prange(workers):
+        column_sums_part(a, out, w * G // workers, (w + 1) * G // workers)

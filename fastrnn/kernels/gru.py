@@ -51,7 +51,7 @@ def gru_train_steps(worker, workers, Wh_panels, bx, bh, h, rec, gates, h_out, h_
     for t in range(active.shape[0]):
         M = active[t]
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
-            step_product(h, Wh_panels, rec, m0)
+            step_product(h, Wh_panels, rec, m0, M)
             for n in range(m0, min(m0 + MR_STEP, M)):
                 row = offsets[t] + n
                 h_prev[row] = h[n]
@@ -64,7 +64,7 @@ def gru_forward_train(x_rows, Wx, Wh_panels, bx, bh, h, rec, gates, h_out, h_pre
                       offsets, active, threads):
     """Run the GRU over all steps, keeping what the backward needs.
     x_rows: (R, D) packed inputs; Wx: (D, 3H); the rest as gru_train_steps."""
-    gemm(x_rows, Wx, gates, False, threads > 1)
+    gemm(x_rows, Wx, gates, False, threads)
     workers = worker_count(active[0], threads)
     if workers == 1:
         gru_train_steps(0, 1, Wh_panels, bx, bh, h, rec, gates, h_out, h_prev, hn_hist,
@@ -85,7 +85,7 @@ def gru_infer_steps(worker, workers, t0, Wh_panels, bx, bh, h, rec, gates, hn, h
     for t in range(t0, min(t0 + S, T)):
         M = active[t]
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
-            step_product(h, Wh_panels, rec, m0)
+            step_product(h, Wh_panels, rec, m0, M)
             for n in range(m0, min(m0 + MR_STEP, M)):
                 gru_cell(gates[(t - t0) * M0 + n], rec[n], bx, bh, h[n], hn[n])
                 h_out[n, t] = h[n]
@@ -160,7 +160,7 @@ def gru_backward_steps(worker, workers, dh, gates, hn_hist, h_prev, WhT_panels, 
                 for j in range(H):
                     dh_row[j] *= g[H + j]
                 da_h[row] = dah
-            step_product(da_step, WhT_panels, rec, m0)
+            step_product(da_step, WhT_panels, rec, m0, M)
             for n in range(m0, min(m0 + MR_STEP, M)):
                 dh_row = dh_next[n]
                 for j in range(H):

@@ -65,7 +65,7 @@ def lstm_train_steps(worker, workers, Wh_panels, b, h, c, rec, gates, h_out, h_p
     for t in range(active.shape[0]):
         M = active[t]
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
-            step_product(h, Wh_panels, rec, m0)
+            step_product(h, Wh_panels, rec, m0, M)
             for n in range(m0, min(m0 + MR_STEP, M)):
                 row = offsets[t] + n
                 h_prev[row] = h[n]
@@ -82,7 +82,7 @@ def lstm_forward_train(x_rows, Wx, Wh_panels, b, h, c, rec, gates, h_out, h_prev
     x_rows: (R, D) packed inputs; Wx: (D, 4H); threads: numba threads to use at most;
     the rest as lstm_train_steps.
     """
-    gemm(x_rows, Wx, gates, False, threads > 1)  # the input projection of every real step
+    gemm(x_rows, Wx, gates, False, threads)  # the input projection of every real step
     workers = worker_count(active[0], threads)
     if workers == 1:
         lstm_train_steps(0, 1, Wh_panels, b, h, c, rec, gates, h_out, h_prev, c_hist,
@@ -105,7 +105,7 @@ def lstm_infer_steps(worker, workers, t0, Wh_panels, b, h, c, rec, gates, tanh_c
     for t in range(t0, min(t0 + S, T)):
         M = active[t]
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
-            step_product(h, Wh_panels, rec, m0)
+            step_product(h, Wh_panels, rec, m0, M)
             for n in range(m0, min(m0 + MR_STEP, M)):
                 lstm_cell(gates[(t - t0) * M0 + n], rec[n], b, c[n], h[n], tanh_c[n])
                 h_out[n, t] = h[n]
@@ -184,7 +184,7 @@ def lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_hist, c0, WhT
                 for j in range(H):
                     dc_row[j] *= gate[H + j]
                 da[row] = da_row
-            step_product(da_step, WhT_panels, rec, m0)
+            step_product(da_step, WhT_panels, rec, m0, M)
             for n in range(m0, min(m0 + MR_STEP, M)):
                 dh_next[n] = rec[n, :H]
 
