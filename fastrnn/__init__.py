@@ -18,6 +18,7 @@ from .lstm import (LSTMCache, lstm_backward, lstm_forward, lstm_inference, lstm_
                    lstm_step_forward)
 from .rnn import (RNNCache, rnn_backward, rnn_forward, rnn_inference, rnn_step_backward,
                   rnn_step_forward)
+from ._memory import release_memory
 from ._threads import get_num_threads, set_num_threads
 from .stack import (StackCache, reverse_within_lengths, stack_backward, stack_forward,
                     weights_from_torch)
@@ -30,5 +31,5 @@ __all__ = [
     "rnn_forward", "rnn_backward", "rnn_step_forward", "rnn_step_backward", "rnn_inference",
     "gru_forward", "gru_backward", "gru_step_forward", "gru_step_backward", "gru_inference",
     "StackCache", "stack_forward", "stack_backward", "reverse_within_lengths",
-    "weights_from_torch", "reference", "set_num_threads", "get_num_threads",
+    "weights_from_torch", "reference", "set_num_threads", "get_num_threads", "release_memory",
 ]

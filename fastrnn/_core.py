@@ -6,6 +6,7 @@ import functools
 import numba
 import numpy as np
 
+from . import _memory
 from . import _validate as v
 from ._config import PARALLEL_MIN_FLOPS
 from .kernels.common import weight_grads_kernel
@@ -61,7 +62,9 @@ class BatchOrder:
         N, T = self.shape
         steps_first = a.transpose(1, 0, 2)
         if not self.ragged:
-            return np.ascontiguousarray(steps_first).reshape(N * T, a.shape[2])
+            rows = _memory.empty((T, N, a.shape[2]), a.dtype)
+            rows[...] = steps_first
+            return rows.reshape(N * T, a.shape[2])
         return steps_first[self._running()]
 
     def unpack(self, rows):
@@ -69,22 +72,23 @@ class BatchOrder:
         length."""
         N, T = self.shape
         if not self.ragged:
-            return np.ascontiguousarray(rows.reshape(T, N, rows.shape[1]).transpose(1, 0, 2))
-        out = np.zeros((N, T, rows.shape[1]), rows.dtype)
+            out = _memory.empty((N, T, rows.shape[1]), rows.dtype)
+            out[...] = rows.reshape(T, N, rows.shape[1]).transpose(1, 0, 2)
+            return out
+        out = _memory.zeros((N, T, rows.shape[1]), rows.dtype)
         out.transpose(1, 0, 2)[self._running()] = rows
         return out
 
     def rows(self, dtype, *widths):
         """Uninitialised (R, width) arrays for per-step values, one per width, all views of
-        one allocation. One block instead of several: when a call's arrays are freed
-        glibc keeps or returns a single block as a whole, and NumPy asks for huge pages
-        from 4 MB. Measured, LSTM (100, 16, 64, 128) forward with an earlier result
-        still alive: separate arrays page-faulted ~2400 times per call (~6 ms, 5x the
-        kernel); one block, not at all."""
+        one block from fastrnn's memory pool (see _memory.py: freshly mapped memory
+        page-faults on first touch, which cost up to 5x the kernel's time), and one block
+        rather than several so that it is reused whole."""
         R = self.real_steps
-        # Each array starts on a 64-byte boundary (16 float32) for the vector loads.
+        # Each array starts a multiple of 64 bytes into the block (the pool aligns blocks
+        # of 1 MB and more to 64 bytes): whole cache lines for the vector loads.
         sizes = [-(-R * w // 16) * 16 for w in widths]
-        block = np.empty(sum(sizes), dtype)
+        block = _memory.empty((sum(sizes),), dtype)
         arrays = []
         start = 0
         for width, size in zip(widths, sizes):
@@ -109,7 +113,7 @@ class BatchOrder:
     def padded(self, width, dtype):
         """An (N, T, width) output the kernels fill at real steps: zeros when ragged, so the
         padding reads 0, uninitialised otherwise (every entry gets written)."""
-        return (np.zeros if self.ragged else np.empty)(self.shape + (width,), dtype)
+        return (_memory.zeros if self.ragged else _memory.empty)(self.shape + (width,), dtype)
 
 
     def sort(self, a):

@@ -311,27 +311,30 @@ def pack_panels(W):
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def step_product(A, panels, out, m0, M):
-    """out[m0:m0 + MR_STEP] = A[m0:m0 + MR_STEP] @ W, W given as pack_panels(W), for a
-    batch of M rows (only row m0 when it is the last: M == m0 + 1).
+def step_product(A, panels, out, worker, workers, M):
+    """out[m0:m0 + MR_STEP] = A[m0:m0 + MR_STEP] @ W, W given as pack_panels(W), for this
+    worker's row tiles m0 = worker * MR_STEP, (worker + workers) * MR_STEP, ... below M
+    (a tile holding only row M - 1 uses the one-row kernel).
 
     A: (rows, K) C-contiguous; out: (rows, >= P rounded up to NR) C-contiguous; both with
-    at least m0 + MR_STEP rows (callers pad to a multiple of MR_STEP). A row of out depends
-    on the same row of A only, so the rows past a batch's end are harmless scratch.
+    rows padded to a multiple of MR_STEP. A row of out depends on the same row of A only,
+    so the rows past a batch's end are harmless scratch. Panel by panel, each panel meeting
+    all the worker's tiles while it is in L1/L2: tile by tile, every tile streamed all of
+    W, 1 MB at H = 256, through the caches.
     """
     K = A.shape[1]
     ldc = out.shape[1]
     NR = panel_width(out)
     flat_A = A.reshape(-1)
     flat_out = out.reshape(-1)
-    one_row = M - m0 == 1
     for j in range(panels.shape[0] // (K * NR)):
-        if one_row:
-            row_kernel(flat_A, m0 * K, K, 1, panels, j * K * NR, NR, flat_out,
-                       m0 * ldc + j * NR, ldc, K, False)
-        else:
-            step_kernel(flat_A, m0 * K, K, 1, panels, j * K * NR, NR, flat_out,
-                        m0 * ldc + j * NR, ldc, K, False)
+        for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
+            if M - m0 == 1:
+                row_kernel(flat_A, m0 * K, K, 1, panels, j * K * NR, NR, flat_out,
+                           m0 * ldc + j * NR, ldc, K, False)
+            else:
+                step_kernel(flat_A, m0 * K, K, 1, panels, j * K * NR, NR, flat_out,
+                            m0 * ldc + j * NR, ldc, K, False)
 
 
 def padded_rows(N):

@@ -50,8 +50,8 @@ def gru_train_steps(worker, workers, Wh_panels, bx, bh, h, rec, gates, h_out, h_
     """
     for t in range(active.shape[0]):
         M = active[t]
+        step_product(h, Wh_panels, rec, worker, workers, M)
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
-            step_product(h, Wh_panels, rec, m0, M)
             for n in range(m0, min(m0 + MR_STEP, M)):
                 row = offsets[t] + n
                 h_prev[row] = h[n]
@@ -84,8 +84,8 @@ def gru_infer_steps(worker, workers, t0, Wh_panels, bx, bh, h, rec, gates, hn, h
     M0 = active[t0]
     for t in range(t0, min(t0 + S, T)):
         M = active[t]
+        step_product(h, Wh_panels, rec, worker, workers, M)
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
-            step_product(h, Wh_panels, rec, m0, M)
             for n in range(m0, min(m0 + MR_STEP, M)):
                 gru_cell(gates[(t - t0) * M0 + n], rec[n], bx, bh, h[n], hn[n])
                 h_out[n, t] = h[n]
@@ -160,7 +160,8 @@ def gru_backward_steps(worker, workers, dh, gates, hn_hist, h_prev, WhT_panels, 
                 for j in range(H):
                     dh_row[j] *= g[H + j]
                 da_h[row] = dah
-            step_product(da_step, WhT_panels, rec, m0, M)
+        step_product(da_step, WhT_panels, rec, worker, workers, M)
+        for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
             for n in range(m0, min(m0 + MR_STEP, M)):
                 dh_row = dh_next[n]
                 for j in range(H):

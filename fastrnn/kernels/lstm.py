@@ -64,8 +64,8 @@ def lstm_train_steps(worker, workers, Wh_panels, b, h, c, rec, gates, h_out, h_p
     """
     for t in range(active.shape[0]):
         M = active[t]
+        step_product(h, Wh_panels, rec, worker, workers, M)
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
-            step_product(h, Wh_panels, rec, m0, M)
             for n in range(m0, min(m0 + MR_STEP, M)):
                 row = offsets[t] + n
                 h_prev[row] = h[n]
@@ -104,8 +104,8 @@ def lstm_infer_steps(worker, workers, t0, Wh_panels, b, h, c, rec, gates, tanh_c
     M0 = active[t0]
     for t in range(t0, min(t0 + S, T)):
         M = active[t]
+        step_product(h, Wh_panels, rec, worker, workers, M)
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
-            step_product(h, Wh_panels, rec, m0, M)
             for n in range(m0, min(m0 + MR_STEP, M)):
                 lstm_cell(gates[(t - t0) * M0 + n], rec[n], b, c[n], h[n], tanh_c[n])
                 h_out[n, t] = h[n]
@@ -184,7 +184,8 @@ def lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_hist, c0, WhT
                 for j in range(H):
                     dc_row[j] *= gate[H + j]
                 da[row] = da_row
-            step_product(da_step, WhT_panels, rec, m0, M)
+        step_product(da_step, WhT_panels, rec, worker, workers, M)
+        for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
             for n in range(m0, min(m0 + MR_STEP, M)):
                 dh_next[n] = rec[n, :H]
 

@@ -41,8 +41,8 @@ def rnn_train_steps(worker, workers, Wh_panels, b, h, rec, proj, h_out, h_prev, 
     """
     for t in range(active.shape[0]):
         M = active[t]
+        step_product(h, Wh_panels, rec, worker, workers, M)
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
-            step_product(h, Wh_panels, rec, m0, M)
             for n in range(m0, min(m0 + MR_STEP, M)):
                 row = offsets[t] + n
                 h_prev[row] = h[n]
@@ -76,8 +76,8 @@ def rnn_infer_steps(worker, workers, t0, Wh_panels, b, h, rec, proj, h_out, relu
     M0 = active[t0]
     for t in range(t0, min(t0 + S, T)):
         M = active[t]
+        step_product(h, Wh_panels, rec, worker, workers, M)
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
-            step_product(h, Wh_panels, rec, m0, M)
             for n in range(m0, min(m0 + MR_STEP, M)):
                 rnn_cell(proj[(t - t0) * M0 + n], rec[n], b, h[n], relu)
                 h_out[n, t] = h[n]
@@ -136,7 +136,8 @@ def rnn_backward_steps(worker, workers, dh, h_rows, WhT_panels, dh_next, da, da_
                     for j in range(H):
                         da_row[j] = (dh_t[j] + dh_row[j]) * (one - h_t[j] * h_t[j])
                 da[row] = da_row
-            step_product(da_step, WhT_panels, rec, m0, M)
+        step_product(da_step, WhT_panels, rec, worker, workers, M)
+        for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
             for n in range(m0, min(m0 + MR_STEP, M)):
                 dh_next[n] = rec[n, :H]
 
