@@ -3,12 +3,10 @@ upstream-gradient buffers and the weight gradients."""
 
 import functools
 
-import numba
 import numpy as np
 
 from . import _memory
 from . import _validate as v
-from ._config import PARALLEL_MIN_FLOPS
 from .kernels.common import weight_grads_kernel
 from .kernels.gemm import pack_panels, padded_columns, padded_rows
 
@@ -139,16 +137,6 @@ def check_backward_cache(cache, cache_type, cell, step):
                         f"{made.replace('forward', 'backward')}")
     N, T = cache.order.shape
     return N, T, cache.h0.shape[1], cache.h0.dtype
-
-
-def use_threads(N, T, D, H, gates):
-    """How many of numba's threads a call may use: all of them (numba.get_num_threads(),
-    see fastrnn.set_num_threads) from PARALLEL_MIN_FLOPS floating-point operations in its
-    forward, else 1. The kernels take the count as an argument: numba cannot cache a
-    kernel that asks for it itself."""
-    if 2 * N * T * (D + H) * gates * H < PARALLEL_MIN_FLOPS:
-        return 1
-    return numba.get_num_threads()
 
 
 def step_scratch(N, width, dtype):

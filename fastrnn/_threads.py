@@ -1,40 +1,56 @@
-"""How many threads fastrnn's matrix products use.
+"""How many threads fastrnn's kernels use, and a guard against concurrent parallel launches.
 
-fastrnn's kernels are serial; its threads are those of the BLAS its matrix products call:
-SciPy's OpenBLAS (what numba's ``np.dot`` calls, inside the kernels) and, for completeness,
-NumPy's. Both are set together, through threadpoolctl. Note that this is process-wide: it
-also governs NumPy's and SciPy's own BLAS calls.
-
-Results are bit-for-bit reproducible run to run at a fixed thread count; OpenBLAS's last bits
-can differ between thread counts (measured: up to 2e-7 in h, 1e-5 in dWx, float32).
+fastrnn's kernels split their work over numba's threads (its own GEMM and time loops; no
+BLAS is called). ``set_num_threads`` sets numba's count for the calling thread (numba keeps
+it per thread). Results are bit-identical for every thread count: no sum is ever split
+between threads (see kernels/gemm.py).
 """
 
+import contextlib
 import operator
+import threading
 
-import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS numba calls, so it is found)
-from threadpoolctl import ThreadpoolController
+import numba
 
-_controller = None
+from ._config import PARALLEL_MIN_FLOPS
 
-
-def _blas():
-    global _controller
-    if _controller is None:
-        _controller = ThreadpoolController().select(user_api="blas")
-    return _controller
+# One parallel kernel at a time: a second Python thread calling fastrnn meanwhile runs its
+# kernel on one thread instead. That keeps two calls from oversubscribing the cores, and is
+# needed with numba's "workqueue" threading layer (used when neither OpenMP nor TBB is
+# installed), which must not be entered from two threads at once.
+_parallel_launch = threading.Lock()
 
 
 def set_num_threads(n):
-    """Use n threads (n >= 1) in every BLAS call, fastrnn's and everyone else's."""
+    """Let fastrnn's kernels use n threads (n >= 1; more than numba's pool, numba.config.
+    NUMBA_NUM_THREADS, the machine's cores by default, counts as the pool). Applies to
+    calls made from the calling Python thread, as numba.set_num_threads does."""
     try:
         n = operator.index(n)
     except TypeError:
         raise TypeError(f"n must be an integer >= 1, got {n!r}") from None
     if n < 1:
         raise ValueError(f"n must be an integer >= 1, got {n}")
-    _blas().limit(limits=n)
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
 
 
 def get_num_threads():
-    """The largest thread count among the loaded BLAS libraries."""
-    return max(lib.num_threads for lib in _blas().lib_controllers)
+    """The number of threads fastrnn's kernels may use in calls from this thread."""
+    return numba.get_num_threads()
+
+
+@contextlib.contextmanager
+def kernel_threads(N, T, D, H, gates):
+    """Yields how many threads the kernels of one call may use: numba's count from
+    PARALLEL_MIN_FLOPS floating-point operations in the forward (below, waking the threads
+    costs more than it saves), else 1; and 1 while another thread's parallel kernel runs.
+    The kernels take the count as an argument: numba cannot cache a kernel that asks."""
+    if 2 * N * T * (D + H) * gates * H < PARALLEL_MIN_FLOPS or get_num_threads() == 1:
+        yield 1
+    elif _parallel_launch.acquire(blocking=False):
+        try:
+            yield get_num_threads()
+        finally:
+            _parallel_launch.release()
+    else:
+        yield 1

@@ -5,11 +5,13 @@
     fastrnn-bench --plot timings.png        # adds sweeps over T and H, needs matplotlib
 
 For every shape (T, N, D, H), dtype and cell it first checks that all implementations agree
-on the inputs it times (a fast wrong kernel is not fast), then times forward and
+on the inputs it times (a fast wrong kernel is not fast), then times forward (the training
+forward, which keeps a cache), inference (no cache; torch: its forward under no_grad) and
 forward+backward: one warm-up call (compilation is never timed), then the median of repeats
 with the spread (min-max) beside it. Speed-ups are ratios measured side by side in one
-process. GFLOP/s count the matrix products only; "%peak" is that rate over the rate of one
-large NumPy matrix product measured in the same run.
+process. GFLOP/s count the matrix products only; "%peak" is the forward's rate over that of
+one matrix product with the same FLOP count, (T*N, D+H) @ (D+H, gates*H), timed in the same
+run with NumPy's matmul and with fastrnn's own GEMM, whichever is faster.
 """
 
 import argparse
@@ -51,6 +53,8 @@ class Row:
     fwdbwd_gflops: float
     fwd_peak_fraction: float
     max_rel_error: float
+    infer_ms: float = float("nan")
+    infer_spread_ms: tuple = (float("nan"), float("nan"))
     speedup: dict = field(default_factory=dict)
 
 
@@ -69,13 +73,25 @@ def time_call(fn, repeats, min_seconds=0.2):
     return float(np.median(times)), (float(min(times)), float(max(times)))
 
 
-def gemm_peak_gflops(dtype, repeats=5):
-    """GFLOP/s of one large NumPy matrix product: the machine's practical GEMM limit."""
+def product_gflops(M, K, P, dtype, repeats=5):
+    """GFLOP/s of one (M, K) @ (K, P) product: the faster of NumPy's matmul (its BLAS) and
+    fastrnn's own GEMM (kernels/gemm.py), and which one it was."""
+    from fastrnn.kernels.gemm import gemm
     rng = np.random.default_rng(0)
-    a = rng.standard_normal((4096, 1024)).astype(dtype)
-    b = rng.standard_normal((1024, 1024)).astype(dtype)
-    ms, _ = time_call(lambda: a @ b, repeats)
-    return 2 * 4096 * 1024 * 1024 / (ms * 1e-3) / 1e9
+    a = rng.standard_normal((M, K)).astype(dtype)
+    b = rng.standard_normal((K, P)).astype(dtype)
+    c = np.empty((M, P), dtype)
+    threads = fastrnn.get_num_threads()
+    times = {"numpy": time_call(lambda: np.matmul(a, b, out=c), repeats)[0],
+             "fastrnn": time_call(lambda: gemm(a, b, c, False, threads), repeats)[0]}
+    best = min(times, key=times.get)
+    return 2 * M * K * P / (times[best] * 1e-3) / 1e9, best
+
+
+def gemm_peak_gflops(dtype, repeats=5):
+    """GFLOP/s of one large product, (4096, 1024) @ (1024, 1024): the machine's practical
+    GEMM limit (the faster of NumPy and fastrnn's GEMM)."""
+    return product_gflops(4096, 1024, 1024, dtype, repeats)[0]
 
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -106,14 +122,17 @@ def make_inputs(cell, T, N, D, H, dtype, seed=0):
 
 
 def numpy_impl(mod, cell):
-    """(forward, forward+backward) closures for fastrnn or fastrnn.reference.
+    """(forward, forward+backward, inference) closures for fastrnn or fastrnn.reference.
 
-    Each returns (h, grads) where grads is (dx, dh0, dWx, dWh, db) (GRU: db, dbh), for the
-    agreement check.
+    forward+backward returns (h, grads) where grads is (dx, dh0, dWx, dWh, db) (GRU: db,
+    dbh), for the agreement check.
     """
     if cell == "lstm":
         def fwd(p):
             return mod.lstm_forward(p["x"], p["h0"], p["Wx"], p["Wh"], p["b"], c0=p["c0"])
+
+        def infer(p):
+            return mod.lstm_inference(p["x"], p["h0"], p["Wx"], p["Wh"], p["b"], c0=p["c0"])
 
         def fwdbwd(p):
             h, cache = fwd(p)
@@ -122,6 +141,9 @@ def numpy_impl(mod, cell):
         def fwd(p):
             return mod.gru_forward(p["x"], p["h0"], p["Wx"], p["Wh"], p["b"], p["bh"])
 
+        def infer(p):
+            return mod.gru_inference(p["x"], p["h0"], p["Wx"], p["Wh"], p["b"], p["bh"])
+
         def fwdbwd(p):
             h, cache = fwd(p)
             return h, mod.gru_backward(p["dh"], cache)
@@ -129,10 +151,13 @@ def numpy_impl(mod, cell):
         def fwd(p):
             return mod.rnn_forward(p["x"], p["h0"], p["Wx"], p["Wh"], p["b"])
 
+        def infer(p):
+            return mod.rnn_inference(p["x"], p["h0"], p["Wx"], p["Wh"], p["b"])
+
         def fwdbwd(p):
             h, cache = fwd(p)
             return h, mod.rnn_backward(p["dh"], cache)
-    return fwd, fwdbwd
+    return fwd, fwdbwd, infer
 
 
 def torch_impl(cell, p):
@@ -187,7 +212,7 @@ def torch_impl(cell, p):
         if cell == "gru":
             grads.append(module.bias_hh_l0.grad.numpy())
         return out.detach().numpy(), tuple(grads)
-    return fwd, fwdbwd
+    return fwd, fwdbwd, fwd  # torch's inference is its forward under no_grad
 
 
 def max_rel_error(got, want):
@@ -207,7 +232,7 @@ def flatten(result):
 # ----------------------------------------------------------------------------- the run
 
 
-def run_case(cell, shape, dtype, repeats, peak, with_torch, log):
+def run_case(cell, shape, dtype, repeats, with_torch, log):
     T, N, D, H = shape
     p = make_inputs(cell, T, N, D, H, dtype)
     p64 = {k: v.astype(np.float64) for k, v in p.items()}
@@ -220,20 +245,26 @@ def run_case(cell, shape, dtype, repeats, peak, with_torch, log):
     truth = flatten(impls["reference"][1](p64))
     fwd_flops, fwdbwd_flops = flops(cell, T, N, D, H)
     rows = []
-    for name, (fwd, fwdbwd) in impls.items():
+    for name, (fwd, fwdbwd, infer) in impls.items():
         log(f"  {cell} {shape} {dtype} {name} ...")
-        err = max_rel_error(flatten(fwdbwd(p)), truth)
+        err = max_rel_error(flatten(fwdbwd(p)) + [flatten(infer(p))[0]], truth + truth[:1])
         if err > AGREEMENT[dtype]:
             raise SystemExit(f"MISMATCH: {name} {cell} {shape} {dtype}: max relative error "
                              f"{err:.2e} > {AGREEMENT[dtype]:.0e}; not reporting its times")
         fwd_ms, fwd_spread = time_call(lambda: fwd(p), repeats)
+        infer_ms, infer_spread = ((fwd_ms, fwd_spread) if infer is fwd
+                                  else time_call(lambda: infer(p), repeats))
         fb_ms, fb_spread = time_call(lambda: fwdbwd(p), repeats)
         rows.append(Row(cell, T, N, D, H, dtype, name, fwd_ms, fwd_spread, fb_ms, fb_spread,
-                        fwd_flops / fwd_ms / 1e6, fwdbwd_flops / fb_ms / 1e6,
-                        fwd_flops / fwd_ms / 1e6 / peak, err))
+                        fwd_flops / fwd_ms / 1e6, fwdbwd_flops / fb_ms / 1e6, float("nan"), err,
+                        infer_ms, infer_spread))
+    # The same-FLOP single product, timed last (NumPy's BLAS threads spin for a while after).
+    product, _ = product_gflops(T * N, D + H, GATES[cell] * H, dtype, repeats)
     fast = rows[0]
     for r in rows:
+        r.fwd_peak_fraction = r.fwd_gflops / product
         fast.speedup[f"fwd_vs_{r.impl}"] = r.fwd_ms / fast.fwd_ms
+        fast.speedup[f"infer_vs_{r.impl}"] = r.infer_ms / fast.infer_ms
         fast.speedup[f"fwdbwd_vs_{r.impl}"] = r.fwdbwd_ms / fast.fwdbwd_ms
     return rows
 
@@ -244,14 +275,18 @@ def environment():
     info = {"python": platform.python_version(), "numpy": np.__version__,
             "numba": numba.__version__, "fastrnn": fastrnn.__version__,
             "machine": platform.machine(), "cpu_count": os.cpu_count(),
-            "numba_threads": numba.get_num_threads(),
+            "fastrnn_threads": fastrnn.get_num_threads(),
+            "numba_threading_layer": numba.config.THREADING_LAYER,
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
             "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE")}
-    # fastrnn has loaded SciPy's BLAS (numba's np.dot) by now, so both BLAS libraries show.
-    from threadpoolctl import threadpool_info
-    info["blas"] = [f"{d['internal_api']} {d.get('version')} {d.get('architecture')} "
-                    f"{d['num_threads']} threads ({os.path.basename(d['filepath'])})"
-                    for d in threadpool_info() if d["user_api"] == "blas"]
+    # NumPy's BLAS serves the reference and the NumPy side of %peak; fastrnn calls none.
+    try:
+        from threadpoolctl import threadpool_info
+        info["blas"] = [f"{d['internal_api']} {d.get('version')} {d.get('architecture')} "
+                        f"{d['num_threads']} threads ({os.path.basename(d['filepath'])})"
+                        for d in threadpool_info() if d["user_api"] == "blas"]
+    except ImportError:
+        info["blas"] = ["install threadpoolctl to see NumPy's BLAS and its threads"]
     try:
         import torch
         info["torch"] = f"{torch.__version__}, {torch.get_num_threads()} threads"
@@ -262,24 +297,26 @@ def environment():
 
 def print_table(rows, peak_by_dtype, out=sys.stdout):
     head = (f"{'cell':5} {'T':>4} {'N':>3} {'D':>4} {'H':>4} {'dtype':7} {'impl':9} "
-            f"{'fwd ms':>9} {'±%':>4} {'fwd+bwd ms':>11} {'±%':>4} {'GFLOP/s':>8} {'%peak':>6} "
-            f"{'fwd x':>7} {'f+b x':>7}")
+            f"{'fwd ms':>9} {'±%':>4} {'infer ms':>9} {'±%':>4} {'fwd+bwd ms':>11} {'±%':>4} "
+            f"{'GFLOP/s':>8} {'%peak':>6} {'fwd x':>7} {'inf x':>7} {'f+b x':>7}")
     print(head, file=out)
     print("-" * len(head), file=out)
     for r in rows:
         fast = next(f for f in rows if f.impl == "fastrnn" and (f.cell, f.T, f.N, f.D, f.H, f.dtype)
                     == (r.cell, r.T, r.N, r.D, r.H, r.dtype))
         # Speed-up of fastrnn over this row's implementation (1.00 on fastrnn's own row).
-        fx = r.fwd_ms / fast.fwd_ms
-        fbx = r.fwdbwd_ms / fast.fwdbwd_ms
         print(f"{r.cell:5} {r.T:>4} {r.N:>3} {r.D:>4} {r.H:>4} {r.dtype:7} {r.impl:9} "
               f"{r.fwd_ms:>9.3f} {spread(r.fwd_ms, r.fwd_spread_ms):>4.0f} "
+              f"{r.infer_ms:>9.3f} {spread(r.infer_ms, r.infer_spread_ms):>4.0f} "
               f"{r.fwdbwd_ms:>11.3f} {spread(r.fwdbwd_ms, r.fwdbwd_spread_ms):>4.0f} "
-              f"{r.fwd_gflops:>8.1f} "
-              f"{100 * r.fwd_peak_fraction:>5.0f}% {fx:>7.2f} {fbx:>7.2f}", file=out)
-    print(f"\n'fwd x'/'f+b x': that row's time over fastrnn's (how many times faster fastrnn "
-          f"is). '±%': half the min-max range of the repeats, in % of the median. "
-          f"GFLOP/s and %peak: forward. GEMM peak (one large NumPy matmul): "
+              f"{r.fwd_gflops:>8.1f} {100 * r.fwd_peak_fraction:>5.0f}% "
+              f"{r.fwd_ms / fast.fwd_ms:>7.2f} {r.infer_ms / fast.infer_ms:>7.2f} "
+              f"{r.fwdbwd_ms / fast.fwdbwd_ms:>7.2f}", file=out)
+    print(f"\n'fwd x', 'inf x', 'f+b x': that row's time over fastrnn's (how many times faster "
+          f"fastrnn is); torch's inference is its forward under no_grad. '±%': half the "
+          f"min-max range of the repeats, in % of the median. GFLOP/s: forward. %peak: forward "
+          f"over one product with the same FLOP count, the faster of NumPy and fastrnn's GEMM. "
+          f"One large product, (4096, 1024) @ (1024, 1024): "
           + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak_by_dtype.items()), file=out)
 
 
@@ -357,7 +394,7 @@ def main(argv=None):
     parser.add_argument("--dtype", choices=["float32", "float64", "both"], default="float32")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (min)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="BLAS and torch threads (default: as the machine has them)")
+                        help="fastrnn's, NumPy's BLAS and torch's threads (default: all cores)")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     parser.add_argument("--output", help="save the rows as JSON (.json) or CSV (.csv)")
     parser.add_argument("--plot", help="also sweep T and H and save a PNG plot here")
@@ -365,6 +402,11 @@ def main(argv=None):
 
     if args.threads is not None:
         fastrnn.set_num_threads(args.threads)
+        try:
+            from threadpoolctl import threadpool_limits
+            threadpool_limits(args.threads, user_api="blas")  # the reference's NumPy
+        except ImportError:
+            pass
         try:
             import torch
             torch.set_num_threads(args.threads)
@@ -393,8 +435,7 @@ def main(argv=None):
         peaks[dtype] = gemm_peak_gflops(dtype)
         for k, (cell, shape) in enumerate(cases, 1):
             log(f"[{k}/{len(cases)} {dtype}, {time.perf_counter() - started:.0f} s]")
-            rows += run_case(cell, shape, dtype, args.repeats, peaks[dtype],
-                             not args.no_torch, log)
+            rows += run_case(cell, shape, dtype, args.repeats, not args.no_torch, log)
     print()
     print_table(rows, peaks)
     if args.output:

@@ -9,7 +9,8 @@ import numpy as np
 from . import _validate as v
 from ._config import INFERENCE_CHUNK
 from ._core import (BatchOrder, CellCache, check_backward_cache, recurrent_panels, state_grad,
-                    step_operand, step_scratch, use_threads, weight_grads)
+                    step_operand, step_scratch, weight_grads)
+from ._threads import kernel_threads
 from .kernels.rnn import rnn_backward_kernel, rnn_forward_infer, rnn_forward_train
 
 
@@ -34,9 +35,10 @@ def _forward_infer(x, h0, Wx, Wh, b, order, relu):
     x, h0, h, h_out = order.start(x, h0)
     if order.real_steps:
         S = min(T, INFERENCE_CHUNK)
-        rnn_forward_infer(x, Wx, recurrent_panels(Wh), b, h, step_scratch(N, H, dtype),
-                          np.empty((N * S, D), dtype), np.empty((N * S, H), dtype), h_out, relu,
-                          order.active, use_threads(N, T, D, H, 1))
+        with kernel_threads(N, T, D, H, 1) as threads:
+            rnn_forward_infer(x, Wx, recurrent_panels(Wh), b, h, step_scratch(N, H, dtype),
+                              np.empty((N * S, D), dtype), np.empty((N * S, H), dtype), h_out, relu,
+                              order.active, threads)
     return order.unsort(h_out), order.final(h)
 
 
@@ -72,9 +74,10 @@ def _forward_with_cache(x, h0, Wx, Wh, b, order, nonlinearity, is_step):
     x_rows = order.pack(x)
     h_prev, h_rows = order.rows(dtype, H, H)
     if order.real_steps:
-        rnn_forward_train(x_rows, Wx, recurrent_panels(Wh), b, h, step_scratch(N, H, dtype),
-                          order.rows(dtype, H), h_out, h_prev, h_rows, relu, order.offsets,
-                          order.active, use_threads(N, T, D, H, 1))
+        with kernel_threads(N, T, D, H, 1) as threads:
+            rnn_forward_train(x_rows, Wx, recurrent_panels(Wh), b, h, step_scratch(N, H, dtype),
+                              order.rows(dtype, H), h_out, h_prev, h_rows, relu, order.offsets,
+                              order.active, threads)
     cache = RNNCache(x_rows=x_rows, h0=h0, Wx=Wx, Wh=Wh, h_prev=h_prev, h_rows=h_rows,
                      final_h=order.final(h), relu=relu, order=order, is_step=is_step)
     return order.unsort(h_out), cache
@@ -102,13 +105,13 @@ def _backward(dh, cache, dh_last, dh_last_name):
     H = cache.h0.shape[1]
     dh_next = state_grad(dh_last_name, dh_last, N, H, dh.dtype, order)
     da = order.rows(dh.dtype, H)
-    threads = use_threads(N, T, cache.Wx.shape[0], H, 1)
-    if order.real_steps:
-        rnn_backward_kernel(order.sort(dh), cache.h_rows, recurrent_panels(cache.Wh, True),
-                            dh_next, da, step_operand(N, H, dh.dtype),
-                            step_scratch(N, H, dh.dtype), cache.relu, order.offsets,
-                            order.active, threads)
-    dx, dWx, dWh, db = weight_grads(da, cache.x_rows, cache.h_prev, cache.Wx, order, threads)
+    with kernel_threads(N, T, cache.Wx.shape[0], H, 1) as threads:
+        if order.real_steps:
+            rnn_backward_kernel(order.sort(dh), cache.h_rows, recurrent_panels(cache.Wh, True),
+                                dh_next, da, step_operand(N, H, dh.dtype),
+                                step_scratch(N, H, dh.dtype), cache.relu, order.offsets,
+                                order.active, threads)
+        dx, dWx, dWh, db = weight_grads(da, cache.x_rows, cache.h_prev, cache.Wx, order, threads)
     return order.unsort(dx), order.unsort(dh_next), dWx, dWh, db
 
 
