@@ -151,9 +151,10 @@ def step_operand(N, width, dtype):
     return np.zeros((padded_rows(N), width), dtype)
 
 
-def recurrent_panels(Wh, transpose=False):
-    """Wh (or Wh.T) packed as the per-step products read it (kernels/gemm.pack_panels)."""
-    return pack_panels(Wh.T if transpose else Wh)
+def weight_panels(W, transpose=False):
+    """A weight matrix W (or W.T) packed in the micro-kernel's column panels
+    (kernels/gemm.pack_panels): Wh for the per-step products, Wx for inference's chunks."""
+    return pack_panels(W.T if transpose else W)
 
 
 def state_grad(name, grad, N, H, dtype, order):

@@ -13,8 +13,8 @@ import numpy as np
 
 from . import _validate as v
 from ._config import INFERENCE_CHUNK
-from ._core import (BatchOrder, CellCache, check_backward_cache, recurrent_panels, state_grad,
-                    step_operand, step_scratch, weight_grads)
+from ._core import (BatchOrder, CellCache, check_backward_cache, state_grad, step_operand,
+                    step_scratch, weight_grads, weight_panels)
 from ._threads import kernel_threads
 from .kernels.gru import gru_backward_kernel, gru_forward_infer, gru_forward_train
 
@@ -49,10 +49,10 @@ def _forward_infer(x, h0, Wx, Wh, bx, bh, order):
     if order.real_steps:
         S = min(T, INFERENCE_CHUNK)
         with kernel_threads(N, T, D, H, 3) as threads:
-            gru_forward_infer(x, Wx, recurrent_panels(Wh), bx, bh, h, step_scratch(N, 3 * H, dtype),
-                              np.empty((N * S, D), dtype), np.empty((N * S, 3 * H), dtype),
-                              np.empty((N, H), dtype), h_out, order.active,
-                              threads)
+            gru_forward_infer(x, weight_panels(Wx), weight_panels(Wh), bx, bh, h,
+                              step_scratch(N, 3 * H, dtype), np.empty((N * S, D), dtype),
+                              np.empty((N * S, 3 * H), dtype), np.empty((N, H), dtype), h_out,
+                              order.active, threads)
     return order.unsort(h_out), order.final(h)
 
 
@@ -84,7 +84,7 @@ def _forward_with_cache(x, h0, Wx, Wh, bx, bh, order, is_step):
     gates, h_prev, hn_hist = order.rows(dtype, 3 * H, H, H)
     if order.real_steps:
         with kernel_threads(N, T, D, H, 3) as threads:
-            gru_forward_train(x_rows, Wx, recurrent_panels(Wh), bx, bh, h,
+            gru_forward_train(x_rows, Wx, weight_panels(Wh), bx, bh, h,
                               step_scratch(N, 3 * H, dtype), gates, h_out, h_prev, hn_hist,
                               order.offsets, order.active, threads)
     cache = GRUCache(x_rows=x_rows, h0=h0, Wx=Wx, Wh=Wh, gates=gates, hn_hist=hn_hist,
@@ -118,7 +118,7 @@ def _backward(dh, cache, dh_last, dh_last_name):
     with kernel_threads(N, T, cache.Wx.shape[0], H, 3) as threads:
         if order.real_steps:
             gru_backward_kernel(order.sort(dh), cache.gates, cache.hn_hist, cache.h_prev,
-                                recurrent_panels(cache.Wh, transpose=True), dh_next, da_x, da_h,
+                                weight_panels(cache.Wh, transpose=True), dh_next, da_x, da_h,
                                 step_operand(N, 3 * H, dtype), step_scratch(N, H, dtype),
                                 order.offsets, order.active, threads)
         dx, dWx, dWh, dbx, dbh = weight_grads(da_x, cache.x_rows, cache.h_prev, cache.Wx, order,

@@ -9,8 +9,8 @@ import numpy as np
 
 from . import _validate as v
 from ._config import INFERENCE_CHUNK
-from ._core import (BatchOrder, CellCache, check_backward_cache, recurrent_panels, state_grad,
-                    step_operand, step_scratch, weight_grads)
+from ._core import (BatchOrder, CellCache, check_backward_cache, state_grad, step_operand,
+                    step_scratch, weight_grads, weight_panels)
 from ._threads import kernel_threads
 from .kernels.lstm import lstm_backward_kernel, lstm_forward_infer, lstm_forward_train
 
@@ -48,10 +48,10 @@ def _forward_infer(x, h0, c0, Wx, Wh, b, order):
         # Bounded working memory: the input projection is done INFERENCE_CHUNK steps at a time.
         S = min(T, INFERENCE_CHUNK)
         with kernel_threads(N, T, D, H, 4) as threads:
-            lstm_forward_infer(x, Wx, recurrent_panels(Wh), b, h, c, step_scratch(N, 4 * H, dtype),
-                               np.empty((N * S, D), dtype), np.empty((N * S, 4 * H), dtype),
-                               np.empty((N, H), dtype), h_out, order.active,
-                               threads)
+            lstm_forward_infer(x, weight_panels(Wx), weight_panels(Wh), b, h, c,
+                               step_scratch(N, 4 * H, dtype), np.empty((N * S, D), dtype),
+                               np.empty((N * S, 4 * H), dtype), np.empty((N, H), dtype), h_out,
+                               order.active, threads)
     return order.unsort(h_out), order.final(h), order.final(c)
 
 
@@ -91,7 +91,7 @@ def _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step):
     gates, h_prev, c_hist, tanh_c_hist = order.rows(dtype, 4 * H, H, H, H)
     if order.real_steps:
         with kernel_threads(N, T, D, H, 4) as threads:
-            lstm_forward_train(x_rows, Wx, recurrent_panels(Wh), b, h, c,
+            lstm_forward_train(x_rows, Wx, weight_panels(Wh), b, h, c,
                                step_scratch(N, 4 * H, dtype), gates, h_out, h_prev, c_hist,
                                tanh_c_hist, order.offsets, order.active, threads)
     cache = LSTMCache(x_rows=x_rows, h0=h0, c0=c0, Wx=Wx, Wh=Wh, gates=gates, h_prev=h_prev,
@@ -135,7 +135,7 @@ def _backward(dh, cache, dh_last, dc_last, dh_last_name, dc_last_name):
     with kernel_threads(N, T, cache.Wx.shape[0], H, 4) as threads:
         if order.real_steps:
             lstm_backward_kernel(order.sort(dh), cache.gates, cache.c_hist, cache.tanh_c_hist,
-                                 cache.c0, recurrent_panels(cache.Wh, transpose=True), dh_next,
+                                 cache.c0, weight_panels(cache.Wh, transpose=True), dh_next,
                                  dc_next, da, step_operand(N, 4 * H, dtype),
                                  step_scratch(N, H, dtype), order.offsets, order.active, threads)
         dx, dWx, dWh, db = weight_grads(da, cache.x_rows, cache.h_prev, cache.Wx, order, threads)

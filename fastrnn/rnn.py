@@ -8,8 +8,8 @@ import numpy as np
 
 from . import _validate as v
 from ._config import INFERENCE_CHUNK
-from ._core import (BatchOrder, CellCache, check_backward_cache, recurrent_panels, state_grad,
-                    step_operand, step_scratch, weight_grads)
+from ._core import (BatchOrder, CellCache, check_backward_cache, state_grad, step_operand,
+                    step_scratch, weight_grads, weight_panels)
 from ._threads import kernel_threads
 from .kernels.rnn import rnn_backward_kernel, rnn_forward_infer, rnn_forward_train
 
@@ -36,9 +36,9 @@ def _forward_infer(x, h0, Wx, Wh, b, order, relu):
     if order.real_steps:
         S = min(T, INFERENCE_CHUNK)
         with kernel_threads(N, T, D, H, 1) as threads:
-            rnn_forward_infer(x, Wx, recurrent_panels(Wh), b, h, step_scratch(N, H, dtype),
-                              np.empty((N * S, D), dtype), np.empty((N * S, H), dtype), h_out, relu,
-                              order.active, threads)
+            rnn_forward_infer(x, weight_panels(Wx), weight_panels(Wh), b, h,
+                              step_scratch(N, H, dtype), np.empty((N * S, D), dtype),
+                              np.empty((N * S, H), dtype), h_out, relu, order.active, threads)
     return order.unsort(h_out), order.final(h)
 
 
@@ -75,7 +75,7 @@ def _forward_with_cache(x, h0, Wx, Wh, b, order, nonlinearity, is_step):
     h_prev, h_rows = order.rows(dtype, H, H)
     if order.real_steps:
         with kernel_threads(N, T, D, H, 1) as threads:
-            rnn_forward_train(x_rows, Wx, recurrent_panels(Wh), b, h, step_scratch(N, H, dtype),
+            rnn_forward_train(x_rows, Wx, weight_panels(Wh), b, h, step_scratch(N, H, dtype),
                               order.rows(dtype, H), h_out, h_prev, h_rows, relu, order.offsets,
                               order.active, threads)
     cache = RNNCache(x_rows=x_rows, h0=h0, Wx=Wx, Wh=Wh, h_prev=h_prev, h_rows=h_rows,
@@ -107,7 +107,7 @@ def _backward(dh, cache, dh_last, dh_last_name):
     da = order.rows(dh.dtype, H)
     with kernel_threads(N, T, cache.Wx.shape[0], H, 1) as threads:
         if order.real_steps:
-            rnn_backward_kernel(order.sort(dh), cache.h_rows, recurrent_panels(cache.Wh, True),
+            rnn_backward_kernel(order.sort(dh), cache.h_rows, weight_panels(cache.Wh, True),
                                 dh_next, da, step_operand(N, H, dh.dtype),
                                 step_scratch(N, H, dh.dtype), cache.relu, order.offsets,
                                 order.active, threads)

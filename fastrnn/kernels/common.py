@@ -16,15 +16,16 @@ Inference chunks of S steps use the same order: row ``(t - t0) * active[t0] + n`
 from numba import njit, prange
 
 from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
-from .gemm import gemm
+from .gemm import gemm, gemm_panels
 
 
 @njit(**JIT_OPTIONS)
-def project_chunk(x, Wx, t0, M, x_chunk, proj, threads):
+def project_chunk(x, Wx_panels, t0, M, x_chunk, proj, threads):
     """proj[s * M + n] = x[n, t0 + s] @ Wx for the steps s of the chunk starting at t0 (S,
     or fewer at the end) and the M sequences running at t0, as one GEMM.
 
-    x: (N, T, D); Wx: (D, G); x_chunk: (N * S, D) gather buffer; proj: (N * S, G) out.
+    x: (N, T, D); Wx_panels: pack_panels(Wx), packed once for all chunks
+    x_chunk: (N * S, D) gather buffer; proj: (N * S, G) out.
     Rows of sequences that end inside the chunk are computed and unused.
     """
     N, T, D = x.shape
@@ -32,7 +33,7 @@ def project_chunk(x, Wx, t0, M, x_chunk, proj, threads):
     for s in range(S):
         for n in range(M):
             x_chunk[s * M + n] = x[n, t0 + s]
-    gemm(x_chunk[:M * S], Wx, proj[:M * S], False, threads)
+    gemm_panels(x_chunk[:M * S], Wx_panels, proj[:M * S], threads)
 
 
 @njit(**JIT_OPTIONS)

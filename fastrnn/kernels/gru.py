@@ -92,11 +92,12 @@ def gru_infer_steps(worker, workers, t0, Wh_panels, bx, bh, h, rec, gates, hn, h
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def gru_forward_infer(x, Wx, Wh_panels, bx, bh, h, rec, x_chunk, gates, hn, h_out, active,
+def gru_forward_infer(x, Wx_panels, Wh_panels, bx, bh, h, rec, x_chunk, gates, hn, h_out, active,
                       threads):
     """Run the GRU keeping nothing but the output.
 
-    x: (N, T, D); x_chunk: (N * S, D), gates: (N * S, 3H) one chunk's input and projection;
+    x: (N, T, D); Wx_panels: pack_panels(Wx)
+    x_chunk: (N * S, D), gates: (N * S, 3H) one chunk's input and projection;
     the rest as gru_forward_train / gru_infer_steps.
     """
     N, T, _ = x.shape
@@ -105,7 +106,7 @@ def gru_forward_infer(x, Wx, Wh_panels, bx, bh, h, rec, x_chunk, gates, hn, h_ou
     for t0 in range(0, T, S):
         if active[t0] == 0:
             break
-        project_chunk(x, Wx, t0, active[t0], x_chunk, gates, threads)
+        project_chunk(x, Wx_panels, t0, active[t0], x_chunk, gates, threads)
         if workers == 1:
             gru_infer_steps(0, 1, t0, Wh_panels, bx, bh, h, rec, gates, hn, h_out, active)
         else:

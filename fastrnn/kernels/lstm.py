@@ -112,11 +112,12 @@ def lstm_infer_steps(worker, workers, t0, Wh_panels, b, h, c, rec, gates, tanh_c
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def lstm_forward_infer(x, Wx, Wh_panels, b, h, c, rec, x_chunk, gates, tanh_c, h_out, active,
+def lstm_forward_infer(x, Wx_panels, Wh_panels, b, h, c, rec, x_chunk, gates, tanh_c, h_out, active,
                        threads):
     """Run the LSTM keeping nothing but the output: working memory O(N * (H + S * 4H)).
 
-    x: (N, T, D); x_chunk: (N * S, D), gates: (N * S, 4H) one chunk of S steps' input and
+    x: (N, T, D); Wx_panels: pack_panels(Wx)
+    x_chunk: (N * S, D), gates: (N * S, 4H) one chunk of S steps' input and
     projection; the rest as lstm_forward_train / lstm_infer_steps.
     """
     N, T, _ = x.shape
@@ -125,7 +126,7 @@ def lstm_forward_infer(x, Wx, Wh_panels, b, h, c, rec, x_chunk, gates, tanh_c, h
     for t0 in range(0, T, S):
         if active[t0] == 0:
             break
-        project_chunk(x, Wx, t0, active[t0], x_chunk, gates, threads)
+        project_chunk(x, Wx_panels, t0, active[t0], x_chunk, gates, threads)
         if workers == 1:
             lstm_infer_steps(0, 1, t0, Wh_panels, b, h, c, rec, gates, tanh_c, h_out, active)
         else:

@@ -84,11 +84,12 @@ def rnn_infer_steps(worker, workers, t0, Wh_panels, b, h, rec, proj, h_out, relu
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def rnn_forward_infer(x, Wx, Wh_panels, b, h, rec, x_chunk, proj, h_out, relu, active,
+def rnn_forward_infer(x, Wx_panels, Wh_panels, b, h, rec, x_chunk, proj, h_out, relu, active,
                       threads):
     """Run the RNN keeping nothing but the output.
 
-    x: (N, T, D); x_chunk: (N * S, D), proj: (N * S, H) one chunk's input and projection;
+    x: (N, T, D); Wx_panels: pack_panels(Wx)
+    x_chunk: (N * S, D), proj: (N * S, H) one chunk's input and projection;
     the rest as rnn_forward_train / rnn_infer_steps.
     """
     N, T, _ = x.shape
@@ -97,7 +98,7 @@ def rnn_forward_infer(x, Wx, Wh_panels, b, h, rec, x_chunk, proj, h_out, relu, a
     for t0 in range(0, T, S):
         if active[t0] == 0:
             break
-        project_chunk(x, Wx, t0, active[t0], x_chunk, proj, threads)
+        project_chunk(x, Wx_panels, t0, active[t0], x_chunk, proj, threads)
         if workers == 1:
             rnn_infer_steps(0, 1, t0, Wh_panels, b, h, rec, proj, h_out, relu, active)
         else:
