@@ -32,7 +32,7 @@ def setup_impl(cell, shape_id, dtype, impl):
         import fastrnn
         from fastrnn import reference
         fns = bench.numpy_impl(fastrnn if impl == "fastrnn" else reference, cell)
-    fwd, fwdbwd = fns
+    fwd, fwdbwd, _ = fns
     fwd(p)
     fwdbwd(p)
     return p, fwd, fwdbwd
