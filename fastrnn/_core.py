@@ -7,8 +7,9 @@ import numpy as np
 
 from . import _memory
 from . import _validate as v
-from .kernels.common import weight_grads_kernel
-from .kernels.gemm import pack_panels, padded_columns, padded_rows
+from .kernels.common import column_sums_parallel, column_sums_part, gather_chunk
+from .kernels.gemm import (gemm_parallel, gemm_part, gemm_worker_count, pack_panels,
+                           padded_columns, padded_rows, worker_count)
 
 
 @functools.lru_cache(maxsize=32)
@@ -165,10 +166,88 @@ def state_grad(name, grad, N, H, dtype, order):
     return np.array(order.sort(grad))  # always a copy: the kernel writes into it
 
 
-def weight_grads(da_x, x_rows, h_prev, Wx, order, threads, da_h=None):
-    """dx, dWx, dWh, db_x (and db_h when da_h is given) from the gate gradients of all steps.
+# Empty stand-ins for matmul's unused operand, per dtype (never written).
+_NOTHING = {np.dtype(t).char: (np.empty(0, t), np.empty((0, 0), t))
+            for t in (np.float32, np.float64)}
 
-    da_x, da_h: (R, G); x_rows: (R, D); h_prev: (R, H) packed rows; Wx: (D, G).
+
+def matmul(A, B, C, threads, accumulate=False, B_panels=None):
+    """C (+)= A @ B with fastrnn's GEMM (kernels/gemm.py) on up to ``threads`` threads.
+    A: (M, K), B: (K, P), any strides; C: (M, P) C-contiguous. B_panels: pack_panels(B)
+    instead of B (B is then None).
+
+    Called from Python, not from the kernels: numba re-optimises every function a kernel
+    calls inside that kernel, so the GEMM linked into each time loop made the first
+    (compiling) call take tens of seconds.
+    """
+    M, K = A.shape
+    P = C.shape[1]
+    if M == 0 or P == 0:
+        return
+    if K == 0:
+        if not accumulate:
+            C[...] = 0
+        return
+    if B_panels is None:
+        B_panels = _NOTHING[C.dtype.char][0]
+    else:
+        B = _NOTHING[C.dtype.char][1]
+    workers = gemm_worker_count(M, P, threads, C.dtype)
+    if workers == 1:
+        gemm_part(A, B, B_panels, C, accumulate, 0, M, 0, P)
+    else:
+        gemm_parallel(A, B, B_panels, C, accumulate, workers)
+
+
+def run_steps(steps, parallel, threads, rows, *args):
+    """A cell's time loop: steps(worker, workers, *args) for every worker, on numba's
+    threads through parallel(workers, *args), or called directly for one worker (no
+    parallel launch for a single sequence tile). rows: sequences running at the start."""
+    workers = worker_count(rows, threads)
+    if workers == 1:
+        steps(0, 1, *args)
+    else:
+        parallel(workers, *args)
+
+
+def chunked_inference(x, Wx, gates, threads, order, run_chunk):
+    """The inference forward's outer loop: the input projection INFERENCE_CHUNK steps at a
+    time (bounded working memory: gates is (N * S, G)), then run_chunk(t0) for the steps.
+    x: (N, T, D) in kernel order; Wx: (D, G)."""
+    N, T, D = x.shape
+    S = gates.shape[0] // N
+    # Packed once for all chunks; a single chunk packs its own, as any product does.
+    Wx_panels = pack_panels(Wx) if S < T else None
+    x_chunk = np.empty((N * S, D), x.dtype)
+    for t0 in range(0, T, S):
+        M = int(order.active[t0])
+        if M == 0:
+            break
+        steps = min(S, T - t0)
+        gather_chunk(x, t0, steps, M, x_chunk)
+        matmul(x_chunk[:M * steps], Wx, gates[:M * steps], threads, B_panels=Wx_panels)
+        run_chunk(t0)
+
+
+def column_sums(a, out, threads):
+    """out[:] = a.sum(axis=0) for a: (R >= 1, G), rows added in order (bit-identical for
+    any thread count), columns shared out over the threads from 64 columns each."""
+    G = a.shape[1]
+    workers = max(1, min(threads, G // 64))
+    if workers == 1:
+        column_sums_part(a, out, 0, G)
+    else:
+        column_sums_parallel(a, out, workers)
+
+
+def weight_grads(da_x, x_rows, h_prev, Wx, order, threads, da_h=None):
+    """dx, dWx, dWh, db_x (and db_h when da_h is given) from the gate gradients of all steps,
+    as a few large products.
+
+    da_x: (R, G) gradient of the input-side pre-activations (x_t Wx + b_x)
+    da_h: (R, G) gradient of the recurrent-side ones (h_{t-1} Wh + b_h), only where they
+        differ (the GRU); otherwise da_x serves for both
+    x_rows: (R, D); h_prev: (R, H) packed rows; Wx: (D, G).
     dx comes back as (N, T, D) in kernel order, zero past each sequence's length.
     """
     G = da_x.shape[1]
@@ -181,8 +260,13 @@ def weight_grads(da_x, x_rows, h_prev, Wx, order, threads, da_h=None):
     db_x = np.zeros(G, dtype)
     db_h = np.zeros(G if da_h is not None else 0, dtype)
     if order.real_steps:
-        weight_grads_kernel(da_x, da_x if da_h is None else da_h, da_h is not None, x_rows,
-                            h_prev, Wx, dx_rows, dWx, dWh, db_x, db_h, threads)
+        # Wx.T copied (D x G, small) so this product shares the projection's compiled code.
+        matmul(da_x, np.ascontiguousarray(Wx.T), dx_rows, threads)
+        matmul(x_rows.T, da_x, dWx, threads)
+        matmul(h_prev.T, da_x if da_h is None else da_h, dWh, threads)
+        column_sums(da_x, db_x, threads)
+        if da_h is not None:
+            column_sums(da_h, db_h, threads)
     dx = order.unpack(dx_rows)
     return (dx, dWx, dWh, db_x) if da_h is None else (dx, dWx, dWh, db_x, db_h)
 

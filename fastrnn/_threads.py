@@ -6,7 +6,6 @@ it per thread). Results are bit-identical for every thread count: no sum is ever
 between threads (see kernels/gemm.py).
 """
 
-import contextlib
 import operator
 import threading
 
@@ -39,18 +38,27 @@ def get_num_threads():
     return numba.get_num_threads()
 
 
-@contextlib.contextmanager
-def kernel_threads(N, T, D, H, gates):
-    """Yields how many threads the kernels of one call may use: numba's count from
-    PARALLEL_MIN_FLOPS floating-point operations in the forward (below, waking the threads
-    costs more than it saves), else 1; and 1 while another thread's parallel kernel runs.
-    The kernels take the count as an argument: numba cannot cache a kernel that asks."""
-    if 2 * N * T * (D + H) * gates * H < PARALLEL_MIN_FLOPS or get_num_threads() == 1:
-        yield 1
-    elif _parallel_launch.acquire(blocking=False):
-        try:
-            yield get_num_threads()
-        finally:
+class kernel_threads:
+    """``with kernel_threads(N, T, D, H, gates) as threads:`` how many threads the kernels of
+    one call may use: numba's count from PARALLEL_MIN_FLOPS floating-point operations in the
+    forward (below, waking the threads costs more than it saves), else 1; and 1 while
+    another Python thread's parallel kernels run. The kernels take the count as an argument:
+    numba cannot cache a kernel that asks for it. (A class, not contextlib: this runs on
+    every call, and the generator version cost a microsecond.)"""
+
+    __slots__ = ("threads", "locked")
+
+    def __init__(self, N, T, D, H, gates):
+        self.threads = 1
+        self.locked = False
+        if 2 * N * T * (D + H) * gates * H >= PARALLEL_MIN_FLOPS:
+            threads = numba.get_num_threads()
+            if threads > 1 and _parallel_launch.acquire(blocking=False):
+                self.threads, self.locked = threads, True
+
+    def __enter__(self):
+        return self.threads
+
+    def __exit__(self, *exc_info):
+        if self.locked:
             _parallel_launch.release()
-    else:
-        yield 1

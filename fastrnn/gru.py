@@ -13,10 +13,12 @@ import numpy as np
 
 from . import _validate as v
 from ._config import INFERENCE_CHUNK
-from ._core import (BatchOrder, CellCache, check_backward_cache, state_grad, step_operand,
-                    step_scratch, weight_grads, weight_panels)
+from ._core import (BatchOrder, CellCache, check_backward_cache, chunked_inference, matmul,
+                    run_steps, state_grad, step_operand, step_scratch, weight_grads,
+                    weight_panels)
 from ._threads import kernel_threads
-from .kernels.gru import gru_backward_kernel, gru_forward_infer, gru_forward_train
+from .kernels.gru import (gru_backward_parallel, gru_backward_steps, gru_infer_parallel,
+                          gru_infer_steps, gru_train_parallel, gru_train_steps)
 
 
 class GRUCache(CellCache):
@@ -47,12 +49,14 @@ def _forward_infer(x, h0, Wx, Wh, bx, bh, order):
     dtype = x.dtype
     x, h0, h, h_out = order.start(x, h0)
     if order.real_steps:
-        S = min(T, INFERENCE_CHUNK)
+        gates = np.empty((N * min(T, INFERENCE_CHUNK), 3 * H), dtype)
+        Wh_panels, rec = weight_panels(Wh), step_scratch(N, 3 * H, dtype)
+        hn = np.empty((N, H), dtype)
         with kernel_threads(N, T, D, H, 3) as threads:
-            gru_forward_infer(x, weight_panels(Wx), weight_panels(Wh), bx, bh, h,
-                              step_scratch(N, 3 * H, dtype), np.empty((N * S, D), dtype),
-                              np.empty((N * S, 3 * H), dtype), np.empty((N, H), dtype), h_out,
-                              order.active, threads)
+            def run_chunk(t0):
+                run_steps(gru_infer_steps, gru_infer_parallel, threads, order.active[t0], t0,
+                          Wh_panels, bx, bh, h, rec, gates, hn, h_out, order.active)
+            chunked_inference(x, Wx, gates, threads, order, run_chunk)
     return order.unsort(h_out), order.final(h)
 
 
@@ -84,9 +88,10 @@ def _forward_with_cache(x, h0, Wx, Wh, bx, bh, order, is_step):
     gates, h_prev, hn_hist = order.rows(dtype, 3 * H, H, H)
     if order.real_steps:
         with kernel_threads(N, T, D, H, 3) as threads:
-            gru_forward_train(x_rows, Wx, weight_panels(Wh), bx, bh, h,
-                              step_scratch(N, 3 * H, dtype), gates, h_out, h_prev, hn_hist,
-                              order.offsets, order.active, threads)
+            matmul(x_rows, Wx, gates, threads)
+            run_steps(gru_train_steps, gru_train_parallel, threads, order.active[0],
+                      weight_panels(Wh), bx, bh, h, step_scratch(N, 3 * H, dtype), gates, h_out,
+                      h_prev, hn_hist, order.offsets, order.active)
     cache = GRUCache(x_rows=x_rows, h0=h0, Wx=Wx, Wh=Wh, gates=gates, hn_hist=hn_hist,
                      h_prev=h_prev, final_h=order.final(h), order=order, is_step=is_step)
     return order.unsort(h_out), cache
@@ -117,10 +122,11 @@ def _backward(dh, cache, dh_last, dh_last_name):
     da_x, da_h = order.rows(dtype, 3 * H, 3 * H)
     with kernel_threads(N, T, cache.Wx.shape[0], H, 3) as threads:
         if order.real_steps:
-            gru_backward_kernel(order.sort(dh), cache.gates, cache.hn_hist, cache.h_prev,
-                                weight_panels(cache.Wh, transpose=True), dh_next, da_x, da_h,
-                                step_operand(N, 3 * H, dtype), step_scratch(N, H, dtype),
-                                order.offsets, order.active, threads)
+            run_steps(gru_backward_steps, gru_backward_parallel, threads, order.active[0],
+                      order.sort(dh), cache.gates, cache.hn_hist, cache.h_prev,
+                      weight_panels(cache.Wh, transpose=True), dh_next, da_x, da_h,
+                      step_operand(N, 3 * H, dtype), step_scratch(N, H, dtype), order.offsets,
+                      order.active)
         dx, dWx, dWh, dbx, dbh = weight_grads(da_x, cache.x_rows, cache.h_prev, cache.Wx, order,
                                               threads, da_h=da_h)
     return order.unsort(dx), order.unsort(dh_next), dWx, dWh, dbx, dbh

@@ -9,10 +9,12 @@ import numpy as np
 
 from . import _validate as v
 from ._config import INFERENCE_CHUNK
-from ._core import (BatchOrder, CellCache, check_backward_cache, state_grad, step_operand,
-                    step_scratch, weight_grads, weight_panels)
+from ._core import (BatchOrder, CellCache, check_backward_cache, chunked_inference, matmul,
+                    run_steps, state_grad, step_operand, step_scratch, weight_grads,
+                    weight_panels)
 from ._threads import kernel_threads
-from .kernels.lstm import lstm_backward_kernel, lstm_forward_infer, lstm_forward_train
+from .kernels.lstm import (lstm_backward_parallel, lstm_backward_steps, lstm_infer_parallel,
+                           lstm_infer_steps, lstm_train_parallel, lstm_train_steps)
 
 
 class LSTMCache(CellCache):
@@ -46,12 +48,14 @@ def _forward_infer(x, h0, c0, Wx, Wh, b, order):
     x, h0, c0, h, c, h_out = _start(x, h0, c0, order)
     if order.real_steps:
         # Bounded working memory: the input projection is done INFERENCE_CHUNK steps at a time.
-        S = min(T, INFERENCE_CHUNK)
+        gates = np.empty((N * min(T, INFERENCE_CHUNK), 4 * H), dtype)
+        Wh_panels, rec = weight_panels(Wh), step_scratch(N, 4 * H, dtype)
+        tanh_c = np.empty((N, H), dtype)
         with kernel_threads(N, T, D, H, 4) as threads:
-            lstm_forward_infer(x, weight_panels(Wx), weight_panels(Wh), b, h, c,
-                               step_scratch(N, 4 * H, dtype), np.empty((N * S, D), dtype),
-                               np.empty((N * S, 4 * H), dtype), np.empty((N, H), dtype), h_out,
-                               order.active, threads)
+            def run_chunk(t0):
+                run_steps(lstm_infer_steps, lstm_infer_parallel, threads, order.active[t0], t0,
+                          Wh_panels, b, h, c, rec, gates, tanh_c, h_out, order.active)
+            chunked_inference(x, Wx, gates, threads, order, run_chunk)
     return order.unsort(h_out), order.final(h), order.final(c)
 
 
@@ -91,9 +95,10 @@ def _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step):
     gates, h_prev, c_hist, tanh_c_hist = order.rows(dtype, 4 * H, H, H, H)
     if order.real_steps:
         with kernel_threads(N, T, D, H, 4) as threads:
-            lstm_forward_train(x_rows, Wx, weight_panels(Wh), b, h, c,
-                               step_scratch(N, 4 * H, dtype), gates, h_out, h_prev, c_hist,
-                               tanh_c_hist, order.offsets, order.active, threads)
+            matmul(x_rows, Wx, gates, threads)  # the input projection of every real step
+            run_steps(lstm_train_steps, lstm_train_parallel, threads, order.active[0],
+                      weight_panels(Wh), b, h, c, step_scratch(N, 4 * H, dtype), gates, h_out,
+                      h_prev, c_hist, tanh_c_hist, order.offsets, order.active)
     cache = LSTMCache(x_rows=x_rows, h0=h0, c0=c0, Wx=Wx, Wh=Wh, gates=gates, h_prev=h_prev,
                       c_hist=c_hist, tanh_c_hist=tanh_c_hist, final_h=order.final(h),
                       final_c=order.final(c), order=order, is_step=is_step)
@@ -134,10 +139,11 @@ def _backward(dh, cache, dh_last, dc_last, dh_last_name, dc_last_name):
     da = order.rows(dtype, 4 * H)
     with kernel_threads(N, T, cache.Wx.shape[0], H, 4) as threads:
         if order.real_steps:
-            lstm_backward_kernel(order.sort(dh), cache.gates, cache.c_hist, cache.tanh_c_hist,
-                                 cache.c0, weight_panels(cache.Wh, transpose=True), dh_next,
-                                 dc_next, da, step_operand(N, 4 * H, dtype),
-                                 step_scratch(N, H, dtype), order.offsets, order.active, threads)
+            run_steps(lstm_backward_steps, lstm_backward_parallel, threads, order.active[0],
+                      order.sort(dh), cache.gates, cache.c_hist, cache.tanh_c_hist, cache.c0,
+                      weight_panels(cache.Wh, transpose=True), dh_next, dc_next, da,
+                      step_operand(N, 4 * H, dtype), step_scratch(N, H, dtype), order.offsets,
+                      order.active)
         dx, dWx, dWh, db = weight_grads(da, cache.x_rows, cache.h_prev, cache.Wx, order, threads)
     return (order.unsort(dx), order.unsort(dh_next), dWx, dWh, db, order.unsort(dc_next))
 

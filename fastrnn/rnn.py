@@ -8,10 +8,12 @@ import numpy as np
 
 from . import _validate as v
 from ._config import INFERENCE_CHUNK
-from ._core import (BatchOrder, CellCache, check_backward_cache, state_grad, step_operand,
-                    step_scratch, weight_grads, weight_panels)
+from ._core import (BatchOrder, CellCache, check_backward_cache, chunked_inference, matmul,
+                    run_steps, state_grad, step_operand, step_scratch, weight_grads,
+                    weight_panels)
 from ._threads import kernel_threads
-from .kernels.rnn import rnn_backward_kernel, rnn_forward_infer, rnn_forward_train
+from .kernels.rnn import (rnn_backward_parallel, rnn_backward_steps, rnn_infer_parallel,
+                          rnn_infer_steps, rnn_train_parallel, rnn_train_steps)
 
 
 class RNNCache(CellCache):
@@ -34,11 +36,13 @@ def _forward_infer(x, h0, Wx, Wh, b, order, relu):
     dtype = x.dtype
     x, h0, h, h_out = order.start(x, h0)
     if order.real_steps:
-        S = min(T, INFERENCE_CHUNK)
+        proj = np.empty((N * min(T, INFERENCE_CHUNK), H), dtype)
+        Wh_panels, rec = weight_panels(Wh), step_scratch(N, H, dtype)
         with kernel_threads(N, T, D, H, 1) as threads:
-            rnn_forward_infer(x, weight_panels(Wx), weight_panels(Wh), b, h,
-                              step_scratch(N, H, dtype), np.empty((N * S, D), dtype),
-                              np.empty((N * S, H), dtype), h_out, relu, order.active, threads)
+            def run_chunk(t0):
+                run_steps(rnn_infer_steps, rnn_infer_parallel, threads, order.active[t0], t0,
+                          Wh_panels, b, h, rec, proj, h_out, relu, order.active)
+            chunked_inference(x, Wx, proj, threads, order, run_chunk)
     return order.unsort(h_out), order.final(h)
 
 
@@ -74,10 +78,12 @@ def _forward_with_cache(x, h0, Wx, Wh, b, order, nonlinearity, is_step):
     x_rows = order.pack(x)
     h_prev, h_rows = order.rows(dtype, H, H)
     if order.real_steps:
+        proj = order.rows(dtype, H)
         with kernel_threads(N, T, D, H, 1) as threads:
-            rnn_forward_train(x_rows, Wx, weight_panels(Wh), b, h, step_scratch(N, H, dtype),
-                              order.rows(dtype, H), h_out, h_prev, h_rows, relu, order.offsets,
-                              order.active, threads)
+            matmul(x_rows, Wx, proj, threads)
+            run_steps(rnn_train_steps, rnn_train_parallel, threads, order.active[0],
+                      weight_panels(Wh), b, h, step_scratch(N, H, dtype), proj, h_out, h_prev,
+                      h_rows, relu, order.offsets, order.active)
     cache = RNNCache(x_rows=x_rows, h0=h0, Wx=Wx, Wh=Wh, h_prev=h_prev, h_rows=h_rows,
                      final_h=order.final(h), relu=relu, order=order, is_step=is_step)
     return order.unsort(h_out), cache
@@ -107,10 +113,10 @@ def _backward(dh, cache, dh_last, dh_last_name):
     da = order.rows(dh.dtype, H)
     with kernel_threads(N, T, cache.Wx.shape[0], H, 1) as threads:
         if order.real_steps:
-            rnn_backward_kernel(order.sort(dh), cache.h_rows, weight_panels(cache.Wh, True),
-                                dh_next, da, step_operand(N, H, dh.dtype),
-                                step_scratch(N, H, dh.dtype), cache.relu, order.offsets,
-                                order.active, threads)
+            run_steps(rnn_backward_steps, rnn_backward_parallel, threads, order.active[0],
+                      order.sort(dh), cache.h_rows, weight_panels(cache.Wh, True), dh_next, da,
+                      step_operand(N, H, dh.dtype), step_scratch(N, H, dh.dtype), cache.relu,
+                      order.offsets, order.active)
         dx, dWx, dWh, db = weight_grads(da, cache.x_rows, cache.h_prev, cache.Wx, order, threads)
     return order.unsort(dx), order.unsort(dh_next), dWx, dWh, db
 

@@ -68,8 +68,88 @@ overload(panel_width)(_constant_per_dtype(panel_width))
 overload(k_block)(_constant_per_dtype(k_block))
 
 
+def _tile_function(module, MR, scalar, lanes):
+    """The LLVM function computing one MR x NR tile, defined once per module, noinline:
+    inlined at every call site, the unrolled loop made LLVM spend seconds per kernel.
+
+    void tile(A*, a_rs, a_ks, B*, ldb, C*, ldc, kc, accumulate):
+    C[r * ldc + q] (+)= sum_k A[r * a_rs + k * a_ks] * B[k * ldb + q], r < MR, q < NR, k < kc.
+    """
+    name = f"fastrnn_tile_{MR}x{VECTORS}_{lanes}{'f32' if lanes == 16 else 'f64'}"
+    if name in module.globals:
+        return module.globals[name]
+    intp = ir.IntType(64)
+    pointer = scalar.as_pointer()
+    function = ir.Function(module, ir.FunctionType(ir.VoidType(), [
+        pointer, intp, intp, pointer, intp, pointer, intp, intp, ir.IntType(1)]), name)
+    function.linkage = "linkonce_odr"
+    function.attributes.add("noinline")
+    a_base, a_rs, a_ks, b_base, ldb, c_base, ldc, kc, accumulate = function.args
+    builder = ir.IRBuilder(function.append_basic_block("entry"))
+    vec = ir.VectorType(scalar, lanes)
+
+    def const(value):
+        return ir.Constant(intp, value)
+
+    fma = cgutils.get_or_insert_function(
+        module, ir.FunctionType(vec, [vec, vec, vec]),
+        "llvm.fma.v%d%s" % (lanes, "f32" if lanes == 16 else "f64"))
+    zero = ir.Constant(vec, None)
+    splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+    undefined = ir.Constant(vec, ir.Undefined)
+
+    entry = builder.basic_block
+    loop = builder.append_basic_block("loop")
+    done = builder.append_basic_block("done")
+    builder.cbranch(builder.icmp_signed(">", kc, const(0)), loop, done)
+
+    builder.position_at_end(loop)
+    k = builder.phi(intp)
+    k.add_incoming(const(0), entry)
+    acc = []
+    for _ in range(MR * VECTORS):
+        phi = builder.phi(vec)
+        phi.add_incoming(zero, entry)
+        acc.append(phi)
+    b_row = builder.gep(b_base, [builder.mul(k, ldb)])
+    b_vecs = [builder.load(builder.bitcast(builder.gep(b_row, [const(v * lanes)]),
+                                           vec.as_pointer()), align=4)
+              for v in range(VECTORS)]
+    a_col = builder.gep(a_base, [builder.mul(k, a_ks)])
+    updated = []
+    for r in range(MR):
+        a = builder.load(builder.gep(a_col, [builder.mul(const(r), a_rs)]))
+        a_vec = builder.shuffle_vector(
+            builder.insert_element(undefined, a, ir.Constant(ir.IntType(32), 0)),
+            undefined, splat_mask)
+        for v in range(VECTORS):
+            updated.append(builder.call(fma, [a_vec, b_vecs[v], acc[r * VECTORS + v]]))
+    k_next = builder.add(k, const(1))
+    loop_end = builder.basic_block
+    k.add_incoming(k_next, loop_end)
+    for phi, value in zip(acc, updated):
+        phi.add_incoming(value, loop_end)
+    builder.cbranch(builder.icmp_signed("<", k_next, kc), loop, done)
+
+    builder.position_at_end(done)
+    totals = []
+    for value in updated:
+        total = builder.phi(vec)
+        total.add_incoming(zero, entry)
+        total.add_incoming(value, loop_end)
+        totals.append(total)
+    for r in range(MR):
+        c_row = builder.gep(c_base, [builder.mul(const(r), ldc)])
+        for v in range(VECTORS):
+            target = builder.bitcast(builder.gep(c_row, [const(v * lanes)]), vec.as_pointer())
+            old = builder.select(accumulate, builder.load(target, align=4), zero)
+            builder.store(builder.fadd(old, totals[r * VECTORS + v]), target, align=4)
+    builder.ret_void()
+    return function
+
+
 def _make_micro_kernel(MR):
-    """The micro-kernel for MR rows of C (an intrinsic: LLVM IR written directly)."""
+    """The micro-kernel for MR rows of C: an intrinsic calling _tile_function."""
     @intrinsic
     def micro_kernel(typingctx, A, a_off, a_rs, a_ks, B, b_off, ldb, C, c_off, ldc, kc,
                      accumulate):
@@ -86,84 +166,25 @@ def _make_micro_kernel(MR):
         def codegen(context, builder, signature, args):
             A_, a_off_, a_rs_, a_ks_, B_, b_off_, ldb_, C_, c_off_, ldc_, kc_, accumulate_ = args
             dtype = signature.args[0].dtype
-            scalar = context.get_value_type(dtype)
             lanes = VECTOR_BYTES // (4 if dtype == types.float32 else 8)
-            vec = ir.VectorType(scalar, lanes)
-            intp = ir.IntType(64)
-
-            def const(value):
-                return ir.Constant(intp, value)
 
             def data(index, value):
                 return context.make_array(signature.args[index])(context, builder, value).data
 
-            a_base = builder.gep(data(0, A_), [a_off_])
-            b_base = builder.gep(data(4, B_), [b_off_])
-            c_base = builder.gep(data(7, C_), [c_off_])
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vec, [vec, vec, vec]),
-                "llvm.fma.v%d%s" % (lanes, "f32" if dtype == types.float32 else "f64"))
-            zero = ir.Constant(vec, None)
-            splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
-            undefined = ir.Constant(vec, ir.Undefined)
-
-            entry = builder.basic_block
-            loop = builder.append_basic_block("micro.loop")
-            done = builder.append_basic_block("micro.done")
-            builder.cbranch(builder.icmp_signed(">", kc_, const(0)), loop, done)
-
-            builder.position_at_end(loop)
-            k = builder.phi(intp)
-            k.add_incoming(const(0), entry)
-            acc = []
-            for _ in range(MR * VECTORS):
-                phi = builder.phi(vec)
-                phi.add_incoming(zero, entry)
-                acc.append(phi)
-            b_row = builder.gep(b_base, [builder.mul(k, ldb_)])
-            b_vecs = [builder.load(builder.bitcast(builder.gep(b_row, [const(v * lanes)]),
-                                                   vec.as_pointer()), align=4)
-                      for v in range(VECTORS)]
-            a_col = builder.gep(a_base, [builder.mul(k, a_ks_)])
-            updated = []
-            for r in range(MR):
-                a = builder.load(builder.gep(a_col, [builder.mul(const(r), a_rs_)]))
-                a_vec = builder.shuffle_vector(
-                    builder.insert_element(undefined, a, ir.Constant(ir.IntType(32), 0)),
-                    undefined, splat_mask)
-                for v in range(VECTORS):
-                    updated.append(builder.call(fma, [a_vec, b_vecs[v], acc[r * VECTORS + v]]))
-            k_next = builder.add(k, const(1))
-            loop_end = builder.basic_block
-            k.add_incoming(k_next, loop_end)
-            for phi, value in zip(acc, updated):
-                phi.add_incoming(value, loop_end)
-            builder.cbranch(builder.icmp_signed("<", k_next, kc_), loop, done)
-
-            builder.position_at_end(done)
-            totals = []
-            for value in updated:
-                total = builder.phi(vec)
-                total.add_incoming(zero, entry)
-                total.add_incoming(value, loop_end)
-                totals.append(total)
-            for r in range(MR):
-                c_row = builder.gep(c_base, [builder.mul(const(r), ldc_)])
-                for v in range(VECTORS):
-                    total = totals[r * VECTORS + v]
-                    pointer = builder.bitcast(builder.gep(c_row, [const(v * lanes)]),
-                                              vec.as_pointer())
-                    old = builder.select(accumulate_, builder.load(pointer, align=4), zero)
-                    builder.store(builder.fadd(old, total), pointer, align=4)
+            tile = _tile_function(builder.module, MR, context.get_value_type(dtype), lanes)
+            builder.call(tile, [builder.gep(data(0, A_), [a_off_]), a_rs_, a_ks_,
+                                builder.gep(data(4, B_), [b_off_]), ldb_,
+                                builder.gep(data(7, C_), [c_off_]), ldc_, kc_,
+                                builder.trunc(accumulate_, ir.IntType(1))])
             return context.get_dummy_value()
 
         return sig, codegen
     return micro_kernel
 
 
-micro_kernel = _make_micro_kernel(MR)
-step_kernel = _make_micro_kernel(MR_STEP)
-row_kernel = _make_micro_kernel(1)  # a tile holding one real row (N = 1): 4x less work
+micro_kernel = _make_micro_kernel(MR)         # the big GEMM's tiles
+step_kernel = _make_micro_kernel(MR_STEP)     # the per-step products' tiles
+row_kernel = _make_micro_kernel(1)  # a per-step tile holding one real row (N = 1): 4x less
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -218,10 +239,11 @@ def gemm_part(A, B, B_panels, C, accumulate, m_lo, m_hi, p_lo, p_hi):
     A_flat = row_major_view(A)
     B_flat = row_major_view(B)
     direct_A = A_flat.shape[0] > 0
-    # B read in place only when it is deep compared with the rows meeting it (the weight
-    # gradients: K = R). Otherwise packing pays: (6400, 512) @ (512, 2048) 421 -> 454
-    # GFLOP/s packed, while (512, 6400) @ (6400, 2048) fell 460 -> 335.
-    direct_B = B_flat.shape[0] > 0 and m_hi - m_lo < K
+    # B read in place when it is small (packing would cost more than it saves) or deep
+    # compared with the rows meeting it (the weight gradients: K = R). Otherwise packing
+    # pays: (6400, 512) @ (512, 2048) 421 -> 454 GFLOP/s packed, while (512, 6400) @
+    # (6400, 2048) fell 460 -> 335.
+    direct_B = B_flat.shape[0] > 0 and (m_hi - m_lo < K or K * (p_hi - p_lo) < 1 << 16)
     prepacked = B_panels.shape[0] > 0
     B_packed = np.empty(n_panels * NR * kc_max, C.dtype)
     A_packed = np.empty(min(n_tiles, ROW_TILES_PER_JOB) * MR * kc_max, C.dtype)
@@ -269,54 +291,29 @@ def gemm_part(A, B, B_panels, C, accumulate, m_lo, m_hi, p_lo, p_hi):
                                     C[m0 + r, p0 + q] = edge_block[r * NR + q]
 
 
+@njit(**JIT_OPTIONS)
+def split_bounds(M, P, NR, workers, w):
+    """The share of C worker w of ``workers`` computes: (m_lo, m_hi, p_lo, p_hi). By rows of
+    C when M >= P (each worker packs all of B, the smaller operand, itself), else by
+    whole column panels (each packs all of A)."""
+    if M >= P:
+        units = (M + MR - 1) // MR
+        return (w * units // workers * MR, min((w + 1) * units // workers * MR, M), 0, P)
+    units = (P + NR - 1) // NR
+    return (0, M, w * units // workers * NR, min((w + 1) * units // workers * NR, P))
+
+
 @njit(**PARALLEL_JIT_OPTIONS)
-def gemm(A, B, C, accumulate, threads):
-    """C (+)= A @ B. A: (M, K), B: (K, P), any strides; C: (M, P) C-contiguous.
-    accumulate: add to C instead of overwriting it; threads: numba threads to use at most.
-
-    The work is split once, in one parallel launch: by rows of C when M >= P (each thread
-    packs all of B, the smaller operand, itself), else by columns (each packs all of A).
-    Measured here, float32, 2 threads: (6400, 512) @ (512, 2048) ~470 GFLOP/s, vs ~255 for
-    NumPy's OpenBLAS (Haswell kernel).
-    """
-    gemm_split(A, B, np.empty(0, C.dtype), C, accumulate, threads)
-
-
-@njit(**PARALLEL_JIT_OPTIONS)
-def gemm_panels(A, B_panels, C, threads):
-    """C = A @ B with B given as pack_panels(B) (packed once, used for many products: the
-    inference path's chunked input projection). A: (M, K); C: (M, P) C-contiguous."""
-    gemm_split(A, np.empty((A.shape[1], C.shape[1]), C.dtype)[:, :0], B_panels, C, False,
-               threads)
-
-
-@njit(inline="always", **JIT_OPTIONS)
-def gemm_split(A, B, B_panels, C, accumulate, threads):
-    """gemm's body: share C out over the threads and run gemm_part on each share."""
-    M, K = A.shape
+def gemm_parallel(A, B, B_panels, C, accumulate, workers):
+    """gemm_part over ``workers`` numba threads, each on its share of C (split_bounds): one
+    parallel launch, one call site (every call site of gemm_part in a function costs about
+    a second of compilation). Arguments as gemm_part."""
+    M = A.shape[0]
     P = C.shape[1]
-    if M == 0 or P == 0:
-        return
-    if K == 0:
-        if not accumulate:
-            for m in range(M):
-                for p in range(P):
-                    C[m, p] = zero_of(C)
-        return
     NR = panel_width(C)
-    by_rows = M >= P
-    units = (M + MR - 1) // MR if by_rows else (P + NR - 1) // NR
-    workers = max(1, min(threads, units))
-    if workers == 1:
-        gemm_part(A, B, B_panels, C, accumulate, 0, M, 0, P)
-        return
     for w in prange(workers):
-        lo = w * units // workers
-        hi = (w + 1) * units // workers
-        if by_rows:
-            gemm_part(A, B, B_panels, C, accumulate, lo * MR, min(hi * MR, M), 0, P)
-        else:
-            gemm_part(A, B, B_panels, C, accumulate, 0, M, lo * NR, min(hi * NR, P))
+        m_lo, m_hi, p_lo, p_hi = split_bounds(M, P, NR, workers, w)
+        gemm_part(A, B, B_panels, C, accumulate, m_lo, m_hi, p_lo, p_hi)
 
 
 @njit(**JIT_OPTIONS)
@@ -374,8 +371,15 @@ def padded_columns(P, dtype):
     return -(-P // NR) * NR
 
 
-@njit(**JIT_OPTIONS)
 def worker_count(rows, threads):
     """Workers for a time loop over ``rows`` sequences: at most one per MR_STEP-row tile
     and at most ``threads``."""
     return max(1, min(threads, (rows + MR_STEP - 1) // MR_STEP))
+
+
+def gemm_worker_count(M, P, threads, dtype):
+    """Workers for a product with an (M, P) result: at most one per share split_bounds
+    can make and at most ``threads``."""
+    NR = VECTORS * VECTOR_BYTES // np.dtype(dtype).itemsize
+    units = (M + MR - 1) // MR if M >= P else (P + NR - 1) // NR
+    return max(1, min(threads, units))

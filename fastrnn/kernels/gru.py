@@ -14,8 +14,7 @@ from numba import njit, prange
 
 from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from ._math import one_of, sigmoid, tanh
-from .common import project_chunk
-from .gemm import MR_STEP, gemm, step_product, worker_count
+from .gemm import MR_STEP, step_product
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -60,19 +59,12 @@ def gru_train_steps(worker, workers, Wh_panels, bx, bh, h, rec, gates, h_out, h_
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def gru_forward_train(x_rows, Wx, Wh_panels, bx, bh, h, rec, gates, h_out, h_prev, hn_hist,
-                      offsets, active, threads):
-    """Run the GRU over all steps, keeping what the backward needs.
-    x_rows: (R, D) packed inputs; Wx: (D, 3H); the rest as gru_train_steps."""
-    gemm(x_rows, Wx, gates, False, threads)
-    workers = worker_count(active[0], threads)
-    if workers == 1:
-        gru_train_steps(0, 1, Wh_panels, bx, bh, h, rec, gates, h_out, h_prev, hn_hist,
-                        offsets, active)
-    else:
-        for worker in prange(workers):
-            gru_train_steps(worker, workers, Wh_panels, bx, bh, h, rec, gates, h_out, h_prev,
-                            hn_hist, offsets, active)
+def gru_train_parallel(workers, Wh_panels, bx, bh, h, rec, gates, h_out, h_prev, hn_hist,
+                       offsets, active):
+    """gru_train_steps on ``workers`` numba threads (arguments as there)."""
+    for worker in prange(workers):
+        gru_train_steps(worker, workers, Wh_panels, bx, bh, h, rec, gates, h_out, h_prev,
+                        hn_hist, offsets, active)
 
 
 @njit(**JIT_OPTIONS)
@@ -92,27 +84,11 @@ def gru_infer_steps(worker, workers, t0, Wh_panels, bx, bh, h, rec, gates, hn, h
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def gru_forward_infer(x, Wx_panels, Wh_panels, bx, bh, h, rec, x_chunk, gates, hn, h_out, active,
-                      threads):
-    """Run the GRU keeping nothing but the output.
-
-    x: (N, T, D); Wx_panels: pack_panels(Wx)
-    x_chunk: (N * S, D), gates: (N * S, 3H) one chunk's input and projection;
-    the rest as gru_forward_train / gru_infer_steps.
-    """
-    N, T, _ = x.shape
-    S = gates.shape[0] // N
-    workers = worker_count(active[0], threads)
-    for t0 in range(0, T, S):
-        if active[t0] == 0:
-            break
-        project_chunk(x, Wx_panels, t0, active[t0], x_chunk, gates, threads)
-        if workers == 1:
-            gru_infer_steps(0, 1, t0, Wh_panels, bx, bh, h, rec, gates, hn, h_out, active)
-        else:
-            for worker in prange(workers):
-                gru_infer_steps(worker, workers, t0, Wh_panels, bx, bh, h, rec, gates, hn,
-                                h_out, active)
+def gru_infer_parallel(workers, t0, Wh_panels, bx, bh, h, rec, gates, hn, h_out, active):
+    """gru_infer_steps on ``workers`` numba threads (arguments as there)."""
+    for worker in prange(workers):
+        gru_infer_steps(worker, workers, t0, Wh_panels, bx, bh, h, rec, gates, hn, h_out,
+                        active)
 
 
 @njit(**JIT_OPTIONS)
@@ -170,15 +146,9 @@ def gru_backward_steps(worker, workers, dh, gates, hn_hist, h_prev, WhT_panels, 
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def gru_backward_kernel(dh, gates, hn_hist, h_prev, WhT_panels, dh_next, da_x, da_h, da_step,
-                        rec, offsets, active, threads):
-    """Back-propagate through all steps, writing both sides' pre-activation gradients;
-    arguments as gru_backward_steps, threads: numba threads to use at most."""
-    workers = worker_count(active[0], threads)
-    if workers == 1:
-        gru_backward_steps(0, 1, dh, gates, hn_hist, h_prev, WhT_panels, dh_next, da_x, da_h,
-                           da_step, rec, offsets, active)
-    else:
-        for worker in prange(workers):
-            gru_backward_steps(worker, workers, dh, gates, hn_hist, h_prev, WhT_panels,
-                               dh_next, da_x, da_h, da_step, rec, offsets, active)
+def gru_backward_parallel(workers, dh, gates, hn_hist, h_prev, WhT_panels, dh_next, da_x, da_h,
+                          da_step, rec, offsets, active):
+    """gru_backward_steps on ``workers`` numba threads (arguments as there)."""
+    for worker in prange(workers):
+        gru_backward_steps(worker, workers, dh, gates, hn_hist, h_prev, WhT_panels, dh_next,
+                           da_x, da_h, da_step, rec, offsets, active)

@@ -17,8 +17,7 @@ from numba import njit, prange
 
 from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from ._math import one_of, sigmoid, tanh
-from .common import project_chunk
-from .gemm import MR_STEP, gemm, step_product, worker_count
+from .gemm import MR_STEP, step_product
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -75,22 +74,12 @@ def lstm_train_steps(worker, workers, Wh_panels, b, h, c, rec, gates, h_out, h_p
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def lstm_forward_train(x_rows, Wx, Wh_panels, b, h, c, rec, gates, h_out, h_prev, c_hist,
-                       tanh_c_hist, offsets, active, threads):
-    """Run the LSTM over all steps, keeping what the backward needs.
-
-    x_rows: (R, D) packed inputs; Wx: (D, 4H); threads: numba threads to use at most;
-    the rest as lstm_train_steps.
-    """
-    gemm(x_rows, Wx, gates, False, threads)  # the input projection of every real step
-    workers = worker_count(active[0], threads)
-    if workers == 1:
-        lstm_train_steps(0, 1, Wh_panels, b, h, c, rec, gates, h_out, h_prev, c_hist,
-                         tanh_c_hist, offsets, active)
-    else:
-        for worker in prange(workers):
-            lstm_train_steps(worker, workers, Wh_panels, b, h, c, rec, gates, h_out, h_prev,
-                             c_hist, tanh_c_hist, offsets, active)
+def lstm_train_parallel(workers, Wh_panels, b, h, c, rec, gates, h_out, h_prev, c_hist,
+                        tanh_c_hist, offsets, active):
+    """lstm_train_steps on ``workers`` numba threads (arguments as there)."""
+    for worker in prange(workers):
+        lstm_train_steps(worker, workers, Wh_panels, b, h, c, rec, gates, h_out, h_prev,
+                         c_hist, tanh_c_hist, offsets, active)
 
 
 @njit(**JIT_OPTIONS)
@@ -112,27 +101,11 @@ def lstm_infer_steps(worker, workers, t0, Wh_panels, b, h, c, rec, gates, tanh_c
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def lstm_forward_infer(x, Wx_panels, Wh_panels, b, h, c, rec, x_chunk, gates, tanh_c, h_out, active,
-                       threads):
-    """Run the LSTM keeping nothing but the output: working memory O(N * (H + S * 4H)).
-
-    x: (N, T, D); Wx_panels: pack_panels(Wx)
-    x_chunk: (N * S, D), gates: (N * S, 4H) one chunk of S steps' input and
-    projection; the rest as lstm_forward_train / lstm_infer_steps.
-    """
-    N, T, _ = x.shape
-    S = gates.shape[0] // N
-    workers = worker_count(active[0], threads)
-    for t0 in range(0, T, S):
-        if active[t0] == 0:
-            break
-        project_chunk(x, Wx_panels, t0, active[t0], x_chunk, gates, threads)
-        if workers == 1:
-            lstm_infer_steps(0, 1, t0, Wh_panels, b, h, c, rec, gates, tanh_c, h_out, active)
-        else:
-            for worker in prange(workers):
-                lstm_infer_steps(worker, workers, t0, Wh_panels, b, h, c, rec, gates, tanh_c,
-                                 h_out, active)
+def lstm_infer_parallel(workers, t0, Wh_panels, b, h, c, rec, gates, tanh_c, h_out, active):
+    """lstm_infer_steps on ``workers`` numba threads (arguments as there)."""
+    for worker in prange(workers):
+        lstm_infer_steps(worker, workers, t0, Wh_panels, b, h, c, rec, gates, tanh_c, h_out,
+                         active)
 
 
 @njit(**JIT_OPTIONS)
@@ -192,16 +165,9 @@ def lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_hist, c0, WhT
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def lstm_backward_kernel(dh, gates, c_hist, tanh_c_hist, c0, WhT_panels, dh_next, dc_next,
-                         da, da_step, rec, offsets, active, threads):
-    """Back-propagate through all steps, writing the pre-activation gate gradients da;
-    arguments as lstm_backward_steps, threads: numba threads to use at most."""
-    workers = worker_count(active[0], threads)
-    if workers == 1:
-        lstm_backward_steps(0, 1, dh, gates, c_hist, tanh_c_hist, c0, WhT_panels, dh_next,
-                            dc_next, da, da_step, rec, offsets, active)
-    else:
-        for worker in prange(workers):
-            lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_hist, c0,
-                                WhT_panels, dh_next, dc_next, da, da_step, rec, offsets,
-                                active)
+def lstm_backward_parallel(workers, dh, gates, c_hist, tanh_c_hist, c0, WhT_panels, dh_next,
+                           dc_next, da, da_step, rec, offsets, active):
+    """lstm_backward_steps on ``workers`` numba threads (arguments as there)."""
+    for worker in prange(workers):
+        lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_hist, c0, WhT_panels,
+                            dh_next, dc_next, da, da_step, rec, offsets, active)

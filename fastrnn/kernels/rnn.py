@@ -10,8 +10,7 @@ from numba import njit, prange
 
 from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from ._math import one_of, tanh, zero_of
-from .common import project_chunk
-from .gemm import MR_STEP, gemm, step_product, worker_count
+from .gemm import MR_STEP, step_product
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -52,19 +51,12 @@ def rnn_train_steps(worker, workers, Wh_panels, b, h, rec, proj, h_out, h_prev, 
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def rnn_forward_train(x_rows, Wx, Wh_panels, b, h, rec, proj, h_out, h_prev, h_rows, relu,
-                      offsets, active, threads):
-    """Run the RNN over all steps, keeping what the backward needs.
-    x_rows: (R, D) packed inputs; Wx: (D, H); the rest as rnn_train_steps."""
-    gemm(x_rows, Wx, proj, False, threads)
-    workers = worker_count(active[0], threads)
-    if workers == 1:
-        rnn_train_steps(0, 1, Wh_panels, b, h, rec, proj, h_out, h_prev, h_rows, relu,
-                        offsets, active)
-    else:
-        for worker in prange(workers):
-            rnn_train_steps(worker, workers, Wh_panels, b, h, rec, proj, h_out, h_prev, h_rows,
-                            relu, offsets, active)
+def rnn_train_parallel(workers, Wh_panels, b, h, rec, proj, h_out, h_prev, h_rows, relu,
+                       offsets, active):
+    """rnn_train_steps on ``workers`` numba threads (arguments as there)."""
+    for worker in prange(workers):
+        rnn_train_steps(worker, workers, Wh_panels, b, h, rec, proj, h_out, h_prev, h_rows,
+                        relu, offsets, active)
 
 
 @njit(**JIT_OPTIONS)
@@ -84,27 +76,10 @@ def rnn_infer_steps(worker, workers, t0, Wh_panels, b, h, rec, proj, h_out, relu
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def rnn_forward_infer(x, Wx_panels, Wh_panels, b, h, rec, x_chunk, proj, h_out, relu, active,
-                      threads):
-    """Run the RNN keeping nothing but the output.
-
-    x: (N, T, D); Wx_panels: pack_panels(Wx)
-    x_chunk: (N * S, D), proj: (N * S, H) one chunk's input and projection;
-    the rest as rnn_forward_train / rnn_infer_steps.
-    """
-    N, T, _ = x.shape
-    S = proj.shape[0] // N
-    workers = worker_count(active[0], threads)
-    for t0 in range(0, T, S):
-        if active[t0] == 0:
-            break
-        project_chunk(x, Wx_panels, t0, active[t0], x_chunk, proj, threads)
-        if workers == 1:
-            rnn_infer_steps(0, 1, t0, Wh_panels, b, h, rec, proj, h_out, relu, active)
-        else:
-            for worker in prange(workers):
-                rnn_infer_steps(worker, workers, t0, Wh_panels, b, h, rec, proj, h_out, relu,
-                                active)
+def rnn_infer_parallel(workers, t0, Wh_panels, b, h, rec, proj, h_out, relu, active):
+    """rnn_infer_steps on ``workers`` numba threads (arguments as there)."""
+    for worker in prange(workers):
+        rnn_infer_steps(worker, workers, t0, Wh_panels, b, h, rec, proj, h_out, relu, active)
 
 
 @njit(**JIT_OPTIONS)
@@ -144,15 +119,9 @@ def rnn_backward_steps(worker, workers, dh, h_rows, WhT_panels, dh_next, da, da_
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def rnn_backward_kernel(dh, h_rows, WhT_panels, dh_next, da, da_step, rec, relu, offsets,
-                        active, threads):
-    """Back-propagate through all steps, writing the pre-activation gradients; arguments as
-    rnn_backward_steps, threads: numba threads to use at most."""
-    workers = worker_count(active[0], threads)
-    if workers == 1:
-        rnn_backward_steps(0, 1, dh, h_rows, WhT_panels, dh_next, da, da_step, rec, relu,
-                           offsets, active)
-    else:
-        for worker in prange(workers):
-            rnn_backward_steps(worker, workers, dh, h_rows, WhT_panels, dh_next, da, da_step,
-                               rec, relu, offsets, active)
+def rnn_backward_parallel(workers, dh, h_rows, WhT_panels, dh_next, da, da_step, rec, relu,
+                          offsets, active):
+    """rnn_backward_steps on ``workers`` numba threads (arguments as there)."""
+    for worker in prange(workers):
+        rnn_backward_steps(worker, workers, dh, h_rows, WhT_panels, dh_next, da, da_step, rec,
+                           relu, offsets, active)
