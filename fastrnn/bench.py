@@ -76,14 +76,14 @@ def time_call(fn, repeats, min_seconds=0.2):
 def product_gflops(M, K, P, dtype, repeats=5):
     """GFLOP/s of one (M, K) @ (K, P) product: the faster of NumPy's matmul (its BLAS) and
     fastrnn's own GEMM (kernels/gemm.py), and which one it was."""
-    from fastrnn.kernels.gemm import gemm
+    from fastrnn._core import matmul
     rng = np.random.default_rng(0)
     a = rng.standard_normal((M, K)).astype(dtype)
     b = rng.standard_normal((K, P)).astype(dtype)
     c = np.empty((M, P), dtype)
     threads = fastrnn.get_num_threads()
     times = {"numpy": time_call(lambda: np.matmul(a, b, out=c), repeats)[0],
-             "fastrnn": time_call(lambda: gemm(a, b, c, False, threads), repeats)[0]}
+             "fastrnn": time_call(lambda: matmul(a, b, c, threads), repeats)[0]}
     best = min(times, key=times.get)
     return 2 * M * K * P / (times[best] * 1e-3) / 1e9, best
 
