@@ -28,8 +28,8 @@ class LSTMCache(CellCache):
     The rest is internal (activated gates, cell states, inputs in kernel order).
     """
 
-    __slots__ = ("x_rows", "h0", "c0", "Wx", "Wh", "gates", "h_prev", "c_hist", "tanh_c_hist",
-                 "final_h", "final_c", "order", "is_step")
+    __slots__ = ("x_rows", "h0", "c0", "Wx", "Wh", "gates", "h_prev", "c_hist", "final_h",
+                 "final_c", "order", "is_step")
 
 
 def _start(x, h0, c0, order):
@@ -92,16 +92,16 @@ def _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step):
     dtype = x.dtype
     x, h0, c0, h, c, h_out = _start(x, h0, c0, order)
     x_rows = order.pack(x)
-    gates, h_prev, c_hist, tanh_c_hist = order.rows(dtype, 4 * H, H, H, H)
+    gates, h_prev, c_hist = order.rows(dtype, 4 * H, H, H)
     if order.real_steps:
         with kernel_threads(N, T, D, H, 4) as threads:
             matmul(x_rows, Wx, gates, threads)  # the input projection of every real step
             run_steps(lstm_train_steps, lstm_train_parallel, threads, order.active[0],
                       weight_panels(Wh), b, h, c, step_scratch(N, 4 * H, dtype), gates, h_out,
-                      h_prev, c_hist, tanh_c_hist, order.offsets, order.active)
+                      h_prev, c_hist, np.empty((N, H), dtype), order.offsets, order.active)
     cache = LSTMCache(x_rows=x_rows, h0=h0, c0=c0, Wx=Wx, Wh=Wh, gates=gates, h_prev=h_prev,
-                      c_hist=c_hist, tanh_c_hist=tanh_c_hist, final_h=order.final(h),
-                      final_c=order.final(c), order=order, is_step=is_step)
+                      c_hist=c_hist, final_h=order.final(h), final_c=order.final(c),
+                      order=order, is_step=is_step)
     return order.unsort(h_out), cache
 
 
@@ -140,7 +140,7 @@ def _backward(dh, cache, dh_last, dc_last, dh_last_name, dc_last_name):
     with kernel_threads(N, T, cache.Wx.shape[0], H, 4) as threads:
         if order.real_steps:
             run_steps(lstm_backward_steps, lstm_backward_parallel, threads, order.active[0],
-                      order.sort(dh), cache.gates, cache.c_hist, cache.tanh_c_hist, cache.c0,
+                      order.sort(dh), cache.gates, cache.c_hist, np.empty((N, H), dtype), cache.c0,
                       weight_panels(cache.Wh, transpose=True), dh_next, dc_next, da,
                       step_operand(N, 4 * H, dtype), step_scratch(N, H, dtype), order.offsets,
                       order.active)

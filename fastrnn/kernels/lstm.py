@@ -49,7 +49,7 @@ def lstm_cell(a, r, b, c, h, tanh_c):
 
 @njit(**JIT_OPTIONS)
 def lstm_train_steps(worker, workers, Wh_panels, b, h, c, rec, gates, h_out, h_prev, c_hist,
-                     tanh_c_hist, offsets, active):
+                     tanh_c, offsets, active):
     """The training time loop for the row tiles worker, worker + workers, ...
 
     Wh_panels: pack_panels(Wh); b: (4H,)
@@ -57,7 +57,8 @@ def lstm_train_steps(worker, workers, Wh_panels, b, h, c, rec, gates, h_out, h_p
         stops changing after its last step); c: (N, H) likewise
     rec: (rows of h, 4H rounded up to a panel) scratch for h @ Wh
     gates: (R, 4H) in: x_t Wx; out: activated i, f, o, g
-    out, packed rows: h_prev (R, H) h_{t-1}; c_hist (R, H) c_t; tanh_c_hist (R, H) tanh(c_t)
+    out, packed rows: h_prev (R, H) h_{t-1}; c_hist (R, H) c_t
+    tanh_c: (N, H) scratch (the backward recomputes tanh(c_t): cheaper than storing it)
     h_out: (N, T, H) out: h_t of every real step (padding is not written)
     offsets: (T,) first packed row of each step; active: (T,) sequences running at t
     """
@@ -68,18 +69,18 @@ def lstm_train_steps(worker, workers, Wh_panels, b, h, c, rec, gates, h_out, h_p
             for n in range(m0, min(m0 + MR_STEP, M)):
                 row = offsets[t] + n
                 h_prev[row] = h[n]
-                lstm_cell(gates[row], rec[n], b, c[n], h[n], tanh_c_hist[row])
+                lstm_cell(gates[row], rec[n], b, c[n], h[n], tanh_c[n])
                 c_hist[row] = c[n]
                 h_out[n, t] = h[n]
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
 def lstm_train_parallel(workers, Wh_panels, b, h, c, rec, gates, h_out, h_prev, c_hist,
-                        tanh_c_hist, offsets, active):
+                        tanh_c, offsets, active):
     """lstm_train_steps on ``workers`` numba threads (arguments as there)."""
     for worker in prange(workers):
         lstm_train_steps(worker, workers, Wh_panels, b, h, c, rec, gates, h_out, h_prev,
-                         c_hist, tanh_c_hist, offsets, active)
+                         c_hist, tanh_c, offsets, active)
 
 
 @njit(**JIT_OPTIONS)
@@ -109,12 +110,13 @@ def lstm_infer_parallel(workers, t0, Wh_panels, b, h, c, rec, gates, tanh_c, h_o
 
 
 @njit(**JIT_OPTIONS)
-def lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_hist, c0, WhT_panels,
+def lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_rows, c0, WhT_panels,
                         dh_next, dc_next, da, da_step, rec, offsets, active):
     """The backward time loop for the row tiles worker, worker + workers, ...
 
     dh: (N, T, H) upstream gradient of every hidden state (read at real steps only)
-    gates: (R, 4H) activated gates; c_hist, tanh_c_hist: (R, H); c0: (N, H)
+    gates: (R, 4H) activated gates; c_hist: (R, H) c_t; c0: (N, H)
+    tanh_c_rows: (N, H) scratch for tanh(c_t)
     WhT_panels: pack_panels(Wh.T)
     dh_next, dc_next: (N, H) in: gradient of the final h and c; out: gradient of h0 and c0.
         A sequence's rows are left alone until its last real step, so the final-state
@@ -135,7 +137,10 @@ def lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_hist, c0, WhT
                 row = offsets[t] + n
                 gate = gates[row]
                 c_prev = c_hist[offsets[t - 1] + n] if t > 0 else c0[n]
-                tanh_c = tanh_c_hist[row]
+                c_t = c_hist[row]
+                tanh_c = tanh_c_rows[n]
+                for j in range(H):
+                    tanh_c[j] = tanh(c_t[j])
                 dh_t = dh[n, t]
                 # dh_row, dc_row: (H,) total gradient of h_t and c_t, built in place.
                 dh_row = dh_next[n]
@@ -165,9 +170,9 @@ def lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_hist, c0, WhT
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def lstm_backward_parallel(workers, dh, gates, c_hist, tanh_c_hist, c0, WhT_panels, dh_next,
+def lstm_backward_parallel(workers, dh, gates, c_hist, tanh_c_rows, c0, WhT_panels, dh_next,
                            dc_next, da, da_step, rec, offsets, active):
     """lstm_backward_steps on ``workers`` numba threads (arguments as there)."""
     for worker in prange(workers):
-        lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_hist, c0, WhT_panels,
+        lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_rows, c0, WhT_panels,
                             dh_next, dc_next, da, da_step, rec, offsets, active)
