@@ -97,7 +97,10 @@ def lstm_infer_steps(worker, workers, t0, Wh_panels, b, h, c, rec, gates, tanh_c
         step_product(h, Wh_panels, rec, worker, workers, M)
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
             for n in range(m0, min(m0 + MR_STEP, M)):
-                lstm_cell(gates[(t - t0) * M0 + n], rec[n], b, c[n], h[n], tanh_c[n])
+                # The two pre-activation terms swapped: the gates are built in the scratch
+                # row (hot in cache) and the chunk's projection is only read, so its lines
+                # are never written back to memory (the sum is the same: a + r + b).
+                lstm_cell(rec[n], gates[(t - t0) * M0 + n], b, c[n], h[n], tanh_c[n])
                 h_out[n, t] = h[n]
 
 
