@@ -98,46 +98,83 @@ def _tile_function(module, MR, scalar, lanes):
     splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
     undefined = ir.Constant(vec, ir.Undefined)
 
-    entry = builder.basic_block
-    loop = builder.append_basic_block("loop")
-    done = builder.append_basic_block("done")
-    builder.cbranch(builder.icmp_signed(">", kc, const(0)), loop, done)
+    def multiply_add(k, acc):
+        """acc[r * VECTORS + v] + A[r, k] * B[k, v-th vector], for one k."""
+        b_row = builder.gep(b_base, [builder.mul(k, ldb)])
+        b_vecs = [builder.load(builder.bitcast(builder.gep(b_row, [const(v * lanes)]),
+                                               vec.as_pointer()), align=4)
+                  for v in range(VECTORS)]
+        a_col = builder.gep(a_base, [builder.mul(k, a_ks)])
+        out = []
+        for r in range(MR):
+            a = builder.load(builder.gep(a_col, [builder.mul(const(r), a_rs)]))
+            a_vec = builder.shuffle_vector(
+                builder.insert_element(undefined, a, ir.Constant(ir.IntType(32), 0)),
+                undefined, splat_mask)
+            for v in range(VECTORS):
+                out.append(builder.call(fma, [a_vec, b_vecs[v], acc[r * VECTORS + v]]))
+        return out
 
-    builder.position_at_end(loop)
+    def phis(incoming):
+        """One phi per value, all created before anything else in the block."""
+        made = []
+        for values in zip(*(values for values, _ in incoming)):
+            phi = builder.phi(vec)
+            for value, (_, block) in zip(values, incoming):
+                phi.add_incoming(value, block)
+            made.append(phi)
+        return made
+
+    # One row has only VECTORS dependency chains: each k would wait for the previous FMA
+    # (latency-bound: N = 1, H = 128 took 2.26 us per step, 1.70 with 4 sets). Four sets
+    # take consecutive k's, summed in a fixed order after the loop.
+    ways = 4 if MR == 1 else 1
+    size = MR * VECTORS
+    entry = builder.basic_block
+    main = builder.append_basic_block("main")
+    middle = builder.append_basic_block("middle")
+    tail = builder.append_basic_block("tail")
+    done = builder.append_basic_block("done")
+    kc_main = builder.sub(kc, builder.srem(kc, const(ways)))
+    builder.cbranch(builder.icmp_signed(">", kc_main, const(0)), main, middle)
+
+    builder.position_at_end(main)
     k = builder.phi(intp)
     k.add_incoming(const(0), entry)
-    acc = []
-    for _ in range(MR * VECTORS):
-        phi = builder.phi(vec)
+    acc = [builder.phi(vec) for _ in range(ways * size)]
+    for phi in acc:
         phi.add_incoming(zero, entry)
-        acc.append(phi)
-    b_row = builder.gep(b_base, [builder.mul(k, ldb)])
-    b_vecs = [builder.load(builder.bitcast(builder.gep(b_row, [const(v * lanes)]),
-                                           vec.as_pointer()), align=4)
-              for v in range(VECTORS)]
-    a_col = builder.gep(a_base, [builder.mul(k, a_ks)])
     updated = []
-    for r in range(MR):
-        a = builder.load(builder.gep(a_col, [builder.mul(const(r), a_rs)]))
-        a_vec = builder.shuffle_vector(
-            builder.insert_element(undefined, a, ir.Constant(ir.IntType(32), 0)),
-            undefined, splat_mask)
-        for v in range(VECTORS):
-            updated.append(builder.call(fma, [a_vec, b_vecs[v], acc[r * VECTORS + v]]))
-    k_next = builder.add(k, const(1))
-    loop_end = builder.basic_block
-    k.add_incoming(k_next, loop_end)
+    for w in range(ways):
+        updated += multiply_add(builder.add(k, const(w)), acc[w * size:(w + 1) * size])
+    k_next = builder.add(k, const(ways))
+    main_end = builder.basic_block
+    k.add_incoming(k_next, main_end)
     for phi, value in zip(acc, updated):
-        phi.add_incoming(value, loop_end)
-    builder.cbranch(builder.icmp_signed("<", k_next, kc), loop, done)
+        phi.add_incoming(value, main_end)
+    builder.cbranch(builder.icmp_signed("<", k_next, kc_main), main, middle)
+
+    builder.position_at_end(middle)
+    sets = phis([([zero] * (ways * size), entry), (updated, main_end)])
+    total = sets[:size]
+    for w in range(1, ways):
+        total = [builder.fadd(t, x) for t, x in zip(total, sets[w * size:(w + 1) * size])]
+    builder.cbranch(builder.icmp_signed("<", kc_main, kc), tail, done)
+
+    builder.position_at_end(tail)
+    k_tail = builder.phi(intp)
+    k_tail.add_incoming(kc_main, middle)
+    acc_tail = phis([(total, middle)])
+    updated_tail = multiply_add(k_tail, acc_tail)
+    k_tail_next = builder.add(k_tail, const(1))
+    tail_end = builder.basic_block
+    k_tail.add_incoming(k_tail_next, tail_end)
+    for phi, value in zip(acc_tail, updated_tail):
+        phi.add_incoming(value, tail_end)
+    builder.cbranch(builder.icmp_signed("<", k_tail_next, kc), tail, done)
 
     builder.position_at_end(done)
-    totals = []
-    for value in updated:
-        total = builder.phi(vec)
-        total.add_incoming(zero, entry)
-        total.add_incoming(value, loop_end)
-        totals.append(total)
+    totals = phis([(total, middle), (updated_tail, tail_end)])
     for r in range(MR):
         c_row = builder.gep(c_base, [builder.mul(const(r), ldc)])
         for v in range(VECTORS):
