@@ -7,15 +7,20 @@
   "RuntimeError: cannot cache function".
 - ``error_model="numpy"``: no zero-division check on every float division; that check blocks
   vectorisation of the gate math (see shared/PERF-FACTS.md).
-- ``fastmath``: only the flags that let LLVM vectorise and contract (FMA). ``nnan``/``ninf``
-  are left out so NaN and inf inputs propagate as IEEE says instead of being undefined.
+- ``fastmath``: none. With ``reassoc``/``contract``/``arcp`` LLVM rounded the same source
+  differently depending on where a function was inlined: the serial time loop and its copy
+  inside the parallel driver gave results differing in the last bits, so 1 and 2 threads
+  disagreed (caught by the determinism test on a fresh CI build). Without them every
+  operation is IEEE and results do not depend on the thread count. The elementwise loops
+  vectorise all the same; the cost: LSTM cell 1.1 -> 1.36 ns per unit. (The micro-kernel's
+  fused multiply-adds are explicit llvm.fma calls, unaffected.)
 """
 
 import os
 import tempfile
 import warnings
 
-FASTMATH_FLAGS = {"nsz", "arcp", "contract", "reassoc"}
+FASTMATH_FLAGS = set()  # see above: no value-changing flags
 
 
 def writable_directory(candidates):
