@@ -12,8 +12,9 @@ from fastrnn._config import INFERENCE_CHUNK
 from cells import CELLS
 from helpers import assert_close, assert_gradients, make_inputs, numerical_gradient, upstream
 
-# (N, T, D, H): ones, primes, non-powers of two; the last ones take the BLAS route for the
-# per-step product and, for inference, more than one projection chunk with a partial last one.
+# (N, T, D, H): ones, primes, non-powers of two; the last ones take the threaded path (row
+# tiles over workers, partial tiles and panels) and, for inference, more than one projection
+# chunk with a partial last one.
 SHAPES = [
     (1, 1, 1, 1),
     (1, 7, 3, 5),

@@ -127,7 +127,7 @@ def lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_rows, c0, WhT
     da: (R, 4H) out: gradient of the gate pre-activations, packed rows
     da_step: (N rounded up to MR_STEP, 4H) scratch: one step of da, the product's operand
     rec: (rows of da_step, H rounded up to a panel) scratch for da_step @ Wh.T
-    offsets, active: as lstm_forward_train
+    offsets, active: as lstm_train_steps
 
     Short loops over contiguous rows, as in lstm_cell, so that each vectorises.
     """

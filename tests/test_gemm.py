@@ -1,0 +1,72 @@
+"""fastrnn's own GEMM (kernels/gemm.py through _core.matmul), held to NumPy in float64 on odd
+shapes, transposed operands, pre-packed B, accumulation and empty dimensions; and the same
+bits for 1 and 2 threads."""
+
+import numpy as np
+import pytest
+
+from fastrnn._core import matmul
+from fastrnn.kernels.gemm import pack_panels
+
+# (M, K, P): ones, primes, edges of the 6-row tiles and 64/32-column panels, several k-blocks
+# (512 float32, 256 float64 deep), row splits (M >= P) and column splits (M < P).
+SHAPES = [(1, 1, 1), (7, 13, 70), (6, 256, 64), (100, 300, 129), (13, 700, 33),
+          (5, 1100, 300), (257, 67, 31), (64, 520, 1000), (1, 33, 200)]
+TOLERANCE = {np.float32: 2e-6, np.float64: 1e-13}
+
+
+def operands(M, K, P, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((M, K)).astype(dtype),
+            rng.standard_normal((K, P)).astype(dtype))
+
+
+def assert_product(got, A, B, dtype, offset=0.0):
+    want = A.astype(np.float64) @ B.astype(np.float64) + offset
+    scale = np.sqrt(A.shape[1]) * max(1.0, np.abs(want).max() / np.sqrt(max(A.shape[1], 1)))
+    err = np.abs(got - want).max() / scale if got.size else 0.0
+    assert err < TOLERANCE[dtype], f"{A.shape} @ {B.shape} {dtype.__name__}: error {err:.1e}"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_matmul_matches_numpy(shape, dtype, threads):
+    M, K, P = shape
+    A, B = operands(M, K, P, dtype)
+    C = np.empty((M, P), dtype)
+    matmul(A, B, C, threads)
+    assert_product(C, A, B, dtype)
+    # Transposed (Fortran-ordered) operands are packed rather than read in place.
+    C2 = np.empty((M, P), dtype)
+    matmul(np.asfortranarray(A), np.asfortranarray(B), C2, threads)
+    np.testing.assert_array_equal(C2, C)
+    # Accumulating into C, and B given pre-packed (the inference path).
+    C3 = np.ones((M, P), dtype)
+    matmul(A, B, C3, threads, accumulate=True)
+    assert_product(C3, A, B, dtype, offset=1.0)
+    C4 = np.empty((M, P), dtype)
+    matmul(A, None, C4, threads, B_panels=pack_panels(B))
+    np.testing.assert_array_equal(C4, C)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matmul_same_bits_for_any_thread_count(dtype):
+    for M, K, P in SHAPES:
+        A, B = operands(M, K, P, dtype, seed=1)
+        one, two = np.empty((M, P), dtype), np.empty((M, P), dtype)
+        matmul(A, B, one, 1)
+        matmul(A, B, two, 2)
+        np.testing.assert_array_equal(one, two)
+
+
+def test_matmul_empty_dimensions():
+    A, B = operands(4, 0, 5, np.float32)
+    C = np.full((4, 5), 3.0, np.float32)
+    matmul(A, B, C, 2)
+    assert not C.any()  # K = 0: the product is zero
+    C[:] = 3.0
+    matmul(A, B, C, 2, accumulate=True)
+    assert (C == 3.0).all()
+    matmul(np.empty((0, 3), np.float32), np.empty((3, 5), np.float32),
+           np.empty((0, 5), np.float32), 2)
