@@ -57,7 +57,8 @@ class BatchOrder:
         return np.arange(N)[None, :] < self.active[:, None]
 
     def pack(self, a):
-        """(N, T, F) in kernel order -> (R, F) packed rows, time-major (a copy)."""
+        """(N, T, F) in kernel order -> (R, F) packed rows, time-major (always a copy, so the
+        cache's inputs never change under it)."""
         N, T = self.shape
         steps_first = a.transpose(1, 0, 2)
         if not self.ragged:
@@ -71,6 +72,8 @@ class BatchOrder:
         length."""
         N, T = self.shape
         if not self.ragged:
+            if N == 1:
+                return rows.reshape(N, T, rows.shape[1])
             out = _memory.empty((N, T, rows.shape[1]), rows.dtype)
             out[...] = rows.reshape(T, N, rows.shape[1]).transpose(1, 0, 2)
             return out
