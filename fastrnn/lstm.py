@@ -14,7 +14,8 @@ from ._core import (BatchOrder, CellCache, check_backward_cache, chunked_inferen
                     weight_panels)
 from ._threads import kernel_threads
 from .kernels.lstm import (lstm_backward_parallel, lstm_backward_steps, lstm_infer_parallel,
-                           lstm_infer_steps, lstm_train_parallel, lstm_train_steps)
+                           lstm_infer_small, lstm_infer_steps, lstm_train_parallel,
+                           lstm_train_small, lstm_train_steps)
 
 
 class LSTMCache(CellCache):
@@ -48,14 +49,18 @@ def _forward_infer(x, h0, c0, Wx, Wh, b, order):
     x, h0, c0, h, c, h_out = _start(x, h0, c0, order)
     if order.real_steps:
         # Bounded working memory: the input projection is done INFERENCE_CHUNK steps at a time.
-        gates = np.empty((N * min(T, INFERENCE_CHUNK), 4 * H), dtype)
-        Wh_panels, rec = weight_panels(Wh), step_scratch(N, 4 * H, dtype)
-        tanh_c = np.empty((N, H), dtype)
         with kernel_threads(N, T, D, H, 4) as threads:
-            def run_chunk(t0):
-                run_steps(lstm_infer_steps, lstm_infer_parallel, threads, order.active[t0], t0,
-                          Wh_panels, b, h, c, rec, gates, tanh_c, h_out, order.active)
-            chunked_inference(x, Wx, gates, threads, order, run_chunk)
+            if threads == 1:
+                lstm_infer_small(x, Wx, Wh, b, h, c, h_out, order.active, min(T, INFERENCE_CHUNK))
+            else:
+                gates = np.empty((N * min(T, INFERENCE_CHUNK), 4 * H), dtype)
+                Wh_panels, rec = weight_panels(Wh), step_scratch(N, 4 * H, dtype)
+                tanh_c = np.empty((N, H), dtype)
+
+                def run_chunk(t0):
+                    run_steps(lstm_infer_steps, lstm_infer_parallel, threads, order.active[t0],
+                              t0, Wh_panels, b, h, c, rec, gates, tanh_c, h_out, order.active)
+                chunked_inference(x, Wx, gates, threads, order, run_chunk)
     return order.unsort(h_out), order.final(h), order.final(c)
 
 
@@ -95,10 +100,15 @@ def _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step):
     gates, h_prev, c_hist = order.rows(dtype, 4 * H, H, H)
     if order.real_steps:
         with kernel_threads(N, T, D, H, 4) as threads:
-            matmul(x_rows, Wx, gates, threads)  # the input projection of every real step
-            run_steps(lstm_train_steps, lstm_train_parallel, threads, order.active[0],
-                      weight_panels(Wh), b, h, c, step_scratch(N, 4 * H, dtype), gates, h_out,
-                      h_prev, c_hist, np.empty((N, H), dtype), order.offsets, order.active)
+            if threads == 1:
+                lstm_train_small(x_rows, Wx, Wh, b, h, c, gates, h_out, h_prev, c_hist,
+                                 order.offsets, order.active)
+            else:
+                matmul(x_rows, Wx, gates, threads)  # the input projection of every real step
+                run_steps(lstm_train_steps, lstm_train_parallel, threads, order.active[0],
+                          weight_panels(Wh), b, h, c, step_scratch(N, 4 * H, dtype), gates,
+                          h_out, h_prev, c_hist, np.empty((N, H), dtype), order.offsets,
+                          order.active)
     cache = LSTMCache(x_rows=x_rows, h0=h0, c0=c0, Wx=Wx, Wh=Wh, gates=gates, h_prev=h_prev,
                       c_hist=c_hist, final_h=order.final(h), final_c=order.final(c),
                       order=order, is_step=is_step)

@@ -234,12 +234,12 @@ def test_results_are_bit_identical_run_to_run(cell):
 def test_kernels_actually_run_fused_code():
     """Guard against a silent fallback: the kernels are compiled dispatchers with cache on."""
     from fastrnn.kernels.gemm import gemm_parallel, gemm_part
-    from fastrnn.kernels.lstm import lstm_train_parallel, lstm_train_steps
+    from fastrnn.kernels.lstm import lstm_train_parallel, lstm_train_small
     small = make_inputs(2, 2, 2, 2, 4)
-    fastrnn.lstm_forward(*small[:2], *small[3:])
+    fastrnn.lstm_forward(*small[:2], *small[3:])  # one serial call
     big = make_inputs(32, 8, 40, 64, 4)  # enough work for numba's threads
     fastrnn.lstm_forward(*big[:2], *big[3:])
-    for kernel in (lstm_train_steps, gemm_part, lstm_train_parallel, gemm_parallel):
+    for kernel in (lstm_train_small, gemm_part, lstm_train_parallel, gemm_parallel):
         assert kernel.signatures, kernel
         assert kernel._cache.__class__.__name__ == "FunctionCache", kernel
 
