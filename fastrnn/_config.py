@@ -57,8 +57,9 @@ JIT_OPTIONS = dict(nogil=True, cache=_cache_available(), error_model="numpy",
 PARALLEL_JIT_OPTIONS = dict(JIT_OPTIONS, parallel=True)
 
 # Calls with fewer floating-point operations than this in their forward run on one thread:
-# below it, waking numba's threads costs more than it saves. Measured here, float32
-# (T, N, D, H) = ... (see the README's speed table).
+# below it, waking numba's threads costs more than it saves. Measured here, float32 LSTM
+# forward / backward, one thread vs two: (50, 4, 32, 32), 3.3 MFLOP: 56 / 109 vs 59 / 103 us;
+# (50, 8, 32, 32), 6.6 MFLOP: 98 / 197 vs 63 / 125 us.
 PARALLEL_MIN_FLOPS = 4_000_000
 
 # Time steps whose input projection the cache-free inference path computes at once; bounds
