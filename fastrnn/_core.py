@@ -176,8 +176,8 @@ _NOTHING = {np.dtype(t).char: (np.empty(0, t), np.empty((0, 0), t))
 
 def matmul(A, B, C, threads, accumulate=False, B_panels=None):
     """C (+)= A @ B with fastrnn's GEMM (kernels/gemm.py) on up to ``threads`` threads.
-    A: (M, K), B: (K, P), any strides; C: (M, P) C-contiguous. B_panels: pack_panels(B)
-    instead of B (B is then None).
+    A: (M, K), B: (K, P), any strides; C: (M, P) C-contiguous. B_panels: pack_panels(B),
+    packed once by a caller that multiplies by B many times; B itself is then not read.
 
     Called from Python, not from the kernels: numba re-optimises every function a kernel
     calls inside that kernel, so the GEMM linked into each time loop made the first
