@@ -35,9 +35,14 @@ KC_BYTES = 2048    # k-block of the big GEMM, in bytes per row: 512 float32, 256
 ROW_TILES_PER_JOB = 16
 
 
+def columns_per_panel(dtype):
+    """NR: columns per packed B panel (4 vectors of 64 bytes) for ``dtype``."""
+    return VECTORS * VECTOR_BYTES // np.dtype(dtype).itemsize
+
+
 def panel_width(arr):
-    """NR: columns per packed B panel for arr's dtype (a compile-time constant)."""
-    return VECTORS * VECTOR_BYTES // arr.dtype.itemsize
+    """NR for arr's dtype, usable inside kernels (a compile-time constant there)."""
+    return columns_per_panel(arr.dtype)
 
 
 def k_block(arr):
@@ -125,6 +130,24 @@ def _tile_function(module, MR, scalar, lanes):
             made.append(phi)
         return made
 
+    def open_loop(start, predecessor, initial):
+        """At the top of a loop block: the k counter from ``start`` and one accumulator
+        phi per initial value, both entered from ``predecessor``."""
+        counter = builder.phi(intp)
+        counter.add_incoming(start, predecessor)
+        return counter, phis([(initial, predecessor)])
+
+    def close_loop(counter, step, limit, acc, updated, loop, exit_block):
+        """At the bottom: feed counter + step and the updated accumulators back, and loop
+        while the counter stays below ``limit``. Returns the block the loop ends in."""
+        counter_next = builder.add(counter, const(step))
+        end = builder.basic_block
+        counter.add_incoming(counter_next, end)
+        for phi, value in zip(acc, updated):
+            phi.add_incoming(value, end)
+        builder.cbranch(builder.icmp_signed("<", counter_next, limit), loop, exit_block)
+        return end
+
     # One row has only VECTORS dependency chains: each k would wait for the previous FMA
     # (latency-bound: N = 1, H = 128 took 2.26 us per step, 1.70 with 4 sets). Four sets
     # take consecutive k's, summed in a fixed order after the loop.
@@ -139,20 +162,11 @@ def _tile_function(module, MR, scalar, lanes):
     builder.cbranch(builder.icmp_signed(">", kc_main, const(0)), main, middle)
 
     builder.position_at_end(main)
-    k = builder.phi(intp)
-    k.add_incoming(const(0), entry)
-    acc = [builder.phi(vec) for _ in range(ways * size)]
-    for phi in acc:
-        phi.add_incoming(zero, entry)
+    k, acc = open_loop(const(0), entry, [zero] * (ways * size))
     updated = []
     for w in range(ways):
         updated += multiply_add(builder.add(k, const(w)), acc[w * size:(w + 1) * size])
-    k_next = builder.add(k, const(ways))
-    main_end = builder.basic_block
-    k.add_incoming(k_next, main_end)
-    for phi, value in zip(acc, updated):
-        phi.add_incoming(value, main_end)
-    builder.cbranch(builder.icmp_signed("<", k_next, kc_main), main, middle)
+    main_end = close_loop(k, ways, kc_main, acc, updated, main, middle)
 
     builder.position_at_end(middle)
     sets = phis([([zero] * (ways * size), entry), (updated, main_end)])
@@ -162,16 +176,9 @@ def _tile_function(module, MR, scalar, lanes):
     builder.cbranch(builder.icmp_signed("<", kc_main, kc), tail, done)
 
     builder.position_at_end(tail)
-    k_tail = builder.phi(intp)
-    k_tail.add_incoming(kc_main, middle)
-    acc_tail = phis([(total, middle)])
+    k_tail, acc_tail = open_loop(kc_main, middle, total)
     updated_tail = multiply_add(k_tail, acc_tail)
-    k_tail_next = builder.add(k_tail, const(1))
-    tail_end = builder.basic_block
-    k_tail.add_incoming(k_tail_next, tail_end)
-    for phi, value in zip(acc_tail, updated_tail):
-        phi.add_incoming(value, tail_end)
-    builder.cbranch(builder.icmp_signed("<", k_tail_next, kc), tail, done)
+    tail_end = close_loop(k_tail, 1, kc, acc_tail, updated_tail, tail, done)
 
     builder.position_at_end(done)
     totals = phis([(total, middle), (updated_tail, tail_end)])
@@ -405,7 +412,7 @@ def padded_rows(N):
 
 def padded_columns(P, dtype):
     """Columns of step_product's output for P real ones: rounded up to a panel."""
-    NR = VECTORS * VECTOR_BYTES // np.dtype(dtype).itemsize
+    NR = columns_per_panel(dtype)
     return -(-P // NR) * NR
 
 
@@ -418,6 +425,6 @@ def worker_count(rows, threads):
 def gemm_worker_count(M, P, threads, dtype):
     """Workers for a product with an (M, P) result: at most one per share split_bounds
     can make and at most ``threads``."""
-    NR = VECTORS * VECTOR_BYTES // np.dtype(dtype).itemsize
+    NR = columns_per_panel(dtype)
     units = (M + MR - 1) // MR if M >= P else (P + NR - 1) // NR
     return max(1, min(threads, units))
