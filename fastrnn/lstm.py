@@ -8,8 +8,7 @@ c_t = f * c_{t-1} + i * g and h_t = o * tanh(c_t).
 import numpy as np
 
 from . import _validate as v
-from ._config import INFERENCE_CHUNK
-from ._core import (BatchOrder, CellCache, check_backward_cache, chunked_inference, matmul,
+from ._core import (BatchOrder, CellCache, check_backward_cache,
                     run_steps, state_grad, step_operand, step_scratch, weight_grads,
                     weight_panels)
 from ._threads import kernel_threads
@@ -48,19 +47,14 @@ def _forward_infer(x, h0, c0, Wx, Wh, b, order):
     dtype = x.dtype
     x, h0, c0, h, c, h_out = _start(x, h0, c0, order)
     if order.real_steps:
-        # Bounded working memory: the input projection is done INFERENCE_CHUNK steps at a time.
         with kernel_threads(N, T, D, H, 4) as threads:
             if threads == 1:
-                lstm_infer_small(x, Wx, Wh, b, h, c, h_out, order.active, min(T, INFERENCE_CHUNK))
+                lstm_infer_small(x, Wx, Wh, b, h, c, h_out, order.active)
             else:
-                gates = np.empty((N * min(T, INFERENCE_CHUNK), 4 * H), dtype)
-                Wh_panels, rec = weight_panels(Wh), step_scratch(N, 4 * H, dtype)
-                tanh_c = np.empty((N, H), dtype)
-
-                def run_chunk(t0):
-                    run_steps(lstm_infer_steps, lstm_infer_parallel, threads, order.active[t0],
-                              t0, Wh_panels, b, h, c, rec, gates, tanh_c, h_out, order.active)
-                chunked_inference(x, Wx, gates, threads, order, run_chunk)
+                run_steps(lstm_infer_steps, lstm_infer_parallel, threads, order.active[0], x,
+                          weight_panels(Wx), weight_panels(Wh), b, h, c,
+                          step_scratch(N, 4 * H, dtype), np.empty((N, H), dtype), h_out,
+                          order.active)
     return order.unsort(h_out), order.final(h), order.final(c)
 
 
@@ -96,19 +90,18 @@ def _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step):
     H = h0.shape[1]
     dtype = x.dtype
     x, h0, c0, h, c, h_out = _start(x, h0, c0, order)
-    x_rows = order.pack(x)
-    gates, h_prev, c_hist = order.rows(dtype, 4 * H, H, H)
+    # x_rows: x in packed rows for the backward's dWx, filled by the time loop as it goes.
+    x_rows, gates, h_prev, c_hist = order.rows(dtype, D, 4 * H, H, H)
     if order.real_steps:
         with kernel_threads(N, T, D, H, 4) as threads:
             if threads == 1:
-                lstm_train_small(x_rows, Wx, Wh, b, h, c, gates, h_out, h_prev, c_hist,
+                lstm_train_small(x, Wx, Wh, b, h, c, x_rows, gates, h_out, h_prev, c_hist,
                                  order.offsets, order.active)
             else:
-                matmul(x_rows, Wx, gates, threads)  # the input projection of every real step
-                run_steps(lstm_train_steps, lstm_train_parallel, threads, order.active[0],
-                          weight_panels(Wh), b, h, c, step_scratch(N, 4 * H, dtype), gates,
-                          h_out, h_prev, c_hist, np.empty((N, H), dtype), order.offsets,
-                          order.active)
+                run_steps(lstm_train_steps, lstm_train_parallel, threads, order.active[0], x,
+                          weight_panels(Wx), weight_panels(Wh), b, h, c,
+                          step_scratch(N, 4 * H, dtype), x_rows, gates, h_out, h_prev,
+                          c_hist, np.empty((N, H), dtype), order.offsets, order.active)
     cache = LSTMCache(x_rows=x_rows, h0=h0, c0=c0, Wx=Wx, Wh=Wh, gates=gates, h_prev=h_prev,
                       c_hist=c_hist, final_h=order.final(h), final_c=order.final(c),
                       order=order, is_step=is_step)

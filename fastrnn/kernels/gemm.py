@@ -375,18 +375,19 @@ def pack_panels(W):
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def step_product(A, panels, out, worker, workers, M):
-    """out[m0:m0 + MR_STEP] = A[m0:m0 + MR_STEP] @ W, W given as pack_panels(W), for this
-    worker's row tiles m0 = worker * MR_STEP, (worker + workers) * MR_STEP, ... below M
-    (a tile holding only row M - 1 uses the one-row kernel).
+def step_product_at(A, a_off, a_rs, K, panels, out, worker, workers, M, accumulate):
+    """out[m0:m0 + MR_STEP] (+)= rows m0 .. m0 + MR_STEP - 1 of A @ W, W (K, P) given as
+    pack_panels(W), for this worker's row tiles m0 = worker * MR_STEP,
+    (worker + workers) * MR_STEP, ... below M; row m of A is A's elements a_off + m * a_rs
+    .. + K - 1 (A C-contiguous, any ndim: the inputs x_t are read where they lie).
 
-    A: (rows, K) C-contiguous; out: (rows, >= P rounded up to NR) C-contiguous; both with
-    rows padded to a multiple of MR_STEP. A row of out depends on the same row of A only,
-    so the rows past a batch's end are harmless scratch. Panel by panel, each panel meeting
-    all the worker's tiles while it is in L1/L2: tile by tile, every tile streamed all of
-    W, 1 MB at H = 256, through the caches.
+    out: (>= M rounded up to MR_STEP, >= P rounded up to NR) C-contiguous. A tile with
+    fewer than MR_STEP real rows (the batch's end) goes row by row through the one-row
+    kernel, so no row of A past M - 1 is ever read; which kernel a row gets depends on M
+    only, never on the worker count. Panel by panel, each panel meeting all the worker's
+    tiles while it is in L1/L2: tile by tile, every tile streamed all of W, 1 MB at
+    H = 256, through the caches.
     """
-    K = A.shape[1]
     ldc = out.shape[1]
     NR = panel_width(out)
     KC = k_block(out) // 4  # a 32 KB piece of a panel stays in L1 while it meets the tiles
@@ -394,15 +395,32 @@ def step_product(A, panels, out, worker, workers, M):
     # data pointers): a reshape(-1) per step called into numba's C helper, ~40 ns a step.
     for k0 in range(0, K, KC):
         kc = min(KC, K - k0)
+        add = accumulate or k0 > 0
         for j in range(panels.shape[0] // (K * NR)):
             b_off = j * K * NR + k0 * NR
             for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
-                if M - m0 == 1:
-                    row_kernel(A, m0 * K + k0, K, 1, panels, b_off, NR, out,
-                               m0 * ldc + j * NR, ldc, kc, k0 > 0)
+                if M - m0 >= MR_STEP:
+                    step_kernel(A, a_off + m0 * a_rs + k0, a_rs, 1, panels, b_off, NR, out,
+                                m0 * ldc + j * NR, ldc, kc, add)
                 else:
-                    step_kernel(A, m0 * K + k0, K, 1, panels, b_off, NR, out,
-                                m0 * ldc + j * NR, ldc, kc, k0 > 0)
+                    for m in range(m0, M):
+                        row_kernel(A, a_off + m * a_rs + k0, a_rs, 1, panels, b_off, NR,
+                                   out, m * ldc + j * NR, ldc, kc, add)
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def step_product(A, panels, out, worker, workers, M):
+    """step_product_at for an (rows, K) C-contiguous A whose row m is row m of the product:
+    out[m0:m0 + MR_STEP] = A[m0:m0 + MR_STEP] @ W."""
+    step_product_at(A, 0, A.shape[1], A.shape[1], panels, out, worker, workers, M, False)
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def step_scratch_like(h, P):
+    """Scratch for a per-step product's output, inside a kernel: (rows of h, P rounded up
+    to a panel), as _core.step_scratch makes it from Python."""
+    NR = panel_width(h)
+    return np.empty((h.shape[0], (P + NR - 1) // NR * NR), h.dtype)
 
 
 def padded_rows(N):

@@ -18,16 +18,15 @@ from numba import njit, prange
 
 from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from ._math import one_of, sigmoid, tanh
-from .common import gather_chunk
-from .gemm import MR_STEP, gemm_part, pack_panels, panel_width, step_product
+from .gemm import MR_STEP, pack_panels, step_product, step_product_at, step_scratch_like
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def lstm_cell(a, r, b, c, h, tanh_c):
-    """One step of one sequence, in place.
+def lstm_cell(pre, b, a, c, h, tanh_c):
+    """One step of one sequence.
 
-    a: (4H,) in: x_t Wx; out: the activated gates i, f, o, g
-    r: (4H,) h_{t-1} Wh; b: (4H,)
+    pre: (4H,) x_t Wx + h_{t-1} Wh; b: (4H,)
+    a: (4H,) out: the activated gates i, f, o, g (may be pre itself)
     c, h: (H,) in: c_{t-1}, h_{t-1}; out: c_t, h_t
     tanh_c: (H,) out: tanh(c_t)
 
@@ -37,10 +36,10 @@ def lstm_cell(a, r, b, c, h, tanh_c):
     """
     H = h.shape[0]
     for k in range(3 * H):
-        a[k] = sigmoid(a[k] + r[k] + b[k])
+        a[k] = sigmoid(pre[k] + b[k])
     # Indexed from 0, not range(3 * H, 4 * H): LLVM left that form scalar (1.8 vs 0.16 ns).
     for j in range(H):
-        a[3 * H + j] = tanh(a[3 * H + j] + r[3 * H + j] + b[3 * H + j])
+        a[3 * H + j] = tanh(pre[3 * H + j] + b[3 * H + j])
     for j in range(H):
         c[j] = a[H + j] * c[j] + a[j] * a[3 * H + j]
     for j in range(H):
@@ -50,109 +49,99 @@ def lstm_cell(a, r, b, c, h, tanh_c):
 
 
 @njit(**JIT_OPTIONS)
-def lstm_train_steps(worker, workers, Wh_panels, b, h, c, rec, gates, h_out, h_prev, c_hist,
-                     tanh_c, offsets, active):
+def lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, rec, x_rows, gates,
+                     h_out, h_prev, c_hist, tanh_c, offsets, active):
     """The training time loop for the row tiles worker, worker + workers, ...
 
-    Wh_panels: pack_panels(Wh); b: (4H,)
+    x: (N, T, D); Wx_panels, Wh_panels: pack_panels(Wx), pack_panels(Wh); b: (4H,)
     h: (N rounded up to MR_STEP, H) in: initial state; out: final state (a sequence's row
         stops changing after its last step); c: (N, H) likewise
-    rec: (rows of h, 4H rounded up to a panel) scratch for h @ Wh
-    gates: (R, 4H) in: x_t Wx; out: activated i, f, o, g
-    out, packed rows: h_prev (R, H) h_{t-1}; c_hist (R, H) c_t
+    rec: (rows of h, 4H rounded up to a panel) scratch: the step's pre-activations
+    out, packed rows: x_rows (R, D) x_t; gates (R, 4H) activated i, f, o, g;
+        h_prev (R, H) h_{t-1}; c_hist (R, H) c_t
     tanh_c: (N, H) scratch (the backward recomputes tanh(c_t): cheaper than storing it)
     h_out: (N, T, H) out: h_t of every real step (padding is not written)
     offsets: (T,) first packed row of each step; active: (T,) sequences running at t
+
+    Per step, the input projection x_t Wx and the recurrent product h_{t-1} Wh both go into
+    rec, which stays in cache for the cell: projecting all steps first wrote the (R, 4H)
+    pre-activations to memory and read them back (19.3 ms vs ... at (100, 64, 256, 256)).
+    x_t is packed into x_rows (for the backward's dWx) on the way, by the worker whose
+    rows they are.
     """
+    D = x.shape[2]
+    H = h.shape[1]
     for t in range(active.shape[0]):
         M = active[t]
-        step_product(h, Wh_panels, rec, worker, workers, M)
+        first = offsets[t]
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
             for n in range(m0, min(m0 + MR_STEP, M)):
-                row = offsets[t] + n
+                x_rows[first + n] = x[n, t]
+        step_product_at(x_rows, first * D, D, D, Wx_panels, rec, worker, workers, M, False)
+        step_product_at(h, 0, H, H, Wh_panels, rec, worker, workers, M, True)
+        for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
+            for n in range(m0, min(m0 + MR_STEP, M)):
+                row = first + n
                 h_prev[row] = h[n]
-                lstm_cell(gates[row], rec[n], b, c[n], h[n], tanh_c[n])
+                lstm_cell(rec[n], b, gates[row], c[n], h[n], tanh_c[n])
                 c_hist[row] = c[n]
                 h_out[n, t] = h[n]
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def lstm_train_parallel(workers, Wh_panels, b, h, c, rec, gates, h_out, h_prev, c_hist,
-                        tanh_c, offsets, active):
+def lstm_train_parallel(workers, x, Wx_panels, Wh_panels, b, h, c, rec, x_rows, gates, h_out,
+                        h_prev, c_hist, tanh_c, offsets, active):
     """lstm_train_steps on ``workers`` numba threads (arguments as there)."""
     for worker in prange(workers):
-        lstm_train_steps(worker, workers, Wh_panels, b, h, c, rec, gates, h_out, h_prev,
-                         c_hist, tanh_c, offsets, active)
+        lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, rec, x_rows,
+                         gates, h_out, h_prev, c_hist, tanh_c, offsets, active)
 
 
 @njit(**JIT_OPTIONS)
-def lstm_infer_steps(worker, workers, t0, Wh_panels, b, h, c, rec, gates, tanh_c, h_out,
+def lstm_infer_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, rec, tanh_c, h_out,
                      active):
-    """Steps t0 .. t0 + S - 1 (or T) of the inference loop, for the worker's row tiles.
-    gates: (N * S, 4H) in: this chunk's x_t Wx (row (t - t0) * active[t0] + n)
+    """The inference time loop for the worker's row tiles: as lstm_train_steps, keeping
+    nothing but the output. x_t is read in place from x (row n at n * T * D + t * D) and the
+    gates are built in rec, so the working memory is O(N * H) whatever T is.
     tanh_c: (N, H) scratch; the rest as lstm_train_steps."""
-    N, T = h_out.shape[:2]
-    S = gates.shape[0] // N
-    M0 = active[t0]
-    for t in range(t0, min(t0 + S, T)):
+    N, T, D = x.shape
+    H = h.shape[1]
+    for t in range(T):
         M = active[t]
-        step_product(h, Wh_panels, rec, worker, workers, M)
+        step_product_at(x, t * D, T * D, D, Wx_panels, rec, worker, workers, M, False)
+        step_product_at(h, 0, H, H, Wh_panels, rec, worker, workers, M, True)
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
             for n in range(m0, min(m0 + MR_STEP, M)):
-                # The two pre-activation terms swapped: the gates are built in the scratch
-                # row (hot in cache) and the chunk's projection is only read, so its lines
-                # are never written back to memory (the sum is the same: a + r + b).
-                lstm_cell(rec[n], gates[(t - t0) * M0 + n], b, c[n], h[n], tanh_c[n])
+                lstm_cell(rec[n], b, rec[n], c[n], h[n], tanh_c[n])
                 h_out[n, t] = h[n]
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def lstm_infer_parallel(workers, t0, Wh_panels, b, h, c, rec, gates, tanh_c, h_out, active):
+def lstm_infer_parallel(workers, x, Wx_panels, Wh_panels, b, h, c, rec, tanh_c, h_out, active):
     """lstm_infer_steps on ``workers`` numba threads (arguments as there)."""
     for worker in prange(workers):
-        lstm_infer_steps(worker, workers, t0, Wh_panels, b, h, c, rec, gates, tanh_c, h_out,
+        lstm_infer_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, rec, tanh_c, h_out,
                          active)
 
 
 @njit(**JIT_OPTIONS)
-def lstm_train_small(x_rows, Wx, Wh, b, h, c, gates, h_out, h_prev, c_hist, offsets, active):
+def lstm_train_small(x, Wx, Wh, b, h, c, x_rows, gates, h_out, h_prev, c_hist, offsets,
+                     active):
     """The whole training forward on the calling thread in one call, for calls too small to
-    share out: the projection, Wh's panels and the time loop without the Python between
-    them (~4 us of a 28 us call at (50, 1, 32, 32)). Arguments as lstm_train_steps, with
-    x_rows: (R, D), Wx: (D, 4H), Wh: (H, 4H)."""
-    R = x_rows.shape[0]
-    G = gates.shape[1]
-    NR = panel_width(gates)
-    gemm_part(x_rows, Wx, np.empty(0, gates.dtype), gates, False, 0, R, 0, G)
-    rec = np.empty((h.shape[0], (G + NR - 1) // NR * NR), gates.dtype)
-    lstm_train_steps(0, 1, pack_panels(Wh), b, h, c, rec, gates, h_out, h_prev, c_hist,
-                     np.empty(c.shape, c.dtype), offsets, active)
+    share out: the weights' panels and the time loop without the Python between them.
+    Arguments as lstm_train_steps, with Wx: (D, 4H), Wh: (H, 4H)."""
+    lstm_train_steps(0, 1, x, pack_panels(Wx), pack_panels(Wh), b, h, c,
+                     step_scratch_like(h, gates.shape[1]), x_rows, gates, h_out, h_prev,
+                     c_hist, np.empty(c.shape, c.dtype), offsets, active)
 
 
 @njit(**JIT_OPTIONS)
-def lstm_infer_small(x, Wx, Wh, b, h, c, h_out, active, S):
-    """The whole inference forward on the calling thread in one call (see lstm_train_small),
-    the projection S steps at a time as in _core.chunked_inference."""
-    N, T, D = x.shape
-    G = Wx.shape[1]
-    NR = panel_width(h_out)
-    no_panels = np.empty(0, x.dtype)
-    Wx_panels = pack_panels(Wx) if S < T else no_panels
-    B = Wx if S == T else np.empty((0, 0), x.dtype)
-    x_chunk = np.empty((N * S, D), x.dtype)
-    gates = np.empty((N * S, G), x.dtype)
-    rec = np.empty((h.shape[0], (G + NR - 1) // NR * NR), x.dtype)
-    tanh_c = np.empty(c.shape, c.dtype)
-    Wh_panels = pack_panels(Wh)
-    for t0 in range(0, T, S):
-        M = active[t0]
-        if M == 0:
-            break
-        steps = min(S, T - t0)
-        gather_chunk(x, t0, steps, M, x_chunk)
-        gemm_part(x_chunk[:M * steps], B, Wx_panels, gates[:M * steps], False, 0, M * steps,
-                  0, G)
-        lstm_infer_steps(0, 1, t0, Wh_panels, b, h, c, rec, gates, tanh_c, h_out, active)
+def lstm_infer_small(x, Wx, Wh, b, h, c, h_out, active):
+    """The whole inference forward on the calling thread in one call (see
+    lstm_train_small)."""
+    lstm_infer_steps(0, 1, x, pack_panels(Wx), pack_panels(Wh), b, h, c,
+                     step_scratch_like(h, Wx.shape[1]), np.empty(c.shape, c.dtype), h_out,
+                     active)
 
 
 @njit(**JIT_OPTIONS)
