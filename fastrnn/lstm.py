@@ -8,6 +8,7 @@ c_t = f * c_{t-1} + i * g and h_t = o * tanh(c_t).
 import numpy as np
 
 from . import _validate as v
+from ._config import STREAM_MIN_BYTES
 from ._core import (BatchOrder, CellCache, check_backward_cache,
                     run_steps, state_grad, step_operand, step_scratch, weight_grads,
                     weight_panels)
@@ -92,16 +93,18 @@ def _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step):
     x, h0, c0, h, c, h_out = _start(x, h0, c0, order)
     # x_rows: x in packed rows for the backward's dWx, filled by the time loop as it goes.
     x_rows, gates, h_prev, c_hist = order.rows(dtype, D, 4 * H, H, H)
+    stream = order.real_steps * (D + 7 * H) * dtype.itemsize >= STREAM_MIN_BYTES
     if order.real_steps:
         with kernel_threads(N, T, D, H, 4) as threads:
             if threads == 1:
                 lstm_train_small(x, Wx, Wh, b, h, c, x_rows, gates, h_out, h_prev, c_hist,
-                                 order.offsets, order.active)
+                                 order.offsets, order.active, stream)
             else:
                 run_steps(lstm_train_steps, lstm_train_parallel, threads, order.active[0], x,
                           weight_panels(Wx), weight_panels(Wh), b, h, c,
                           step_scratch(N, 4 * H, dtype), x_rows, gates, h_out, h_prev,
-                          c_hist, np.empty((N, H), dtype), order.offsets, order.active)
+                          c_hist, np.empty((N, H), dtype), order.offsets, order.active,
+                          stream)
     cache = LSTMCache(x_rows=x_rows, h0=h0, c0=c0, Wx=Wx, Wh=Wh, gates=gates, h_prev=h_prev,
                       c_hist=c_hist, final_h=order.final(h), final_c=order.final(c),
                       order=order, is_step=is_step)

@@ -310,3 +310,25 @@ def test_cache_keeps_its_own_x_and_refers_to_the_weights(N):
         np.testing.assert_array_equal(got, expected)
     Wx += 1.0  # dx = da @ Wx.T reads the weights the caller passed
     assert not np.array_equal(fastrnn.lstm_backward(dh, cache)[0], want[0])
+
+
+@pytest.mark.parametrize("ragged", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_streamed_cache_writes_match_ordinary_ones(monkeypatch, dtype, ragged):
+    """Big forwards write their cache with non-temporal stores (kernels/stream.py): forced on
+    for a small call, with rows that start at every alignment (odd D and H), the outputs and
+    the cache the backward reads are the same bits, on the serial and the threaded path."""
+    import fastrnn.lstm
+    for N, T, D, H in ((3, 5, 7, 13), (37, 9, 41, 67)):
+        x, h0, c0, Wx, Wh, b = make_inputs(N, T, D, H, 4, dtype)
+        lengths = np.random.default_rng(5).integers(0, T + 1, N) if ragged else None
+        dh = upstream((N, T, H), dtype)
+        runs = []
+        for threshold in (1 << 62, 0):
+            monkeypatch.setattr(fastrnn.lstm, "STREAM_MIN_BYTES", threshold)
+            h, cache = fastrnn.lstm_forward(x, h0, Wx, Wh, b, c0=c0, lengths=lengths)
+            kept = [np.array(getattr(cache, name)) for name in
+                    ("x_rows", "gates", "h_prev", "c_hist", "final_h", "final_c")]
+            runs.append([h, *kept, *fastrnn.lstm_backward(dh, cache)])
+        for plain, streamed in zip(*runs):
+            np.testing.assert_array_equal(streamed, plain)
