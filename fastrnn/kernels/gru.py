@@ -15,6 +15,7 @@ from numba import njit, prange
 from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from ._math import one_of, sigmoid, tanh
 from .gemm import MR_STEP, step_product
+from .stream import copy_row
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -53,9 +54,9 @@ def gru_train_steps(worker, workers, Wh_panels, bx, bh, h, rec, gates, h_out, h_
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
             for n in range(m0, min(m0 + MR_STEP, M)):
                 row = offsets[t] + n
-                h_prev[row] = h[n]
+                copy_row(h_prev[row], h[n], False)
                 gru_cell(gates[row], rec[n], bx, bh, h[n], hn_hist[row])
-                h_out[n, t] = h[n]
+                copy_row(h_out[n, t], h[n], False)
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
@@ -80,7 +81,7 @@ def gru_infer_steps(worker, workers, t0, Wh_panels, bx, bh, h, rec, gates, hn, h
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
             for n in range(m0, min(m0 + MR_STEP, M)):
                 gru_cell(gates[(t - t0) * M0 + n], rec[n], bx, bh, h[n], hn[n])
-                h_out[n, t] = h[n]
+                copy_row(h_out[n, t], h[n], False)
 
 
 @njit(**PARALLEL_JIT_OPTIONS)

@@ -116,7 +116,7 @@ def lstm_infer_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, rec, tan
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
             for n in range(m0, min(m0 + MR_STEP, M)):
                 lstm_cell(rec[n], b, rec[n], c[n], h[n], tanh_c[n])
-                h_out[n, t] = h[n]
+                copy_row(h_out[n, t], h[n], False)
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
@@ -200,11 +200,11 @@ def lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_rows, c0, WhT
                     da_row[3 * H + j] = dc_row[j] * gate[j] * (one - g * g)
                 for j in range(H):
                     dc_row[j] *= gate[H + j]
-                da[row] = da_row
+                copy_row(da[row], da_row, False)
         step_product(da_step, WhT_panels, rec, worker, workers, M)
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
             for n in range(m0, min(m0 + MR_STEP, M)):
-                dh_next[n] = rec[n, :H]
+                copy_row(dh_next[n], rec[n, :H], False)
 
 
 @njit(**PARALLEL_JIT_OPTIONS)

@@ -11,6 +11,7 @@ from numba import njit, prange
 from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from ._math import one_of, tanh, zero_of
 from .gemm import MR_STEP, step_product
+from .stream import copy_row
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -44,10 +45,10 @@ def rnn_train_steps(worker, workers, Wh_panels, b, h, rec, proj, h_out, h_prev, 
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
             for n in range(m0, min(m0 + MR_STEP, M)):
                 row = offsets[t] + n
-                h_prev[row] = h[n]
+                copy_row(h_prev[row], h[n], False)
                 rnn_cell(proj[row], rec[n], b, h[n], relu)
-                h_rows[row] = h[n]
-                h_out[n, t] = h[n]
+                copy_row(h_rows[row], h[n], False)
+                copy_row(h_out[n, t], h[n], False)
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
@@ -72,7 +73,7 @@ def rnn_infer_steps(worker, workers, t0, Wh_panels, b, h, rec, proj, h_out, relu
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
             for n in range(m0, min(m0 + MR_STEP, M)):
                 rnn_cell(proj[(t - t0) * M0 + n], rec[n], b, h[n], relu)
-                h_out[n, t] = h[n]
+                copy_row(h_out[n, t], h[n], False)
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
@@ -111,11 +112,11 @@ def rnn_backward_steps(worker, workers, dh, h_rows, WhT_panels, dh_next, da, da_
                 else:
                     for j in range(H):
                         da_row[j] = (dh_t[j] + dh_row[j]) * (one - h_t[j] * h_t[j])
-                da[row] = da_row
+                copy_row(da[row], da_row, False)
         step_product(da_step, WhT_panels, rec, worker, workers, M)
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
             for n in range(m0, min(m0 + MR_STEP, M)):
-                dh_next[n] = rec[n, :H]
+                copy_row(dh_next[n], rec[n, :H], False)
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
