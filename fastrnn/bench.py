@@ -34,6 +34,8 @@ DEFAULT_GRU_SHAPES = [(50, 1, 32, 32), (100, 16, 64, 128)]
 SWEEP_T = [(T, 16, 64, 128) for T in (25, 50, 100, 200, 400)]
 SWEEP_H = [(50, 16, 64, H) for H in (32, 64, 128, 256, 512)]
 AGREEMENT = {"float64": 1e-9, "float32": 1e-4}
+# Pause between the NumPy timings and fastrnn's: OpenBLAS's spinning threads are asleep by then.
+SETTLE_SECONDS = 0.3
 
 
 @dataclass
@@ -244,24 +246,34 @@ def run_case(cell, shape, dtype, repeats, with_torch, log):
     # Ground truth: the reference in float64 on the same (dtype-rounded) inputs.
     truth = flatten(impls["reference"][1](p64))
     fwd_flops, fwdbwd_flops = flops(cell, T, N, D, H)
-    rows = []
     for name, (fwd, fwdbwd, infer) in impls.items():
-        log(f"  {cell} {shape} {dtype} {name} ...")
+        log(f"  {cell} {shape} {dtype} {name}: checking ...")
         inferred = infer(p)
         inferred = inferred[0] if isinstance(inferred, tuple) else inferred  # h
         err = max_rel_error(flatten(fwdbwd(p)) + [inferred], truth + truth[:1])
         if err > AGREEMENT[dtype]:
             raise SystemExit(f"MISMATCH: {name} {cell} {shape} {dtype}: max relative error "
                              f"{err:.2e} > {AGREEMENT[dtype]:.0e}; not reporting its times")
+        impls[name] += (err,)
+    # NumPy first (the reference, and the same-FLOP product): OpenBLAS's threads spin for a
+    # while after each product and slowed the next fastrnn calls 2-7x here, so the others
+    # are timed after they have gone to sleep.
+    order = ["reference"] + [name for name in impls if name != "reference"]
+    product, _ = product_gflops(T * N, D + H, GATES[cell] * H, dtype, repeats)
+    rows = {}
+    for name in order:
+        fwd, fwdbwd, infer, err = impls[name]
+        if name == "fastrnn":
+            time.sleep(SETTLE_SECONDS)
+        log(f"  {cell} {shape} {dtype} {name}: timing ...")
         fwd_ms, fwd_spread = time_call(lambda: fwd(p), repeats)
         infer_ms, infer_spread = ((fwd_ms, fwd_spread) if infer is fwd
                                   else time_call(lambda: infer(p), repeats))
         fb_ms, fb_spread = time_call(lambda: fwdbwd(p), repeats)
-        rows.append(Row(cell, T, N, D, H, dtype, name, fwd_ms, fwd_spread, fb_ms, fb_spread,
-                        fwd_flops / fwd_ms / 1e6, fwdbwd_flops / fb_ms / 1e6, float("nan"), err,
-                        infer_ms, infer_spread))
-    # The same-FLOP single product, timed last (NumPy's BLAS threads spin for a while after).
-    product, _ = product_gflops(T * N, D + H, GATES[cell] * H, dtype, repeats)
+        rows[name] = Row(cell, T, N, D, H, dtype, name, fwd_ms, fwd_spread, fb_ms, fb_spread,
+                         fwd_flops / fwd_ms / 1e6, fwdbwd_flops / fb_ms / 1e6, float("nan"),
+                         err, infer_ms, infer_spread)
+    rows = [rows[name] for name in impls]  # fastrnn first in the table
     fast = rows[0]
     for r in rows:
         r.fwd_peak_fraction = r.fwd_gflops / product
