@@ -62,10 +62,6 @@ PARALLEL_JIT_OPTIONS = dict(JIT_OPTIONS, parallel=True)
 # (50, 8, 32, 32), 6.6 MFLOP: 98 / 197 vs 63 / 125 us.
 PARALLEL_MIN_FLOPS = 4_000_000
 
-# Time steps whose input projection the cache-free inference path computes at once; bounds
-# its working memory to O(N * INFERENCE_CHUNK * 4H) whatever T is.
-INFERENCE_CHUNK = 32
-
 # The training forward writes its cache with non-temporal stores (kernels/stream.py) when
 # it writes at least this many bytes: rows that big would not stay in the caches anyway.
 # Measured here, float32 LSTM, forward / forward+backward ms, streamed vs ordinary stores:

@@ -5,9 +5,9 @@ import functools
 
 import numpy as np
 
-from . import _memory
+from . import _config, _memory
 from . import _validate as v
-from .kernels.common import column_sums_parallel, column_sums_part, gather_chunk
+from .kernels.common import column_sums_parallel, column_sums_part
 from .kernels.gemm import (gemm_parallel, gemm_part, gemm_worker_count, pack_panels,
                            padded_columns, padded_rows, worker_count)
 
@@ -55,17 +55,6 @@ class BatchOrder:
         """(T, N) mask: sequence n runs at step t."""
         N, T = self.shape
         return np.arange(N)[None, :] < self.active[:, None]
-
-    def pack(self, a):
-        """(N, T, F) in kernel order -> (R, F) packed rows, time-major (always a copy, so the
-        cache's inputs never change under it)."""
-        N, T = self.shape
-        steps_first = a.transpose(1, 0, 2)
-        if not self.ragged:
-            rows = _memory.empty((T, N, a.shape[2]), a.dtype)
-            rows[...] = steps_first
-            return rows.reshape(N * T, a.shape[2])
-        return steps_first[self._running()]
 
     def unpack(self, rows):
         """(R, F) packed rows -> (N, T, F) C-contiguous in kernel order, zeros past each
@@ -213,23 +202,10 @@ def run_steps(steps, parallel, threads, rows, *args):
         parallel(workers, *args)
 
 
-def chunked_inference(x, Wx, gates, threads, order, run_chunk):
-    """The inference forward's outer loop: the input projection INFERENCE_CHUNK steps at a
-    time (bounded working memory: gates is (N * S, G)), then run_chunk(t0) for the steps.
-    x: (N, T, D) in kernel order; Wx: (D, G)."""
-    N, T, D = x.shape
-    S = gates.shape[0] // N
-    # Packed once for all chunks; a single chunk packs its own, as any product does.
-    Wx_panels = pack_panels(Wx) if S < T else None
-    x_chunk = np.empty((N * S, D), x.dtype)
-    for t0 in range(0, T, S):
-        M = int(order.active[t0])
-        if M == 0:
-            break
-        steps = min(S, T - t0)
-        gather_chunk(x, t0, steps, M, x_chunk)
-        matmul(x_chunk[:M * steps], Wx, gates[:M * steps], threads, B_panels=Wx_panels)
-        run_chunk(t0)
+def streamed(order, dtype, width):
+    """Whether a training forward writing ``width`` values per real step (its cache rows and
+    h) writes them with non-temporal stores (kernels/stream.py): from STREAM_MIN_BYTES."""
+    return order.real_steps * width * np.dtype(dtype).itemsize >= _config.STREAM_MIN_BYTES
 
 
 def column_sums(a, out, threads):

@@ -12,9 +12,8 @@ bh = bias_hh_l0.
 import numpy as np
 
 from . import _validate as v
-from ._config import INFERENCE_CHUNK
-from ._core import (BatchOrder, CellCache, check_backward_cache, chunked_inference, matmul,
-                    run_steps, state_grad, step_operand, step_scratch, weight_grads,
+from ._core import (BatchOrder, CellCache, check_backward_cache,
+                    run_steps, state_grad, step_operand, step_scratch, streamed, weight_grads,
                     weight_panels)
 from ._threads import kernel_threads
 from .kernels.gru import (gru_backward_parallel, gru_backward_steps, gru_infer_parallel,
@@ -49,14 +48,11 @@ def _forward_infer(x, h0, Wx, Wh, bx, bh, order):
     dtype = x.dtype
     x, h0, h, h_out = order.start(x, h0)
     if order.real_steps:
-        gates = np.empty((N * min(T, INFERENCE_CHUNK), 3 * H), dtype)
-        Wh_panels, rec = weight_panels(Wh), step_scratch(N, 3 * H, dtype)
-        hn = np.empty((N, H), dtype)
         with kernel_threads(N, T, D, H, 3) as threads:
-            def run_chunk(t0):
-                run_steps(gru_infer_steps, gru_infer_parallel, threads, order.active[t0], t0,
-                          Wh_panels, bx, bh, h, rec, gates, hn, h_out, order.active)
-            chunked_inference(x, Wx, gates, threads, order, run_chunk)
+            run_steps(gru_infer_steps, gru_infer_parallel, threads, order.active[0], x,
+                      weight_panels(Wx), weight_panels(Wh), bx, bh, h,
+                      step_scratch(N, 3 * H, dtype), step_scratch(N, 3 * H, dtype),
+                      np.empty((N, H), dtype), h_out, order.active)
     return order.unsort(h_out), order.final(h)
 
 
@@ -84,14 +80,15 @@ def _forward_with_cache(x, h0, Wx, Wh, bx, bh, order, is_step):
     H = h0.shape[1]
     dtype = x.dtype
     x, h0, h, h_out = order.start(x, h0)
-    x_rows = order.pack(x)
-    gates, h_prev, hn_hist = order.rows(dtype, 3 * H, H, H)
+    # x_rows: x in packed rows for the backward's dWx, filled by the time loop as it goes.
+    x_rows, gates, h_prev, hn_hist = order.rows(dtype, D, 3 * H, H, H)
     if order.real_steps:
         with kernel_threads(N, T, D, H, 3) as threads:
-            matmul(x_rows, Wx, gates, threads)
-            run_steps(gru_train_steps, gru_train_parallel, threads, order.active[0],
-                      weight_panels(Wh), bx, bh, h, step_scratch(N, 3 * H, dtype), gates, h_out,
-                      h_prev, hn_hist, order.offsets, order.active)
+            run_steps(gru_train_steps, gru_train_parallel, threads, order.active[0], x,
+                      weight_panels(Wx), weight_panels(Wh), bx, bh, h,
+                      step_scratch(N, 3 * H, dtype), step_scratch(N, 3 * H, dtype),
+                      np.empty((N, H), dtype), x_rows, gates, h_out, h_prev, hn_hist,
+                      order.offsets, order.active, streamed(order, dtype, D + 6 * H))
     cache = GRUCache(x_rows=x_rows, h0=h0, Wx=Wx, Wh=Wh, gates=gates, hn_hist=hn_hist,
                      h_prev=h_prev, final_h=order.final(h), order=order, is_step=is_step)
     return order.unsort(h_out), cache

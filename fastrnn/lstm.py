@@ -8,9 +8,8 @@ c_t = f * c_{t-1} + i * g and h_t = o * tanh(c_t).
 import numpy as np
 
 from . import _validate as v
-from ._config import STREAM_MIN_BYTES
 from ._core import (BatchOrder, CellCache, check_backward_cache,
-                    run_steps, state_grad, step_operand, step_scratch, weight_grads,
+                    run_steps, state_grad, step_operand, step_scratch, streamed, weight_grads,
                     weight_panels)
 from ._threads import kernel_threads
 from .kernels.lstm import (lstm_backward_parallel, lstm_backward_steps, lstm_infer_parallel,
@@ -93,7 +92,7 @@ def _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step):
     x, h0, c0, h, c, h_out = _start(x, h0, c0, order)
     # x_rows: x in packed rows for the backward's dWx, filled by the time loop as it goes.
     x_rows, gates, h_prev, c_hist = order.rows(dtype, D, 4 * H, H, H)
-    stream = order.real_steps * (D + 7 * H) * dtype.itemsize >= STREAM_MIN_BYTES
+    stream = streamed(order, dtype, D + 7 * H)
     if order.real_steps:
         with kernel_threads(N, T, D, H, 4) as threads:
             if threads == 1:

@@ -7,9 +7,8 @@ The relu derivative at exactly 0 is taken as 0.
 import numpy as np
 
 from . import _validate as v
-from ._config import INFERENCE_CHUNK
-from ._core import (BatchOrder, CellCache, check_backward_cache, chunked_inference, matmul,
-                    run_steps, state_grad, step_operand, step_scratch, weight_grads,
+from ._core import (BatchOrder, CellCache, check_backward_cache,
+                    run_steps, state_grad, step_operand, step_scratch, streamed, weight_grads,
                     weight_panels)
 from ._threads import kernel_threads
 from .kernels.rnn import (rnn_backward_parallel, rnn_backward_steps, rnn_infer_parallel,
@@ -36,13 +35,10 @@ def _forward_infer(x, h0, Wx, Wh, b, order, relu):
     dtype = x.dtype
     x, h0, h, h_out = order.start(x, h0)
     if order.real_steps:
-        proj = np.empty((N * min(T, INFERENCE_CHUNK), H), dtype)
-        Wh_panels, rec = weight_panels(Wh), step_scratch(N, H, dtype)
         with kernel_threads(N, T, D, H, 1) as threads:
-            def run_chunk(t0):
-                run_steps(rnn_infer_steps, rnn_infer_parallel, threads, order.active[t0], t0,
-                          Wh_panels, b, h, rec, proj, h_out, relu, order.active)
-            chunked_inference(x, Wx, proj, threads, order, run_chunk)
+            run_steps(rnn_infer_steps, rnn_infer_parallel, threads, order.active[0], x,
+                      weight_panels(Wx), weight_panels(Wh), b, h, step_scratch(N, H, dtype),
+                      h_out, relu, order.active)
     return order.unsort(h_out), order.final(h)
 
 
@@ -75,15 +71,14 @@ def _forward_with_cache(x, h0, Wx, Wh, b, order, nonlinearity, is_step):
     dtype = x.dtype
     relu = nonlinearity == "relu"
     x, h0, h, h_out = order.start(x, h0)
-    x_rows = order.pack(x)
-    h_prev, h_rows = order.rows(dtype, H, H)
+    # x_rows: x in packed rows for the backward's dWx, filled by the time loop as it goes.
+    x_rows, h_prev, h_rows = order.rows(dtype, D, H, H)
     if order.real_steps:
-        proj = order.rows(dtype, H)
         with kernel_threads(N, T, D, H, 1) as threads:
-            matmul(x_rows, Wx, proj, threads)
-            run_steps(rnn_train_steps, rnn_train_parallel, threads, order.active[0],
-                      weight_panels(Wh), b, h, step_scratch(N, H, dtype), proj, h_out, h_prev,
-                      h_rows, relu, order.offsets, order.active)
+            run_steps(rnn_train_steps, rnn_train_parallel, threads, order.active[0], x,
+                      weight_panels(Wx), weight_panels(Wh), b, h, step_scratch(N, H, dtype),
+                      x_rows, h_out, h_prev, h_rows, relu, order.offsets, order.active,
+                      streamed(order, dtype, D + 3 * H))
     cache = RNNCache(x_rows=x_rows, h0=h0, Wx=Wx, Wh=Wh, h_prev=h_prev, h_rows=h_rows,
                      final_h=order.final(h), relu=relu, order=order, is_step=is_step)
     return order.unsort(h_out), cache

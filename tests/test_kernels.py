@@ -8,13 +8,11 @@ from hypothesis import strategies as st
 
 import fastrnn
 from fastrnn import reference
-from fastrnn._config import INFERENCE_CHUNK
 from cells import CELLS
 from helpers import assert_close, assert_gradients, make_inputs, numerical_gradient, upstream
 
-# (N, T, D, H): ones, primes, non-powers of two; the last ones take the threaded path (row
-# tiles over workers, partial tiles and panels) and, for inference, more than one projection
-# chunk with a partial last one.
+# (N, T, D, H): ones, primes, non-powers of two, partial row tiles and panels, a long
+# sequence. (The threaded path has its own tests below, with enough work to take it.)
 SHAPES = [
     (1, 1, 1, 1),
     (1, 7, 3, 5),
@@ -24,7 +22,7 @@ SHAPES = [
     (4, 6, 9, 3),
     (1, 50, 32, 32),
     (7, 13, 17, 37),
-    (3, INFERENCE_CHUNK * 2 + 5, 6, 11),
+    (3, 69, 6, 11),
 ]
 DTYPES = [np.float64, np.float32]
 
@@ -98,7 +96,7 @@ def test_gradients_match_finite_differences(cell, mod, shape):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
-@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (5, 11, 7, 13), (3, 2 * INFERENCE_CHUNK + 5, 6, 11)],
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (5, 11, 7, 13), (3, 69, 6, 11)],
                          ids=lambda s: "N{}T{}D{}H{}".format(*s))
 @pytest.mark.parametrize("cell", CELLS, ids=lambda c: c.name)
 def test_inference_matches_forward(cell, shape, dtype):
@@ -314,21 +312,25 @@ def test_cache_keeps_its_own_x_and_refers_to_the_weights(N):
 
 @pytest.mark.parametrize("ragged", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
-def test_streamed_cache_writes_match_ordinary_ones(monkeypatch, dtype, ragged):
+@pytest.mark.parametrize("cell", CELLS, ids=lambda c: c.name)
+def test_streamed_cache_writes_match_ordinary_ones(monkeypatch, cell, dtype, ragged):
     """Big forwards write their cache with non-temporal stores (kernels/stream.py): forced on
-    for a small call, with rows that start at every alignment (odd D and H), the outputs and
-    the cache the backward reads are the same bits, on the serial and the threaded path."""
-    import fastrnn.lstm
+    for small calls, with rows that start at every alignment (odd D and H), the outputs, the
+    cache the backward reads and the gradients are the same bits, on the serial and the
+    threaded path."""
+    import fastrnn._config
     for N, T, D, H in ((3, 5, 7, 13), (37, 9, 41, 67)):
-        x, h0, c0, Wx, Wh, b = make_inputs(N, T, D, H, 4, dtype)
+        p = cell.params(*make_inputs(N, T, D, H, cell.gates, dtype))
         lengths = np.random.default_rng(5).integers(0, T + 1, N) if ragged else None
         dh = upstream((N, T, H), dtype)
+        dstates = tuple(upstream((N, H), dtype, 2 + k) for k in range(len(cell.state_names)))
         runs = []
         for threshold in (1 << 62, 0):
-            monkeypatch.setattr(fastrnn.lstm, "STREAM_MIN_BYTES", threshold)
-            h, cache = fastrnn.lstm_forward(x, h0, Wx, Wh, b, c0=c0, lengths=lengths)
-            kept = [np.array(getattr(cache, name)) for name in
-                    ("x_rows", "gates", "h_prev", "c_hist", "final_h", "final_c")]
-            runs.append([h, *kept, *fastrnn.lstm_backward(dh, cache)])
+            monkeypatch.setattr(fastrnn._config, "STREAM_MIN_BYTES", threshold)
+            h, states, cache = cell.forward(fastrnn, p, lengths)
+            kept = [np.array(getattr(cache, name)) for name in cache.__slots__
+                    if isinstance(getattr(cache, name), np.ndarray)]
+            runs.append([h, *states, *kept, *cell.backward(fastrnn, dh, dstates, cache).values()])
+        assert len(runs[0]) == len(runs[1]) > 6
         for plain, streamed in zip(*runs):
             np.testing.assert_array_equal(streamed, plain)

@@ -1,4 +1,4 @@
-"""Kernels shared by the cells: gathering an inference chunk's inputs, the bias gradients.
+"""Kernels shared by the cells: the bias gradients.
 
 Kernels trust their inputs: the API layer has checked shapes and made every array
 C-contiguous and of one float dtype.
@@ -10,22 +10,11 @@ PyTorch's PackedSequence: step t of sequence n is row ``offsets[t] + n`` of an (
 array, R the sum of the lengths, offsets[t] the number of real steps before t. No memory
 or work goes to padding, and the rows one step reads are adjacent: with sequence-major
 rows the cell loop missed the caches on every row and two threads ran no faster than one.
-Inference chunks of S steps use the same order: row ``(t - t0) * active[t0] + n``.
 """
 
 from numba import njit, prange
 
 from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
-
-
-@njit(**JIT_OPTIONS)
-def gather_chunk(x, t0, S, M, x_chunk):
-    """x_chunk[s * M + n] = x[n, t0 + s] for the S steps of the inference chunk starting at
-    t0 and the M sequences running at t0: the rows of the chunk's input projection,
-    time-major. x: (N, T, D); x_chunk: (>= M * S, D)."""
-    for s in range(S):
-        for n in range(M):
-            x_chunk[s * M + n] = x[n, t0 + s]
 
 
 @njit(**JIT_OPTIONS)

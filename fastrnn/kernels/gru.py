@@ -1,8 +1,8 @@
 """Fused GRU time loops (forward for training and for inference, backward), compiled
 with numba. PyTorch's semantics.
 
-N batch, T time, D input, H hidden, R real steps (packed rows, see kernels/common.py),
-S steps per inference projection chunk; gates packed r, z, n along the 3H axis:
+N batch, T time, D input, H hidden, R real steps (packed rows, see kernels/common.py);
+gates packed r, z, n along the 3H axis:
   r = sigmoid(x Wx_r + bx_r + h Wh_r + bh_r)
   z = sigmoid(x Wx_z + bx_z + h Wh_z + bh_z)
   n = tanh(x Wx_n + bx_n + r * (h Wh_n + bh_n))
@@ -14,8 +14,8 @@ from numba import njit, prange
 
 from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from ._math import one_of, sigmoid, tanh
-from .gemm import MR_STEP, step_product
-from .stream import copy_row
+from .gemm import MR_STEP, step_product, step_product_at
+from .stream import copy_row, store_fence
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -36,60 +36,78 @@ def gru_cell(a, r, bx, bh, h, hn):
         h[j] = a[2 * H + j] + a[H + j] * (h[j] - a[2 * H + j])
 
 
+@njit(inline="always", **JIT_OPTIONS)
+def gru_products(x, t, h, Wx_panels, Wh_panels, xrec, rec, worker, workers, M):
+    """The step's two products for the worker's row tiles: xrec = x_t Wx, rec = h_{t-1} Wh
+    (kept apart: the n gate scales only the recurrent part by r)."""
+    N, T, D = x.shape
+    H = h.shape[1]
+    step_product_at(x, t * D, T * D, D, Wx_panels, xrec, worker, workers, M, False)
+    step_product_at(h, 0, H, H, Wh_panels, rec, worker, workers, M, False)
+
+
 @njit(**JIT_OPTIONS)
-def gru_train_steps(worker, workers, Wh_panels, bx, bh, h, rec, gates, h_out, h_prev, hn_hist,
-                    offsets, active):
+def gru_train_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, xrec, rec, hn, x_rows,
+                    gates, h_out, h_prev, hn_hist, offsets, active, stream):
     """The training time loop for the row tiles worker, worker + workers, ...
 
-    Wh_panels: pack_panels(Wh); bx, bh: (3H,)
+    x: (N, T, D); Wx_panels, Wh_panels: pack_panels(Wx), pack_panels(Wh); bx, bh: (3H,)
     h: (N rounded up to MR_STEP, H) in: initial state; out: final state
-    rec: (rows of h, 3H rounded up to a panel) scratch for h @ Wh
-    gates: (R, 3H) in: x_t Wx; out: r, z, n. Packed rows out: h_prev (R, H); hn_hist (R, H)
+    xrec, rec: (rows of h, 3H rounded up to a panel) scratch for x_t Wx and h_{t-1} Wh;
+    hn: (N, H) scratch
+    packed rows out: x_rows (R, D) x_t; gates (R, 3H) r, z, n; h_prev (R, H) h_{t-1};
+        hn_hist (R, H) h_{t-1} Wh_n + bh_n
     h_out: (N, T, H) out: h_t of every real step (padding is not written)
     offsets, active: see kernels/common.py
+    stream: non-temporal stores for the packed rows and h_out (kernels/stream.py)
     """
+    G = gates.shape[1]
     for t in range(active.shape[0]):
         M = active[t]
-        step_product(h, Wh_panels, rec, worker, workers, M)
+        gru_products(x, t, h, Wx_panels, Wh_panels, xrec, rec, worker, workers, M)
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
             for n in range(m0, min(m0 + MR_STEP, M)):
                 row = offsets[t] + n
-                copy_row(h_prev[row], h[n], False)
-                gru_cell(gates[row], rec[n], bx, bh, h[n], hn_hist[row])
-                copy_row(h_out[n, t], h[n], False)
+                copy_row(x_rows[row], x[n, t], stream)
+                copy_row(h_prev[row], h[n], stream)
+                gru_cell(xrec[n], rec[n], bx, bh, h[n], hn[n])
+                copy_row(gates[row], xrec[n, :G], stream)
+                copy_row(hn_hist[row], hn[n], stream)
+                copy_row(h_out[n, t], h[n], stream)
+    if stream:
+        store_fence()
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def gru_train_parallel(workers, Wh_panels, bx, bh, h, rec, gates, h_out, h_prev, hn_hist,
-                       offsets, active):
+def gru_train_parallel(workers, x, Wx_panels, Wh_panels, bx, bh, h, xrec, rec, hn, x_rows,
+                       gates, h_out, h_prev, hn_hist, offsets, active, stream):
     """gru_train_steps on ``workers`` numba threads (arguments as there)."""
     for worker in prange(workers):
-        gru_train_steps(worker, workers, Wh_panels, bx, bh, h, rec, gates, h_out, h_prev,
-                        hn_hist, offsets, active)
+        gru_train_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, xrec, rec, hn,
+                        x_rows, gates, h_out, h_prev, hn_hist, offsets, active, stream)
 
 
 @njit(**JIT_OPTIONS)
-def gru_infer_steps(worker, workers, t0, Wh_panels, bx, bh, h, rec, gates, hn, h_out, active):
-    """Steps t0 .. t0 + S - 1 (or T) of the inference loop, for the worker's row tiles.
-    gates: (N * S, 3H) this chunk's x_t Wx; hn: (N, H) scratch; the rest as gru_train_steps."""
-    N, T = h_out.shape[:2]
-    S = gates.shape[0] // N
-    M0 = active[t0]
-    for t in range(t0, min(t0 + S, T)):
+def gru_infer_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, xrec, rec, hn, h_out,
+                    active):
+    """The inference time loop for the worker's row tiles: as gru_train_steps, keeping
+    nothing but the output (working memory O(N * H))."""
+    for t in range(active.shape[0]):
         M = active[t]
-        step_product(h, Wh_panels, rec, worker, workers, M)
+        gru_products(x, t, h, Wx_panels, Wh_panels, xrec, rec, worker, workers, M)
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
             for n in range(m0, min(m0 + MR_STEP, M)):
-                gru_cell(gates[(t - t0) * M0 + n], rec[n], bx, bh, h[n], hn[n])
+                gru_cell(xrec[n], rec[n], bx, bh, h[n], hn[n])
                 copy_row(h_out[n, t], h[n], False)
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def gru_infer_parallel(workers, t0, Wh_panels, bx, bh, h, rec, gates, hn, h_out, active):
+def gru_infer_parallel(workers, x, Wx_panels, Wh_panels, bx, bh, h, xrec, rec, hn, h_out,
+                       active):
     """gru_infer_steps on ``workers`` numba threads (arguments as there)."""
     for worker in prange(workers):
-        gru_infer_steps(worker, workers, t0, Wh_panels, bx, bh, h, rec, gates, hn, h_out,
-                        active)
+        gru_infer_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, xrec, rec, hn,
+                        h_out, active)
 
 
 @njit(**JIT_OPTIONS)
