@@ -146,7 +146,7 @@ def step_operand(N, width, dtype):
 
 def weight_panels(W, transpose=False):
     """A weight matrix W (or W.T) packed in the micro-kernel's column panels
-    (kernels/gemm.pack_panels): Wh for the per-step products, Wx for inference's chunks."""
+    (kernels/gemm.pack_panels), the operand of the time loops' per-step products."""
     return pack_panels(W.T if transpose else W)
 
 
@@ -239,7 +239,7 @@ def weight_grads(da_x, x_rows, h_prev, Wx, order, threads, da_h=None):
     db_x = np.zeros(G, dtype)
     db_h = np.zeros(G if da_h is not None else 0, dtype)
     if order.real_steps:
-        # Wx.T copied (D x G, small) so this product shares the projection's compiled code.
+        # Wx.T copied (D x G, small): the GEMM then packs it from contiguous rows.
         matmul(da_x, np.ascontiguousarray(Wx.T), dx_rows, threads)
         matmul(x_rows.T, da_x, dWx, threads)
         matmul(h_prev.T, da_x if da_h is None else da_h, dWh, threads)
