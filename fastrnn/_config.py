@@ -68,3 +68,8 @@ PARALLEL_MIN_FLOPS = 4_000_000
 # 6 MB (100, 16, 64, 128): 0.84 / 3.18 vs 0.85 / 3.00; 12 MB (100, 32, 128, 128):
 # 2.10 / 8.32 vs 2.34 / 8.43; 50 MB (100, 64, 256, 256): 15.8 / 55.7 vs 16.7 / 55.8.
 STREAM_MIN_BYTES = 8 << 20
+
+# The time loops project the inputs of S steps at a time (_core.chunk_steps): S grows until
+# each worker streams at most this many bytes of Wx per step and row, up to MAX_CHUNK_STEPS.
+CHUNK_BYTES_PER_ROW = 32 << 10
+MAX_CHUNK_STEPS = 32

@@ -12,7 +12,7 @@ bh = bias_hh_l0.
 import numpy as np
 
 from . import _validate as v
-from ._core import (BatchOrder, CellCache, check_backward_cache,
+from ._core import (BatchOrder, CellCache, check_backward_cache, chunk_scratch, chunk_steps,
                     run_steps, state_grad, step_operand, step_scratch, streamed, weight_grads,
                     weight_panels)
 from ._threads import kernel_threads
@@ -49,9 +49,10 @@ def _forward_infer(x, h0, Wx, Wh, bx, bh, order):
     x, h0, h, h_out = order.start(x, h0)
     if order.real_steps:
         with kernel_threads(N, T, D, H, 3) as threads:
+            S = chunk_steps(order, D, 3 * H, dtype, threads)
             run_steps(gru_infer_steps, gru_infer_parallel, threads, order.active[0], x,
                       weight_panels(Wx), weight_panels(Wh), bx, bh, h,
-                      step_scratch(N, 3 * H, dtype), step_scratch(N, 3 * H, dtype),
+                      chunk_scratch(S, N, 3 * H, dtype), step_scratch(N, 3 * H, dtype),
                       np.empty((N, H), dtype), h_out, order.active)
     return order.unsort(h_out), order.final(h)
 
@@ -84,9 +85,10 @@ def _forward_with_cache(x, h0, Wx, Wh, bx, bh, order, is_step):
     x_rows, gates, h_prev, hn_hist = order.rows(dtype, D, 3 * H, H, H)
     if order.real_steps:
         with kernel_threads(N, T, D, H, 3) as threads:
+            S = chunk_steps(order, D, 3 * H, dtype, threads)
             run_steps(gru_train_steps, gru_train_parallel, threads, order.active[0], x,
                       weight_panels(Wx), weight_panels(Wh), bx, bh, h,
-                      step_scratch(N, 3 * H, dtype), step_scratch(N, 3 * H, dtype),
+                      chunk_scratch(S, N, 3 * H, dtype), step_scratch(N, 3 * H, dtype),
                       np.empty((N, H), dtype), x_rows, gates, h_out, h_prev, hn_hist,
                       order.offsets, order.active, streamed(order, dtype, D + 6 * H))
     cache = GRUCache(x_rows=x_rows, h0=h0, Wx=Wx, Wh=Wh, gates=gates, hn_hist=hn_hist,

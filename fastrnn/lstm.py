@@ -8,7 +8,7 @@ c_t = f * c_{t-1} + i * g and h_t = o * tanh(c_t).
 import numpy as np
 
 from . import _validate as v
-from ._core import (BatchOrder, CellCache, check_backward_cache,
+from ._core import (BatchOrder, CellCache, check_backward_cache, chunk_scratch, chunk_steps,
                     run_steps, state_grad, step_operand, step_scratch, streamed, weight_grads,
                     weight_panels)
 from ._threads import kernel_threads
@@ -48,13 +48,14 @@ def _forward_infer(x, h0, c0, Wx, Wh, b, order):
     x, h0, c0, h, c, h_out = _start(x, h0, c0, order)
     if order.real_steps:
         with kernel_threads(N, T, D, H, 4) as threads:
+            S = chunk_steps(order, D, 4 * H, dtype, threads)
             if threads == 1:
-                lstm_infer_small(x, Wx, Wh, b, h, c, h_out, order.active)
+                lstm_infer_small(x, Wx, Wh, b, h, c, S, h_out, order.active)
             else:
                 run_steps(lstm_infer_steps, lstm_infer_parallel, threads, order.active[0], x,
                           weight_panels(Wx), weight_panels(Wh), b, h, c,
-                          step_scratch(N, 4 * H, dtype), np.empty((N, H), dtype), h_out,
-                          order.active)
+                          chunk_scratch(S, N, 4 * H, dtype), step_scratch(N, 4 * H, dtype),
+                          np.empty((N, H), dtype), h_out, order.active)
     return order.unsort(h_out), order.final(h), order.final(c)
 
 
@@ -95,15 +96,16 @@ def _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step):
     stream = streamed(order, dtype, D + 7 * H)
     if order.real_steps:
         with kernel_threads(N, T, D, H, 4) as threads:
+            S = chunk_steps(order, D, 4 * H, dtype, threads)
             if threads == 1:
-                lstm_train_small(x, Wx, Wh, b, h, c, x_rows, gates, h_out, h_prev, c_hist,
+                lstm_train_small(x, Wx, Wh, b, h, c, S, x_rows, gates, h_out, h_prev, c_hist,
                                  order.offsets, order.active, stream)
             else:
                 run_steps(lstm_train_steps, lstm_train_parallel, threads, order.active[0], x,
                           weight_panels(Wx), weight_panels(Wh), b, h, c,
-                          step_scratch(N, 4 * H, dtype), x_rows, gates, h_out, h_prev,
-                          c_hist, np.empty((N, H), dtype), order.offsets, order.active,
-                          stream)
+                          chunk_scratch(S, N, 4 * H, dtype), step_scratch(N, 4 * H, dtype),
+                          x_rows, gates, h_out, h_prev, c_hist, np.empty((N, H), dtype),
+                          order.offsets, order.active, stream)
     cache = LSTMCache(x_rows=x_rows, h0=h0, c0=c0, Wx=Wx, Wh=Wh, gates=gates, h_prev=h_prev,
                       c_hist=c_hist, final_h=order.final(h), final_c=order.final(c),
                       order=order, is_step=is_step)

@@ -7,7 +7,7 @@ The relu derivative at exactly 0 is taken as 0.
 import numpy as np
 
 from . import _validate as v
-from ._core import (BatchOrder, CellCache, check_backward_cache,
+from ._core import (BatchOrder, CellCache, check_backward_cache, chunk_scratch, chunk_steps,
                     run_steps, state_grad, step_operand, step_scratch, streamed, weight_grads,
                     weight_panels)
 from ._threads import kernel_threads
@@ -36,9 +36,10 @@ def _forward_infer(x, h0, Wx, Wh, b, order, relu):
     x, h0, h, h_out = order.start(x, h0)
     if order.real_steps:
         with kernel_threads(N, T, D, H, 1) as threads:
+            S = chunk_steps(order, D, H, dtype, threads)
             run_steps(rnn_infer_steps, rnn_infer_parallel, threads, order.active[0], x,
-                      weight_panels(Wx), weight_panels(Wh), b, h, step_scratch(N, H, dtype),
-                      h_out, relu, order.active)
+                      weight_panels(Wx), weight_panels(Wh), b, h, chunk_scratch(S, N, H, dtype),
+                      step_scratch(N, H, dtype), h_out, relu, order.active)
     return order.unsort(h_out), order.final(h)
 
 
@@ -75,10 +76,11 @@ def _forward_with_cache(x, h0, Wx, Wh, b, order, nonlinearity, is_step):
     x_rows, h_prev, h_rows = order.rows(dtype, D, H, H)
     if order.real_steps:
         with kernel_threads(N, T, D, H, 1) as threads:
+            S = chunk_steps(order, D, H, dtype, threads)
             run_steps(rnn_train_steps, rnn_train_parallel, threads, order.active[0], x,
-                      weight_panels(Wx), weight_panels(Wh), b, h, step_scratch(N, H, dtype),
-                      x_rows, h_out, h_prev, h_rows, relu, order.offsets, order.active,
-                      streamed(order, dtype, D + 3 * H))
+                      weight_panels(Wx), weight_panels(Wh), b, h, chunk_scratch(S, N, H, dtype),
+                      step_scratch(N, H, dtype), x_rows, h_out, h_prev, h_rows, relu,
+                      order.offsets, order.active, streamed(order, dtype, D + 3 * H))
     cache = RNNCache(x_rows=x_rows, h0=h0, Wx=Wx, Wh=Wh, h_prev=h_prev, h_rows=h_rows,
                      final_h=order.final(h), relu=relu, order=order, is_step=is_step)
     return order.unsort(h_out), cache

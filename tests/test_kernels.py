@@ -334,3 +334,28 @@ def test_streamed_cache_writes_match_ordinary_ones(monkeypatch, cell, dtype, rag
         assert len(runs[0]) == len(runs[1]) > 6
         for plain, streamed in zip(*runs):
             np.testing.assert_array_equal(streamed, plain)
+
+
+@pytest.mark.parametrize("ragged", [False, True])
+@pytest.mark.parametrize("cell", CELLS, ids=lambda c: c.name)
+def test_projection_chunk_size_changes_no_bit(monkeypatch, cell, ragged):
+    """The time loops project S steps of inputs at a time (_core.chunk_steps picks S from
+    the sizes); any S gives the same bits, training and inference, serial and threaded."""
+    import fastrnn._config
+    for N, T, D, H in ((3, 7, 5, 13), (37, 9, 41, 67)):
+        p = cell.params(*make_inputs(N, T, D, H, cell.gates, np.float32))
+        lengths = np.random.default_rng(6).integers(0, T + 1, N) if ragged else None
+        dh = upstream((N, T, H), np.float32)
+        dstates = tuple(upstream((N, H), np.float32, 2 + k) for k in range(len(cell.state_names)))
+        runs = []
+        for S in (1, 3, T):
+            monkeypatch.setattr(fastrnn._config, "CHUNK_BYTES_PER_ROW", 1)
+            monkeypatch.setattr(fastrnn._config, "MAX_CHUNK_STEPS", S)
+            h, states, cache = cell.forward(fastrnn, p, lengths)
+            h_inferred, states_inferred = cell.inference(fastrnn, p, lengths)
+            runs.append([h, *states, h_inferred, *states_inferred,
+                         *cell.backward(fastrnn, dh, dstates, cache).values()])
+        for first, other in zip(runs[0], runs[1]):
+            np.testing.assert_array_equal(other, first)
+        for first, other in zip(runs[0], runs[2]):
+            np.testing.assert_array_equal(other, first)

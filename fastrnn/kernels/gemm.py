@@ -375,18 +375,32 @@ def pack_panels(W):
 
 
 @njit(inline="always", **JIT_OPTIONS)
+def tile_product(A, a_off, a_rs, kc, panels, b_off, out, o_off, ldc, add, m0, M):
+    """out rows m0 .. m0 + MR_STEP - 1 (+)= A rows @ one kc-deep piece of one panel, rows
+    below M only: A's row m at a_off + m * a_rs, out's at o_off + m * ldc. A tile with fewer
+    than MR_STEP real rows (the batch's end) goes row by row through the one-row kernel, so
+    no row of A past M - 1 is ever read; which kernel a row gets depends on M only, never
+    on the worker count."""
+    NR = panel_width(out)
+    if M - m0 >= MR_STEP:
+        step_kernel(A, a_off + m0 * a_rs, a_rs, 1, panels, b_off, NR, out, o_off + m0 * ldc,
+                    ldc, kc, add)
+    else:
+        for m in range(m0, M):
+            row_kernel(A, a_off + m * a_rs, a_rs, 1, panels, b_off, NR, out, o_off + m * ldc,
+                       ldc, kc, add)
+
+
+@njit(inline="always", **JIT_OPTIONS)
 def step_product_at(A, a_off, a_rs, K, panels, out, worker, workers, M, accumulate):
     """out[m0:m0 + MR_STEP] (+)= rows m0 .. m0 + MR_STEP - 1 of A @ W, W (K, P) given as
     pack_panels(W), for this worker's row tiles m0 = worker * MR_STEP,
     (worker + workers) * MR_STEP, ... below M; row m of A is A's elements a_off + m * a_rs
-    .. + K - 1 (A C-contiguous, any ndim: the inputs x_t are read where they lie).
+    .. + K - 1 (A C-contiguous, any ndim).
 
-    out: (>= M rounded up to MR_STEP, >= P rounded up to NR) C-contiguous. A tile with
-    fewer than MR_STEP real rows (the batch's end) goes row by row through the one-row
-    kernel, so no row of A past M - 1 is ever read; which kernel a row gets depends on M
-    only, never on the worker count. Panel by panel, each panel meeting all the worker's
-    tiles while it is in L1/L2: tile by tile, every tile streamed all of W, 1 MB at
-    H = 256, through the caches.
+    out: (>= M rounded up to MR_STEP, >= P rounded up to NR) C-contiguous. Panel by panel,
+    each panel meeting all the worker's tiles while it is in L1/L2: tile by tile, every
+    tile streamed all of W, 1 MB at H = 256, through the caches.
     """
     ldc = out.shape[1]
     NR = panel_width(out)
@@ -395,17 +409,36 @@ def step_product_at(A, a_off, a_rs, K, panels, out, worker, workers, M, accumula
     # data pointers): a reshape(-1) per step called into numba's C helper, ~40 ns a step.
     for k0 in range(0, K, KC):
         kc = min(KC, K - k0)
-        add = accumulate or k0 > 0
         for j in range(panels.shape[0] // (K * NR)):
-            b_off = j * K * NR + k0 * NR
             for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
-                if M - m0 >= MR_STEP:
-                    step_kernel(A, a_off + m0 * a_rs + k0, a_rs, 1, panels, b_off, NR, out,
-                                m0 * ldc + j * NR, ldc, kc, add)
-                else:
-                    for m in range(m0, M):
-                        row_kernel(A, a_off + m * a_rs + k0, a_rs, 1, panels, b_off, NR,
-                                   out, m * ldc + j * NR, ldc, kc, add)
+                tile_product(A, a_off + k0, a_rs, kc, panels, j * K * NR + k0 * NR, out,
+                             j * NR, ldc, accumulate or k0 > 0, m0, M)
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def steps_product(x, t0, S, panels, out, worker, workers, active):
+    """out[s, n] = x[n, t0 + s] @ W for s < S and the worker's row tiles below active[t0 + s]
+    (as step_product_at): the input projection of S steps at once, so that each piece of W
+    meets the rows of all S steps while it is in cache. x: (N, T, K); W given as
+    pack_panels(W); out: (>= S, rows rounded up to MR_STEP, >= P rounded up to NR).
+
+    With few rows and a big W, streaming W once per step was what limited the time loop:
+    float64 (200, 32, 512, 512) forward 212 ms with S = 1, 156 with S = 16 (see
+    chunk_steps in _core for how S is chosen).
+    """
+    T, K = x.shape[1], x.shape[2]
+    ldc = out.shape[2]
+    step_size = out.shape[1] * ldc
+    NR = panel_width(out)
+    KC = k_block(out) // 4
+    for k0 in range(0, K, KC):
+        kc = min(KC, K - k0)
+        for j in range(panels.shape[0] // (K * NR)):
+            for s in range(S):
+                M = active[t0 + s]
+                for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
+                    tile_product(x, (t0 + s) * K + k0, T * K, kc, panels, j * K * NR + k0 * NR,
+                                 out, s * step_size + j * NR, ldc, k0 > 0, m0, M)
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -416,11 +449,11 @@ def step_product(A, panels, out, worker, workers, M):
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def step_scratch_like(h, P):
-    """Scratch for a per-step product's output, inside a kernel: (rows of h, P rounded up
-    to a panel), as _core.step_scratch makes it from Python."""
+def chunk_scratch_like(h, S, P):
+    """Scratch for S steps of per-step products, inside a kernel: (S, rows of h, P rounded
+    up to a panel), as _core.chunk_scratch makes it from Python."""
     NR = panel_width(h)
-    return np.empty((h.shape[0], (P + NR - 1) // NR * NR), h.dtype)
+    return np.empty((S, h.shape[0], (P + NR - 1) // NR * NR), h.dtype)
 
 
 def padded_rows(N):

@@ -14,7 +14,7 @@ from numba import njit, prange
 
 from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from ._math import one_of, sigmoid, tanh
-from .gemm import MR_STEP, step_product, step_product_at
+from .gemm import MR_STEP, step_product, step_product_at, steps_product
 from .stream import copy_row, store_fence
 
 
@@ -36,77 +36,78 @@ def gru_cell(a, r, bx, bh, h, hn):
         h[j] = a[2 * H + j] + a[H + j] * (h[j] - a[2 * H + j])
 
 
-@njit(inline="always", **JIT_OPTIONS)
-def gru_products(x, t, h, Wx_panels, Wh_panels, xrec, rec, worker, workers, M):
-    """The step's two products for the worker's row tiles: xrec = x_t Wx, rec = h_{t-1} Wh
-    (kept apart: the n gate scales only the recurrent part by r)."""
-    N, T, D = x.shape
-    H = h.shape[1]
-    step_product_at(x, t * D, T * D, D, Wx_panels, xrec, worker, workers, M, False)
-    step_product_at(h, 0, H, H, Wh_panels, rec, worker, workers, M, False)
-
-
 @njit(**JIT_OPTIONS)
-def gru_train_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, xrec, rec, hn, x_rows,
+def gru_train_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, rec, hn, x_rows,
                     gates, h_out, h_prev, hn_hist, offsets, active, stream):
     """The training time loop for the row tiles worker, worker + workers, ...
 
     x: (N, T, D); Wx_panels, Wh_panels: pack_panels(Wx), pack_panels(Wh); bx, bh: (3H,)
     h: (N rounded up to MR_STEP, H) in: initial state; out: final state
-    xrec, rec: (rows of h, 3H rounded up to a panel) scratch for x_t Wx and h_{t-1} Wh;
-    hn: (N, H) scratch
+    proj: (S, rows of h, 3H rounded up to a panel) scratch: x_t Wx for S steps at a time,
+        then the gates r, z, n; rec: (rows of h, 3H rounded up) scratch: h_{t-1} Wh (kept
+        apart from x_t Wx: the n gate scales only the recurrent part by r); hn: (N, H) scratch
     packed rows out: x_rows (R, D) x_t; gates (R, 3H) r, z, n; h_prev (R, H) h_{t-1};
         hn_hist (R, H) h_{t-1} Wh_n + bh_n
     h_out: (N, T, H) out: h_t of every real step (padding is not written)
     offsets, active: see kernels/common.py
     stream: non-temporal stores for the packed rows and h_out (kernels/stream.py)
     """
+    N, T, D = x.shape
+    H = h.shape[1]
     G = gates.shape[1]
-    for t in range(active.shape[0]):
-        M = active[t]
-        gru_products(x, t, h, Wx_panels, Wh_panels, xrec, rec, worker, workers, M)
-        for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
-            for n in range(m0, min(m0 + MR_STEP, M)):
-                row = offsets[t] + n
-                copy_row(x_rows[row], x[n, t], stream)
-                copy_row(h_prev[row], h[n], stream)
-                gru_cell(xrec[n], rec[n], bx, bh, h[n], hn[n])
-                copy_row(gates[row], xrec[n, :G], stream)
-                copy_row(hn_hist[row], hn[n], stream)
-                copy_row(h_out[n, t], h[n], stream)
+    S = proj.shape[0]
+    for t0 in range(0, T, S):
+        steps_product(x, t0, min(S, T - t0), Wx_panels, proj, worker, workers, active)
+        for t in range(t0, min(t0 + S, T)):
+            M = active[t]
+            step_product_at(h, 0, H, H, Wh_panels, rec, worker, workers, M, False)
+            for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
+                for n in range(m0, min(m0 + MR_STEP, M)):
+                    row = offsets[t] + n
+                    copy_row(x_rows[row], x[n, t], stream)
+                    copy_row(h_prev[row], h[n], stream)
+                    gru_cell(proj[t - t0, n], rec[n], bx, bh, h[n], hn[n])
+                    copy_row(gates[row], proj[t - t0, n, :G], stream)
+                    copy_row(hn_hist[row], hn[n], stream)
+                    copy_row(h_out[n, t], h[n], stream)
     if stream:
         store_fence()
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def gru_train_parallel(workers, x, Wx_panels, Wh_panels, bx, bh, h, xrec, rec, hn, x_rows,
+def gru_train_parallel(workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, rec, hn, x_rows,
                        gates, h_out, h_prev, hn_hist, offsets, active, stream):
     """gru_train_steps on ``workers`` numba threads (arguments as there)."""
     for worker in prange(workers):
-        gru_train_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, xrec, rec, hn,
+        gru_train_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, rec, hn,
                         x_rows, gates, h_out, h_prev, hn_hist, offsets, active, stream)
 
 
 @njit(**JIT_OPTIONS)
-def gru_infer_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, xrec, rec, hn, h_out,
+def gru_infer_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, rec, hn, h_out,
                     active):
     """The inference time loop for the worker's row tiles: as gru_train_steps, keeping
     nothing but the output (working memory O(N * H))."""
-    for t in range(active.shape[0]):
-        M = active[t]
-        gru_products(x, t, h, Wx_panels, Wh_panels, xrec, rec, worker, workers, M)
-        for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
-            for n in range(m0, min(m0 + MR_STEP, M)):
-                gru_cell(xrec[n], rec[n], bx, bh, h[n], hn[n])
-                copy_row(h_out[n, t], h[n], False)
+    N, T, D = x.shape
+    H = h.shape[1]
+    S = proj.shape[0]
+    for t0 in range(0, T, S):
+        steps_product(x, t0, min(S, T - t0), Wx_panels, proj, worker, workers, active)
+        for t in range(t0, min(t0 + S, T)):
+            M = active[t]
+            step_product_at(h, 0, H, H, Wh_panels, rec, worker, workers, M, False)
+            for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
+                for n in range(m0, min(m0 + MR_STEP, M)):
+                    gru_cell(proj[t - t0, n], rec[n], bx, bh, h[n], hn[n])
+                    copy_row(h_out[n, t], h[n], False)
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def gru_infer_parallel(workers, x, Wx_panels, Wh_panels, bx, bh, h, xrec, rec, hn, h_out,
+def gru_infer_parallel(workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, rec, hn, h_out,
                        active):
     """gru_infer_steps on ``workers`` numba threads (arguments as there)."""
     for worker in prange(workers):
-        gru_infer_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, xrec, rec, hn,
+        gru_infer_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, rec, hn,
                         h_out, active)
 
 

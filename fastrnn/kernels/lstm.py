@@ -19,16 +19,17 @@ from numba import njit, prange
 
 from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from ._math import one_of, sigmoid, tanh
-from .gemm import MR_STEP, pack_panels, step_product, step_product_at, step_scratch_like
+from .gemm import (MR_STEP, chunk_scratch_like, pack_panels, step_product, step_product_at,
+                   steps_product)
 from .stream import copy_row, store_fence
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def lstm_cell(pre, b, a, c, h, tanh_c):
+def lstm_cell(xp, hp, b, a, c, h, tanh_c):
     """One step of one sequence.
 
-    pre: (4H,) x_t Wx + h_{t-1} Wh; b: (4H,)
-    a: (4H,) out: the activated gates i, f, o, g (may be pre itself)
+    xp: (4H,) x_t Wx; hp: (4H,) h_{t-1} Wh; b: (4H,)
+    a: (4H,) out: the activated gates i, f, o, g (may be hp itself)
     c, h: (H,) in: c_{t-1}, h_{t-1}; out: c_t, h_t
     tanh_c: (H,) out: tanh(c_t)
 
@@ -38,10 +39,10 @@ def lstm_cell(pre, b, a, c, h, tanh_c):
     """
     H = h.shape[0]
     for k in range(3 * H):
-        a[k] = sigmoid(pre[k] + b[k])
+        a[k] = sigmoid(xp[k] + hp[k] + b[k])
     # Indexed from 0, not range(3 * H, 4 * H): LLVM left that form scalar (1.8 vs 0.16 ns).
     for j in range(H):
-        a[3 * H + j] = tanh(pre[3 * H + j] + b[3 * H + j])
+        a[3 * H + j] = tanh(xp[3 * H + j] + hp[3 * H + j] + b[3 * H + j])
     for j in range(H):
         c[j] = a[H + j] * c[j] + a[j] * a[3 * H + j]
     for j in range(H):
@@ -51,14 +52,15 @@ def lstm_cell(pre, b, a, c, h, tanh_c):
 
 
 @njit(**JIT_OPTIONS)
-def lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, rec, x_rows, gates,
-                     h_out, h_prev, c_hist, tanh_c, offsets, active, stream):
+def lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, rec, x_rows,
+                     gates, h_out, h_prev, c_hist, tanh_c, offsets, active, stream):
     """The training time loop for the row tiles worker, worker + workers, ...
 
     x: (N, T, D); Wx_panels, Wh_panels: pack_panels(Wx), pack_panels(Wh); b: (4H,)
     h: (N rounded up to MR_STEP, H) in: initial state; out: final state (a sequence's row
         stops changing after its last step); c: (N, H) likewise
-    rec: (rows of h, 4H rounded up to a panel) scratch: the step's gates
+    proj: (S, rows of h, 4H rounded up to a panel) scratch: x_t Wx for S steps at a time
+    rec: (rows of h, 4H rounded up to a panel) scratch: h_{t-1} Wh, then the gates
     out, packed rows: x_rows (R, D) x_t; gates (R, 4H) activated i, f, o, g;
         h_prev (R, H) h_{t-1}; c_hist (R, H) c_t
     tanh_c: (N, H) scratch (the backward recomputes tanh(c_t): cheaper than storing it)
@@ -66,85 +68,92 @@ def lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, rec, x_r
     offsets: (T,) first packed row of each step; active: (T,) sequences running at t
     stream: write the packed rows and h_out with non-temporal stores (kernels/stream.py)
 
-    Per step, the input projection x_t Wx and the recurrent product h_{t-1} Wh both go into
-    rec, which stays in cache for the cell: projecting all steps first wrote the (R, 4H)
-    pre-activations to memory and read them back: 19.3 -> 16.7 ms at (100, 64, 256, 256).
+    The input projection runs inside the loop, S steps at a time into proj, which stays in
+    cache for the cells: projecting all steps first wrote the (R, 4H) pre-activations to
+    memory and read them back: 19.3 -> 16.7 ms at (100, 64, 256, 256).
     """
     N, T, D = x.shape
     H = h.shape[1]
     G = gates.shape[1]
-    for t in range(T):
-        M = active[t]
-        first = offsets[t]
-        step_product_at(x, t * D, T * D, D, Wx_panels, rec, worker, workers, M, False)
-        step_product_at(h, 0, H, H, Wh_panels, rec, worker, workers, M, True)
-        for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
-            for n in range(m0, min(m0 + MR_STEP, M)):
-                row = first + n
-                copy_row(x_rows[row], x[n, t], stream)
-                copy_row(h_prev[row], h[n], stream)
-                lstm_cell(rec[n], b, rec[n], c[n], h[n], tanh_c[n])
-                copy_row(gates[row], rec[n, :G], stream)
-                copy_row(c_hist[row], c[n], stream)
-                copy_row(h_out[n, t], h[n], stream)
+    S = proj.shape[0]
+    for t0 in range(0, T, S):
+        steps_product(x, t0, min(S, T - t0), Wx_panels, proj, worker, workers, active)
+        for t in range(t0, min(t0 + S, T)):
+            M = active[t]
+            step_product_at(h, 0, H, H, Wh_panels, rec, worker, workers, M, False)
+            for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
+                for n in range(m0, min(m0 + MR_STEP, M)):
+                    row = offsets[t] + n
+                    copy_row(x_rows[row], x[n, t], stream)
+                    copy_row(h_prev[row], h[n], stream)
+                    lstm_cell(proj[t - t0, n], rec[n], b, rec[n], c[n], h[n], tanh_c[n])
+                    copy_row(gates[row], rec[n, :G], stream)
+                    copy_row(c_hist[row], c[n], stream)
+                    copy_row(h_out[n, t], h[n], stream)
     if stream:
         store_fence()
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def lstm_train_parallel(workers, x, Wx_panels, Wh_panels, b, h, c, rec, x_rows, gates, h_out,
-                        h_prev, c_hist, tanh_c, offsets, active, stream):
+def lstm_train_parallel(workers, x, Wx_panels, Wh_panels, b, h, c, proj, rec, x_rows, gates,
+                        h_out, h_prev, c_hist, tanh_c, offsets, active, stream):
     """lstm_train_steps on ``workers`` numba threads (arguments as there)."""
     for worker in prange(workers):
-        lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, rec, x_rows,
+        lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, rec, x_rows,
                          gates, h_out, h_prev, c_hist, tanh_c, offsets, active, stream)
 
 
 @njit(**JIT_OPTIONS)
-def lstm_infer_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, rec, tanh_c, h_out,
-                     active):
+def lstm_infer_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, rec, tanh_c,
+                     h_out, active):
     """The inference time loop for the worker's row tiles: as lstm_train_steps, keeping
-    nothing but the output. x_t is read in place from x (row n at n * T * D + t * D) and the
-    gates are built in rec, so the working memory is O(N * H) whatever T is.
-    tanh_c: (N, H) scratch; the rest as lstm_train_steps."""
+    nothing but the output. x_t is read in place from x and the gates are built in rec, so
+    the working memory is O(N * H) whatever T is. The arguments as lstm_train_steps."""
     N, T, D = x.shape
     H = h.shape[1]
-    for t in range(T):
-        M = active[t]
-        step_product_at(x, t * D, T * D, D, Wx_panels, rec, worker, workers, M, False)
-        step_product_at(h, 0, H, H, Wh_panels, rec, worker, workers, M, True)
-        for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
-            for n in range(m0, min(m0 + MR_STEP, M)):
-                lstm_cell(rec[n], b, rec[n], c[n], h[n], tanh_c[n])
-                copy_row(h_out[n, t], h[n], False)
+    S = proj.shape[0]
+    for t0 in range(0, T, S):
+        steps_product(x, t0, min(S, T - t0), Wx_panels, proj, worker, workers, active)
+        for t in range(t0, min(t0 + S, T)):
+            M = active[t]
+            step_product_at(h, 0, H, H, Wh_panels, rec, worker, workers, M, False)
+            for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
+                for n in range(m0, min(m0 + MR_STEP, M)):
+                    lstm_cell(proj[t - t0, n], rec[n], b, rec[n], c[n], h[n], tanh_c[n])
+                    copy_row(h_out[n, t], h[n], False)
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def lstm_infer_parallel(workers, x, Wx_panels, Wh_panels, b, h, c, rec, tanh_c, h_out, active):
+def lstm_infer_parallel(workers, x, Wx_panels, Wh_panels, b, h, c, proj, rec, tanh_c, h_out,
+                        active):
     """lstm_infer_steps on ``workers`` numba threads (arguments as there)."""
     for worker in prange(workers):
-        lstm_infer_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, rec, tanh_c, h_out,
-                         active)
+        lstm_infer_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, rec, tanh_c,
+                         h_out, active)
 
 
 @njit(**JIT_OPTIONS)
-def lstm_train_small(x, Wx, Wh, b, h, c, x_rows, gates, h_out, h_prev, c_hist, offsets,
+def lstm_train_small(x, Wx, Wh, b, h, c, S, x_rows, gates, h_out, h_prev, c_hist, offsets,
                      active, stream):
     """The whole training forward on the calling thread in one call, for calls too small to
     share out: the weights' panels and the time loop without the Python between them.
-    Arguments as lstm_train_steps, with Wx: (D, 4H), Wh: (H, 4H)."""
+    S: steps per projection chunk; the rest as lstm_train_steps, with Wx: (D, 4H) and
+    Wh: (H, 4H)."""
+    G = gates.shape[1]
     lstm_train_steps(0, 1, x, pack_panels(Wx), pack_panels(Wh), b, h, c,
-                     step_scratch_like(h, gates.shape[1]), x_rows, gates, h_out, h_prev,
-                     c_hist, np.empty(c.shape, c.dtype), offsets, active, stream)
+                     chunk_scratch_like(h, S, G), chunk_scratch_like(h, 1, G)[0], x_rows,
+                     gates, h_out, h_prev, c_hist, np.empty(c.shape, c.dtype), offsets,
+                     active, stream)
 
 
 @njit(**JIT_OPTIONS)
-def lstm_infer_small(x, Wx, Wh, b, h, c, h_out, active):
+def lstm_infer_small(x, Wx, Wh, b, h, c, S, h_out, active):
     """The whole inference forward on the calling thread in one call (see
     lstm_train_small)."""
+    G = Wx.shape[1]
     lstm_infer_steps(0, 1, x, pack_panels(Wx), pack_panels(Wh), b, h, c,
-                     step_scratch_like(h, Wx.shape[1]), np.empty(c.shape, c.dtype), h_out,
-                     active)
+                     chunk_scratch_like(h, S, G), chunk_scratch_like(h, 1, G)[0],
+                     np.empty(c.shape, c.dtype), h_out, active)
 
 
 @njit(**JIT_OPTIONS)

@@ -10,31 +10,33 @@ from numba import njit, prange
 
 from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from ._math import one_of, tanh, zero_of
-from .gemm import MR_STEP, step_product, step_product_at
+from .gemm import MR_STEP, step_product, step_product_at, steps_product
 from .stream import copy_row, store_fence
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def rnn_cell(pre, b, h, relu):
-    """One step of one sequence: h[:] = act(pre + b). pre: x_t Wx + h_{t-1} Wh; b, h: (H,)."""
+def rnn_cell(xp, hp, b, h, relu):
+    """One step of one sequence: h[:] = act(xp + hp + b). xp: x_t Wx; hp: h_{t-1} Wh;
+    b, h: (H,)."""
     H = h.shape[0]
     if relu:
         zero = zero_of(h)
         for j in range(H):
-            h[j] = max(pre[j] + b[j], zero)
+            h[j] = max(xp[j] + hp[j] + b[j], zero)
     else:
         for j in range(H):
-            h[j] = tanh(pre[j] + b[j])
+            h[j] = tanh(xp[j] + hp[j] + b[j])
 
 
 @njit(**JIT_OPTIONS)
-def rnn_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, rec, x_rows, h_out, h_prev,
-                    h_rows, relu, offsets, active, stream):
+def rnn_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, proj, rec, x_rows, h_out,
+                    h_prev, h_rows, relu, offsets, active, stream):
     """The training time loop for the row tiles worker, worker + workers, ...
 
     x: (N, T, D); Wx_panels, Wh_panels: pack_panels(Wx), pack_panels(Wh); b: (H,)
     h: (N rounded up to MR_STEP, H) in: initial state; out: final state
-    rec: (rows of h, H rounded up to a panel) scratch: x_t Wx + h_{t-1} Wh
+    proj: (S, rows of h, H rounded up to a panel) scratch: x_t Wx for S steps at a time
+    rec: (rows of h, H rounded up to a panel) scratch: h_{t-1} Wh
     packed rows out: x_rows (R, D) x_t; h_prev (R, H) h_{t-1}; h_rows (R, H) h_t
     h_out: (N, T, H) out: h_t of every real step (padding is not written)
     relu: relu instead of tanh; offsets, active: see kernels/common.py
@@ -42,52 +44,57 @@ def rnn_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, rec, x_rows,
     """
     N, T, D = x.shape
     H = h.shape[1]
-    for t in range(T):
-        M = active[t]
-        step_product_at(x, t * D, T * D, D, Wx_panels, rec, worker, workers, M, False)
-        step_product_at(h, 0, H, H, Wh_panels, rec, worker, workers, M, True)
-        for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
-            for n in range(m0, min(m0 + MR_STEP, M)):
-                row = offsets[t] + n
-                copy_row(x_rows[row], x[n, t], stream)
-                copy_row(h_prev[row], h[n], stream)
-                rnn_cell(rec[n], b, h[n], relu)
-                copy_row(h_rows[row], h[n], stream)
-                copy_row(h_out[n, t], h[n], stream)
+    S = proj.shape[0]
+    for t0 in range(0, T, S):
+        steps_product(x, t0, min(S, T - t0), Wx_panels, proj, worker, workers, active)
+        for t in range(t0, min(t0 + S, T)):
+            M = active[t]
+            step_product_at(h, 0, H, H, Wh_panels, rec, worker, workers, M, False)
+            for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
+                for n in range(m0, min(m0 + MR_STEP, M)):
+                    row = offsets[t] + n
+                    copy_row(x_rows[row], x[n, t], stream)
+                    copy_row(h_prev[row], h[n], stream)
+                    rnn_cell(proj[t - t0, n], rec[n], b, h[n], relu)
+                    copy_row(h_rows[row], h[n], stream)
+                    copy_row(h_out[n, t], h[n], stream)
     if stream:
         store_fence()
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def rnn_train_parallel(workers, x, Wx_panels, Wh_panels, b, h, rec, x_rows, h_out, h_prev,
-                       h_rows, relu, offsets, active, stream):
+def rnn_train_parallel(workers, x, Wx_panels, Wh_panels, b, h, proj, rec, x_rows, h_out,
+                       h_prev, h_rows, relu, offsets, active, stream):
     """rnn_train_steps on ``workers`` numba threads (arguments as there)."""
     for worker in prange(workers):
-        rnn_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, rec, x_rows, h_out,
-                        h_prev, h_rows, relu, offsets, active, stream)
+        rnn_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, proj, rec, x_rows,
+                        h_out, h_prev, h_rows, relu, offsets, active, stream)
 
 
 @njit(**JIT_OPTIONS)
-def rnn_infer_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, rec, h_out, relu, active):
+def rnn_infer_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, proj, rec, h_out, relu,
+                    active):
     """The inference time loop for the worker's row tiles: as rnn_train_steps, keeping
     nothing but the output (working memory O(N * H))."""
     N, T, D = x.shape
     H = h.shape[1]
-    for t in range(T):
-        M = active[t]
-        step_product_at(x, t * D, T * D, D, Wx_panels, rec, worker, workers, M, False)
-        step_product_at(h, 0, H, H, Wh_panels, rec, worker, workers, M, True)
-        for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
-            for n in range(m0, min(m0 + MR_STEP, M)):
-                rnn_cell(rec[n], b, h[n], relu)
-                copy_row(h_out[n, t], h[n], False)
+    S = proj.shape[0]
+    for t0 in range(0, T, S):
+        steps_product(x, t0, min(S, T - t0), Wx_panels, proj, worker, workers, active)
+        for t in range(t0, min(t0 + S, T)):
+            M = active[t]
+            step_product_at(h, 0, H, H, Wh_panels, rec, worker, workers, M, False)
+            for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
+                for n in range(m0, min(m0 + MR_STEP, M)):
+                    rnn_cell(proj[t - t0, n], rec[n], b, h[n], relu)
+                    copy_row(h_out[n, t], h[n], False)
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def rnn_infer_parallel(workers, x, Wx_panels, Wh_panels, b, h, rec, h_out, relu, active):
+def rnn_infer_parallel(workers, x, Wx_panels, Wh_panels, b, h, proj, rec, h_out, relu, active):
     """rnn_infer_steps on ``workers`` numba threads (arguments as there)."""
     for worker in prange(workers):
-        rnn_infer_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, rec, h_out, relu,
+        rnn_infer_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, proj, rec, h_out, relu,
                         active)
 
 
