@@ -392,16 +392,16 @@ def tile_product(A, a_off, a_rs, kc, panels, b_off, out, o_off, ldc, add, m0, M)
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def step_product_at(A, a_off, a_rs, K, panels, out, worker, workers, M, accumulate):
-    """out[m0:m0 + MR_STEP] (+)= rows m0 .. m0 + MR_STEP - 1 of A @ W, W (K, P) given as
-    pack_panels(W), for this worker's row tiles m0 = worker * MR_STEP,
-    (worker + workers) * MR_STEP, ... below M; row m of A is A's elements a_off + m * a_rs
-    .. + K - 1 (A C-contiguous, any ndim).
+def step_product(A, panels, out, worker, workers, M):
+    """out[m0:m0 + MR_STEP] = A[m0:m0 + MR_STEP] @ W, W (K, P) given as pack_panels(W), for
+    this worker's row tiles m0 = worker * MR_STEP, (worker + workers) * MR_STEP, ... below
+    M. A: (>= M, K) C-contiguous; out: (>= M rounded up to MR_STEP, >= P rounded up to NR)
+    C-contiguous.
 
-    out: (>= M rounded up to MR_STEP, >= P rounded up to NR) C-contiguous. Panel by panel,
-    each panel meeting all the worker's tiles while it is in L1/L2: tile by tile, every
-    tile streamed all of W, 1 MB at H = 256, through the caches.
+    Panel by panel, each panel meeting all the worker's tiles while it is in L1/L2: tile by
+    tile, every tile streamed all of W, 1 MB at H = 256, through the caches.
     """
+    K = A.shape[1]
     ldc = out.shape[1]
     NR = panel_width(out)
     KC = k_block(out) // 4  # a 32 KB piece of a panel stays in L1 while it meets the tiles
@@ -411,20 +411,21 @@ def step_product_at(A, a_off, a_rs, K, panels, out, worker, workers, M, accumula
         kc = min(KC, K - k0)
         for j in range(panels.shape[0] // (K * NR)):
             for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
-                tile_product(A, a_off + k0, a_rs, kc, panels, j * K * NR + k0 * NR, out,
-                             j * NR, ldc, accumulate or k0 > 0, m0, M)
+                tile_product(A, k0, K, kc, panels, j * K * NR + k0 * NR, out, j * NR, ldc,
+                             k0 > 0, m0, M)
 
 
 @njit(inline="always", **JIT_OPTIONS)
 def steps_product(x, t0, S, panels, out, worker, workers, active):
     """out[s, n] = x[n, t0 + s] @ W for s < S and the worker's row tiles below active[t0 + s]
-    (as step_product_at): the input projection of S steps at once, so that each piece of W
-    meets the rows of all S steps while it is in cache. x: (N, T, K); W given as
-    pack_panels(W); out: (>= S, rows rounded up to MR_STEP, >= P rounded up to NR).
+    (as step_product): the input projection of S steps at once, so that each piece of W
+    meets the rows of all S steps while it is in cache; x_t is read in place. x: (N, T, K);
+    W given as pack_panels(W); out: (>= S, rows rounded up to MR_STEP, >= P rounded up to
+    NR). A step's rows go through the same kernels whatever S is: no bit depends on it.
 
     With few rows and a big W, streaming W once per step was what limited the time loop:
-    float64 (200, 32, 512, 512) forward 212 ms with S = 1, 156 with S = 16 (see
-    chunk_steps in _core for how S is chosen).
+    float64 (200, 32, 512, 512) forward 182-191 ms with S = 1, 146-153 with S = 16 (see
+    _core.chunk_steps for how S is chosen).
     """
     T, K = x.shape[1], x.shape[2]
     ldc = out.shape[2]
@@ -439,13 +440,6 @@ def steps_product(x, t0, S, panels, out, worker, workers, active):
                 for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
                     tile_product(x, (t0 + s) * K + k0, T * K, kc, panels, j * K * NR + k0 * NR,
                                  out, s * step_size + j * NR, ldc, k0 > 0, m0, M)
-
-
-@njit(inline="always", **JIT_OPTIONS)
-def step_product(A, panels, out, worker, workers, M):
-    """step_product_at for an (rows, K) C-contiguous A whose row m is row m of the product:
-    out[m0:m0 + MR_STEP] = A[m0:m0 + MR_STEP] @ W."""
-    step_product_at(A, 0, A.shape[1], A.shape[1], panels, out, worker, workers, M, False)
 
 
 @njit(inline="always", **JIT_OPTIONS)

@@ -14,7 +14,7 @@ from numba import njit, prange
 
 from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from ._math import one_of, sigmoid, tanh
-from .gemm import MR_STEP, step_product, step_product_at, steps_product
+from .gemm import MR_STEP, step_product, steps_product
 from .stream import copy_row, store_fence
 
 
@@ -60,7 +60,7 @@ def gru_train_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, r
         steps_product(x, t0, min(S, T - t0), Wx_panels, proj, worker, workers, active)
         for t in range(t0, min(t0 + S, T)):
             M = active[t]
-            step_product_at(h, 0, H, H, Wh_panels, rec, worker, workers, M, False)
+            step_product(h, Wh_panels, rec, worker, workers, M)
             for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
                 for n in range(m0, min(m0 + MR_STEP, M)):
                     row = offsets[t] + n
@@ -95,7 +95,7 @@ def gru_infer_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, r
         steps_product(x, t0, min(S, T - t0), Wx_panels, proj, worker, workers, active)
         for t in range(t0, min(t0 + S, T)):
             M = active[t]
-            step_product_at(h, 0, H, H, Wh_panels, rec, worker, workers, M, False)
+            step_product(h, Wh_panels, rec, worker, workers, M)
             for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
                 for n in range(m0, min(m0 + MR_STEP, M)):
                     gru_cell(proj[t - t0, n], rec[n], bx, bh, h[n], hn[n])

@@ -19,8 +19,7 @@ from numba import njit, prange
 
 from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from ._math import one_of, sigmoid, tanh
-from .gemm import (MR_STEP, chunk_scratch_like, pack_panels, step_product, step_product_at,
-                   steps_product)
+from .gemm import MR_STEP, chunk_scratch_like, pack_panels, step_product, steps_product
 from .stream import copy_row, store_fence
 
 
@@ -80,7 +79,7 @@ def lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, re
         steps_product(x, t0, min(S, T - t0), Wx_panels, proj, worker, workers, active)
         for t in range(t0, min(t0 + S, T)):
             M = active[t]
-            step_product_at(h, 0, H, H, Wh_panels, rec, worker, workers, M, False)
+            step_product(h, Wh_panels, rec, worker, workers, M)
             for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
                 for n in range(m0, min(m0 + MR_STEP, M)):
                     row = offsets[t] + n
@@ -116,7 +115,7 @@ def lstm_infer_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, re
         steps_product(x, t0, min(S, T - t0), Wx_panels, proj, worker, workers, active)
         for t in range(t0, min(t0 + S, T)):
             M = active[t]
-            step_product_at(h, 0, H, H, Wh_panels, rec, worker, workers, M, False)
+            step_product(h, Wh_panels, rec, worker, workers, M)
             for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
                 for n in range(m0, min(m0 + MR_STEP, M)):
                     lstm_cell(proj[t - t0, n], rec[n], b, rec[n], c[n], h[n], tanh_c[n])
