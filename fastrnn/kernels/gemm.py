@@ -398,13 +398,16 @@ def step_product(A, panels, out, worker, workers, M):
     M. A: (>= M, K) C-contiguous; out: (>= M rounded up to MR_STEP, >= P rounded up to NR)
     C-contiguous.
 
-    Panel by panel, each panel meeting all the worker's tiles while it is in L1/L2: tile by
+    Panel by panel, each panel meeting all the worker's tiles while it is in cache: tile by
     tile, every tile streamed all of W, 1 MB at H = 256, through the caches.
     """
     K = A.shape[1]
     ldc = out.shape[1]
     NR = panel_width(out)
-    KC = k_block(out) // 4  # a 32 KB piece of a panel stays in L1 while it meets the tiles
+    # k-pieces as deep as the big GEMM's (a 128 KB piece of a panel, read from L2 by each
+    # tile): quarter-deep pieces that stayed in L1 were slower, float64 (32, 512) @ (512,
+    # 2048) per step 181 vs 212 GFLOP/s on two cores, float32 461 vs 484.
+    KC = k_block(out)
     # A and out go to the micro-kernel as they are (it takes element offsets from their
     # data pointers): a reshape(-1) per step called into numba's C helper, ~40 ns a step.
     for k0 in range(0, K, KC):
@@ -431,7 +434,7 @@ def steps_product(x, t0, S, panels, out, worker, workers, active):
     ldc = out.shape[2]
     step_size = out.shape[1] * ldc
     NR = panel_width(out)
-    KC = k_block(out) // 4
+    KC = k_block(out)  # as in step_product
     for k0 in range(0, K, KC):
         kc = min(KC, K - k0)
         for j in range(panels.shape[0] // (K * NR)):
