@@ -1,7 +1,7 @@
 """Fused GRU time loops (forward for training and for inference, backward), compiled
 with numba. PyTorch's semantics.
 
-N batch, T time, D input, H hidden, R real steps (packed rows, see kernels/common.py);
+N batch, T time, D input, H hidden, R real steps (packed rows, see kernels/__init__.py);
 gates packed r, z, n along the 3H axis:
   r = sigmoid(x Wx_r + bx_r + h Wh_r + bh_r)
   z = sigmoid(x Wx_z + bx_z + h Wh_z + bh_z)
@@ -49,7 +49,7 @@ def gru_train_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, r
     packed rows out: x_rows (R, D) x_t; gates (R, 3H) r, z, n; h_prev (R, H) h_{t-1};
         hn_hist (R, H) h_{t-1} Wh_n + bh_n
     h_out: (N, T, H) out: h_t of every real step (padding is not written)
-    offsets, active: see kernels/common.py
+    offsets, active: see kernels/__init__.py
     stream: non-temporal stores for the packed rows and h_out (kernels/stream.py)
     """
     N, T, D = x.shape

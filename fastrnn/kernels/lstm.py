@@ -1,7 +1,7 @@
 """Fused LSTM time loops (forward for training and for inference, backward), compiled
 with numba.
 
-N batch, T time, D input, H hidden, R real steps (packed rows, see kernels/common.py);
+N batch, T time, D input, H hidden, R real steps (packed rows, see kernels/__init__.py);
 gates packed i, f, o, g along the 4H axis.
 
 Sequences do not interact, so the batch is cut into tiles of MR_STEP rows and the workers

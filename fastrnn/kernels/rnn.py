@@ -1,7 +1,7 @@
 """Fused vanilla-RNN time loops (forward for training and for inference, backward),
 compiled with numba.
 
-N batch, T time, D input, H hidden, R real steps (packed rows, see kernels/common.py).
+N batch, T time, D input, H hidden, R real steps (packed rows, see kernels/__init__.py).
 h_t = act(x_t Wx + h_{t-1} Wh + b), act = tanh
 or relu. Work is split over row tiles as in kernels/lstm.py.
 """
@@ -39,7 +39,7 @@ def rnn_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, proj, rec, x
     rec: (rows of h, H rounded up to a panel) scratch: h_{t-1} Wh
     packed rows out: x_rows (R, D) x_t; h_prev (R, H) h_{t-1}; h_rows (R, H) h_t
     h_out: (N, T, H) out: h_t of every real step (padding is not written)
-    relu: relu instead of tanh; offsets, active: see kernels/common.py
+    relu: relu instead of tanh; offsets, active: see kernels/__init__.py
     stream: non-temporal stores for the packed rows and h_out (kernels/stream.py)
     """
     N, T, D = x.shape
