@@ -70,6 +70,7 @@ PARALLEL_MIN_FLOPS = 4_000_000
 STREAM_MIN_BYTES = 8 << 20
 
 # The time loops project the inputs of S steps at a time (_core.chunk_steps): S grows until
-# each worker streams at most this many bytes of Wx per step and row, up to MAX_CHUNK_STEPS.
+# each worker streams at most this many bytes of Wx per step and row, up to MAX_CHUNK_STEPS
+# (a multiple of the micro-kernel's 6 rows, see kernels/gemm.steps_product).
 CHUNK_BYTES_PER_ROW = 32 << 10
-MAX_CHUNK_STEPS = 32
+MAX_CHUNK_STEPS = 30

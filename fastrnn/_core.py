@@ -7,7 +7,7 @@ import numpy as np
 
 from . import _config, _memory
 from . import _validate as v
-from .kernels.gemm import (gemm_parallel, gemm_part, gemm_worker_count, pack_panels,
+from .kernels.gemm import (MR, gemm_parallel, gemm_part, gemm_worker_count, pack_panels,
                            padded_columns, padded_rows, worker_count)
 
 
@@ -145,17 +145,17 @@ def chunk_scratch(S, N, width, dtype):
 
 def chunk_steps(order, D, width, dtype, threads):
     """S: the steps whose input projection the time loops compute at once (see
-    kernels/gemm.steps_product). Each worker streams Wx (D x width) through the caches once
-    per S steps; S grows until that is at most CHUNK_BYTES_PER_ROW per row the worker
-    projects: float32 (100, 64, 256, 256) takes 1, (200, 32, 512, 512) 8, and float64
-    (200, 32, 512, 512) 16. Bigger chunks, whose projection no longer stays in cache, were
-    slower where the weights are small (float32 (100, 128, 512, 512): 135 ms with S = 1,
-    146 with 8). S does not change a single bit of the results."""
+    kernels/gemm.steps_product). At least MR (each sequence's steps go MR at a time through
+    the micro-kernel), and more while a worker would stream Wx (D x width) through the
+    caches more than CHUNK_BYTES_PER_ROW per step and row it projects: float32
+    (100, 64, 256, 256) takes 6, (200, 32, 512, 512) 6, float64 (200, 32, 512, 512) 12.
+    A multiple of MR, or all T steps, so that S does not change a single bit of the results
+    (see steps_product) and may depend on the thread count."""
     N, T = order.shape
     rows = -(-N // worker_count(N, threads))
     weight_bytes = D * width * np.dtype(dtype).itemsize
-    S = weight_bytes // (rows * _config.CHUNK_BYTES_PER_ROW)
-    return int(max(1, min(S, _config.MAX_CHUNK_STEPS, T)))
+    S = weight_bytes // (rows * _config.CHUNK_BYTES_PER_ROW) // MR * MR
+    return int(min(max(MR, min(S, _config.MAX_CHUNK_STEPS)), T))
 
 
 def step_operand(N, width, dtype):

@@ -375,31 +375,18 @@ def pack_panels(W):
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def tile_product(A, a_off, a_rs, kc, panels, b_off, out, o_off, ldc, add, m0, M):
-    """out rows m0 .. m0 + MR_STEP - 1 (+)= A rows @ one kc-deep piece of one panel, rows
-    below M only: A's row m at a_off + m * a_rs, out's at o_off + m * ldc. A tile with fewer
-    than MR_STEP real rows (the batch's end) goes row by row through the one-row kernel, so
-    no row of A past M - 1 is ever read; which kernel a row gets depends on M only, never
-    on the worker count."""
-    NR = panel_width(out)
-    if M - m0 >= MR_STEP:
-        step_kernel(A, a_off + m0 * a_rs, a_rs, 1, panels, b_off, NR, out, o_off + m0 * ldc,
-                    ldc, kc, add)
-    else:
-        for m in range(m0, M):
-            row_kernel(A, a_off + m * a_rs, a_rs, 1, panels, b_off, NR, out, o_off + m * ldc,
-                       ldc, kc, add)
-
-
-@njit(inline="always", **JIT_OPTIONS)
 def step_product(A, panels, out, worker, workers, M):
     """out[m0:m0 + MR_STEP] = A[m0:m0 + MR_STEP] @ W, W (K, P) given as pack_panels(W), for
-    this worker's row tiles m0 = worker * MR_STEP, (worker + workers) * MR_STEP, ... below
-    M. A: (>= M, K) C-contiguous; out: (>= M rounded up to MR_STEP, >= P rounded up to NR)
-    C-contiguous.
+    this worker's row tiles m0 = worker * MR_STEP, (worker + workers) * MR_STEP, ... below M
+    (a tile holding only row M - 1 uses the one-row kernel; which kernel a row gets depends
+    on M only, never on the worker count).
 
-    Panel by panel, each panel meeting all the worker's tiles while it is in cache: tile by
-    tile, every tile streamed all of W, 1 MB at H = 256, through the caches.
+    A: (rows, K) C-contiguous; out: (rows, >= P rounded up to NR) C-contiguous; both with
+    rows padded to a multiple of MR_STEP. A row of out depends on the same row of A only,
+    so the rows past a batch's end are harmless scratch: a tile of 2 or 3 real rows streams
+    W once, not once per row ((100, 2, 128, 512) forward 7.2 -> 6.0 ms). Panel by panel,
+    each panel meeting all the worker's tiles while it is in cache: tile by tile, every
+    tile streamed all of W, 1 MB at H = 256, through the caches.
     """
     K = A.shape[1]
     ldc = out.shape[1]
@@ -413,22 +400,33 @@ def step_product(A, panels, out, worker, workers, M):
     for k0 in range(0, K, KC):
         kc = min(KC, K - k0)
         for j in range(panels.shape[0] // (K * NR)):
+            b_off = j * K * NR + k0 * NR
             for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
-                tile_product(A, k0, K, kc, panels, j * K * NR + k0 * NR, out, j * NR, ldc,
-                             k0 > 0, m0, M)
+                if M - m0 == 1:
+                    row_kernel(A, m0 * K + k0, K, 1, panels, b_off, NR, out,
+                               m0 * ldc + j * NR, ldc, kc, k0 > 0)
+                else:
+                    step_kernel(A, m0 * K + k0, K, 1, panels, b_off, NR, out,
+                                m0 * ldc + j * NR, ldc, kc, k0 > 0)
 
 
 @njit(inline="always", **JIT_OPTIONS)
 def steps_product(x, t0, S, panels, out, worker, workers, active):
-    """out[s, n] = x[n, t0 + s] @ W for s < S and the worker's row tiles below active[t0 + s]
-    (as step_product): the input projection of S steps at once, so that each piece of W
-    meets the rows of all S steps while it is in cache; x_t is read in place. x: (N, T, K);
-    W given as pack_panels(W); out: (>= S, rows rounded up to MR_STEP, >= P rounded up to
-    NR). A step's rows go through the same kernels whatever S is: no bit depends on it.
+    """out[s, n] = x[n, t0 + s] @ W for s < S and the rows n < active[t0 + s] of this
+    worker's row tiles (dealt as in step_product): the input projection of S steps at once.
+    x: (N, T, K); W given as pack_panels(W); out: (>= S, >= N, >= P rounded up to NR).
 
-    With few rows and a big W, streaming W once per step was what limited the time loop:
-    float64 (200, 32, 512, 512) forward 182-191 ms with S = 1, 146-153 with S = 16 (see
-    _core.chunk_steps for how S is chosen).
+    A sequence's inputs at consecutive steps are adjacent rows of x, so each row goes
+    through the MR-row micro-kernel MR steps at a time, like one GEMM over its steps (the
+    last few steps of a row one at a time). One step per call, the single sequences of
+    online inference streamed W once per step and row: (100, 1, 256, 256) forward 1.53 ms
+    vs 1.04 with one GEMM over all steps. And each piece of W meets the rows of all S steps
+    while it is in cache: streaming it once per step, float64 (200, 32, 512, 512) took
+    182-191 ms against 146-153 with S = 16.
+
+    Bits: steps are grouped MR at a time from t0, so a step's row gets the same kernel for
+    any S that is a multiple of MR or covers all steps (_core.chunk_steps keeps to those),
+    whatever the worker count.
     """
     T, K = x.shape[1], x.shape[2]
     ldc = out.shape[2]
@@ -438,11 +436,22 @@ def steps_product(x, t0, S, panels, out, worker, workers, active):
     for k0 in range(0, K, KC):
         kc = min(KC, K - k0)
         for j in range(panels.shape[0] // (K * NR)):
-            for s in range(S):
-                M = active[t0 + s]
-                for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
-                    tile_product(x, (t0 + s) * K + k0, T * K, kc, panels, j * K * NR + k0 * NR,
-                                 out, s * step_size + j * NR, ldc, k0 > 0, m0, M)
+            b_off = j * K * NR + k0 * NR
+            for m0 in range(worker * MR_STEP, active[t0], workers * MR_STEP):
+                for n in range(m0, min(m0 + MR_STEP, active[t0])):
+                    steps = S  # the steps of the chunk sequence n runs (a prefix: sorted)
+                    while active[t0 + steps - 1] <= n:
+                        steps -= 1
+                    a_off = n * T * K + t0 * K + k0
+                    o_off = n * ldc + j * NR
+                    s = 0
+                    while s + MR <= steps:
+                        micro_kernel(x, a_off + s * K, K, 1, panels, b_off, NR, out,
+                                     o_off + s * step_size, step_size, kc, k0 > 0)
+                        s += MR
+                    for s in range(s, steps):
+                        row_kernel(x, a_off + s * K, K, 1, panels, b_off, NR, out,
+                                   o_off + s * step_size, step_size, kc, k0 > 0)
 
 
 @njit(inline="always", **JIT_OPTIONS)
