@@ -28,8 +28,8 @@ class LSTMCache(CellCache):
     The rest is internal (activated gates, cell states, inputs in kernel order).
     """
 
-    __slots__ = ("x_rows", "h0", "c0", "Wx", "Wh", "gates", "h_prev", "c_hist", "final_h",
-                 "final_c", "order", "is_step")
+    __slots__ = ("x_rows", "h0", "c0", "Wx", "Wh", "gates", "c_hist", "final_h", "final_c",
+                 "order", "is_step")
 
 
 def _start(x, h0, c0, order):
@@ -92,21 +92,22 @@ def _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step):
     dtype = x.dtype
     x, h0, c0, h, c, h_out = _start(x, h0, c0, order)
     # x_rows: x in packed rows for the backward's dWx, filled by the time loop as it goes.
-    x_rows, gates, h_prev, c_hist = order.rows(dtype, D, 4 * H, H, H)
-    stream = streamed(order, dtype, D + 7 * H)
+    x_rows, gates, c_hist = order.rows(dtype, D, 4 * H, H)
+    stream = streamed(order, dtype, D + 6 * H)
     if order.real_steps:
         with kernel_threads(N, T, D, H, 4) as threads:
             S = chunk_steps(order, D, 4 * H, dtype, threads)
             if threads == 1:
-                lstm_train_small(x, Wx, Wh, b, h, c, S, x_rows, gates, h_out, h_prev, c_hist,
+                lstm_train_small(x, Wx, Wh, b, h, c, S, x_rows, gates, h_out, c_hist,
                                  order.offsets, order.active, stream)
             else:
                 run_steps(lstm_train_steps, lstm_train_parallel, threads, order.active[0], x,
                           weight_panels(Wx), weight_panels(Wh), b, h, c,
                           chunk_scratch(S, N, 4 * H, dtype), step_scratch(N, 4 * H, dtype),
-                          x_rows, gates, h_out, h_prev, c_hist, np.empty((N, H), dtype),
+                          x_rows, gates, h_out, c_hist, np.empty((N, H), dtype),
                           order.offsets, order.active, stream)
-    cache = LSTMCache(x_rows=x_rows, h0=h0, c0=c0, Wx=Wx, Wh=Wh, gates=gates, h_prev=h_prev,
+    # h0 and c0 copied (small): the backward reads them, and the caller may change theirs.
+    cache = LSTMCache(x_rows=x_rows, h0=h0.copy(), c0=c0.copy(), Wx=Wx, Wh=Wh, gates=gates,
                       c_hist=c_hist, final_h=order.final(h), final_c=order.final(c),
                       order=order, is_step=is_step)
     return order.unsort(h_out), cache
@@ -143,15 +144,15 @@ def _backward(dh, cache, dh_last, dc_last, dh_last_name, dc_last_name):
     dtype = cache.h0.dtype
     dh_next = state_grad(dh_last_name, dh_last, N, H, dtype, order)
     dc_next = state_grad(dc_last_name, dc_last, N, H, dtype, order)
-    da = order.rows(dtype, 4 * H)
+    da, h_prev = order.rows(dtype, 4 * H, H)  # h_prev: filled by the backward loop
     with kernel_threads(N, T, cache.Wx.shape[0], H, 4) as threads:
         if order.real_steps:
             run_steps(lstm_backward_steps, lstm_backward_parallel, threads, order.active[0],
-                      order.sort(dh), cache.gates, cache.c_hist, np.empty((N, H), dtype), cache.c0,
-                      weight_panels(cache.Wh, transpose=True), dh_next, dc_next, da,
-                      step_operand(N, 4 * H, dtype), step_scratch(N, H, dtype), order.offsets,
-                      order.active)
-        dx, dWx, dWh, db = weight_grads(da, cache.x_rows, cache.h_prev, cache.Wx, order, threads)
+                      order.sort(dh), cache.gates, cache.c_hist, np.empty((N, H), dtype),
+                      cache.h0, cache.c0, weight_panels(cache.Wh, transpose=True), dh_next,
+                      dc_next, da, h_prev, step_operand(N, 4 * H, dtype),
+                      step_scratch(N, H, dtype), order.offsets, order.active)
+        dx, dWx, dWh, db = weight_grads(da, cache.x_rows, h_prev, cache.Wx, order, threads)
     return (order.unsort(dx), order.unsort(dh_next), dWx, dWh, db, order.unsort(dc_next))
 
 

@@ -316,14 +316,16 @@ def test_concurrent_calls_from_python_threads_agree_with_serial_ones():
 
 @pytest.mark.parametrize("N", [1, 5])
 def test_cache_keeps_its_own_x_and_refers_to_the_weights(N):
-    """As the README says: changing x between forward and backward changes nothing;
-    changing a weight in place is seen by the backward (cs231n's convention)."""
+    """As the README says: changing x, h0 or c0 between forward and backward changes
+    nothing; changing a weight in place is seen by the backward (cs231n's convention)."""
     x, h0, c0, Wx, Wh, b = make_inputs(N, 4, 3, 5, 4)
     dh = upstream((N, 4, 5))
-    h, cache = fastrnn.lstm_forward(x, h0, Wx, Wh, b)
-    want = fastrnn.lstm_backward(dh, cache)
+    h, cache = fastrnn.lstm_forward(x, h0, Wx, Wh, b, c0=c0)
+    want = fastrnn.lstm_backward(dh, cache, return_dc0=True)
     x += 1.0
-    for got, expected in zip(fastrnn.lstm_backward(dh, cache), want):
+    h0 += 1.0  # dWh reads h0 (the backward rebuilds the other h_{t-1} from its cache)
+    c0 += 1.0  # dWx and the forget gate's gradient read c0
+    for got, expected in zip(fastrnn.lstm_backward(dh, cache, return_dc0=True), want):
         np.testing.assert_array_equal(got, expected)
     Wx += 1.0  # dx = da @ Wx.T reads the weights the caller passed
     assert not np.array_equal(fastrnn.lstm_backward(dh, cache)[0], want[0])

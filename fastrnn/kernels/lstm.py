@@ -52,7 +52,7 @@ def lstm_cell(xp, hp, b, a, c, h, tanh_c):
 
 @njit(**JIT_OPTIONS)
 def lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, rec, x_rows,
-                     gates, h_out, h_prev, c_hist, tanh_c, offsets, active, stream):
+                     gates, h_out, c_hist, tanh_c, offsets, active, stream):
     """The training time loop for the row tiles worker, worker + workers, ...
 
     x: (N, T, D); Wx_panels, Wh_panels: pack_panels(Wx), pack_panels(Wh); b: (4H,)
@@ -61,7 +61,8 @@ def lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, re
     proj: (S, rows of h, 4H rounded up to a panel) scratch: x_t Wx for S steps at a time
     rec: (rows of h, 4H rounded up to a panel) scratch: h_{t-1} Wh, then the gates
     out, packed rows: x_rows (R, D) x_t; gates (R, 4H) activated i, f, o, g;
-        h_prev (R, H) h_{t-1}; c_hist (R, H) c_t
+        c_hist (R, H) c_t. Not h_{t-1}: the backward rebuilds it as o_{t-1} * tanh(c_{t-1})
+        from these, to the bit (see lstm_backward_steps)
     tanh_c: (N, H) scratch (the backward recomputes tanh(c_t): cheaper than storing it)
     h_out: (N, T, H) out: h_t of every real step (padding is not written)
     offsets: (T,) first packed row of each step; active: (T,) sequences running at t
@@ -84,7 +85,6 @@ def lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, re
                 for n in range(m0, min(m0 + MR_STEP, M)):
                     row = offsets[t] + n
                     copy_row(x_rows[row], x[n, t], stream)
-                    copy_row(h_prev[row], h[n], stream)
                     lstm_cell(proj[t - t0, n], rec[n], b, rec[n], c[n], h[n], tanh_c[n])
                     copy_row(gates[row], rec[n, :G], stream)
                     copy_row(c_hist[row], c[n], stream)
@@ -95,11 +95,11 @@ def lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, re
 
 @njit(**PARALLEL_JIT_OPTIONS)
 def lstm_train_parallel(workers, x, Wx_panels, Wh_panels, b, h, c, proj, rec, x_rows, gates,
-                        h_out, h_prev, c_hist, tanh_c, offsets, active, stream):
+                        h_out, c_hist, tanh_c, offsets, active, stream):
     """lstm_train_steps on ``workers`` numba threads (arguments as there)."""
     for worker in prange(workers):
         lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, rec, x_rows,
-                         gates, h_out, h_prev, c_hist, tanh_c, offsets, active, stream)
+                         gates, h_out, c_hist, tanh_c, offsets, active, stream)
 
 
 @njit(**JIT_OPTIONS)
@@ -132,8 +132,8 @@ def lstm_infer_parallel(workers, x, Wx_panels, Wh_panels, b, h, c, proj, rec, ta
 
 
 @njit(**JIT_OPTIONS)
-def lstm_train_small(x, Wx, Wh, b, h, c, S, x_rows, gates, h_out, h_prev, c_hist, offsets,
-                     active, stream):
+def lstm_train_small(x, Wx, Wh, b, h, c, S, x_rows, gates, h_out, c_hist, offsets, active,
+                     stream):
     """The whole training forward on the calling thread in one call, for calls too small to
     share out: the weights' panels and the time loop without the Python between them.
     S: steps per projection chunk; the rest as lstm_train_steps, with Wx: (D, 4H) and
@@ -141,8 +141,8 @@ def lstm_train_small(x, Wx, Wh, b, h, c, S, x_rows, gates, h_out, h_prev, c_hist
     G = gates.shape[1]
     lstm_train_steps(0, 1, x, pack_panels(Wx), pack_panels(Wh), b, h, c,
                      chunk_scratch_like(h, S, G), chunk_scratch_like(h, 1, G)[0], x_rows,
-                     gates, h_out, h_prev, c_hist, np.empty(c.shape, c.dtype), offsets,
-                     active, stream)
+                     gates, h_out, c_hist, np.empty(c.shape, c.dtype), offsets, active,
+                     stream)
 
 
 @njit(**JIT_OPTIONS)
@@ -156,18 +156,22 @@ def lstm_infer_small(x, Wx, Wh, b, h, c, S, h_out, active):
 
 
 @njit(**JIT_OPTIONS)
-def lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_rows, c0, WhT_panels,
-                        dh_next, dc_next, da, da_step, rec, offsets, active):
+def lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_rows, h0, c0, WhT_panels,
+                        dh_next, dc_next, da, h_prev, da_step, rec, offsets, active):
     """The backward time loop for the row tiles worker, worker + workers, ...
 
     dh: (N, T, H) upstream gradient of every hidden state (read at real steps only)
-    gates: (R, 4H) activated gates; c_hist: (R, H) c_t; c0: (N, H)
+    gates: (R, 4H) activated gates; c_hist: (R, H) c_t; h0, c0: (N, H)
     tanh_c_rows: (N, H) scratch for tanh(c_t)
     WhT_panels: pack_panels(Wh.T)
     dh_next, dc_next: (N, H) in: gradient of the final h and c; out: gradient of h0 and c0.
         A sequence's rows are left alone until its last real step, so the final-state
         gradients enter there, and after its first step they are its dh0, dc0.
     da: (R, 4H) out: gradient of the gate pre-activations, packed rows
+    h_prev: (R, H) out: h_{t-1} of every packed row, for dWh. The forward does not keep
+        it: h_t = o_t * tanh(c_t) is rebuilt here from the tanh(c_t) this loop needs
+        anyway, with the same operations on the same bits, so it equals the forward's h_t
+        exactly; that takes H of the D + 7H values per row off the forward's writes.
     da_step: (N rounded up to MR_STEP, 4H) scratch: one step of da, the product's operand
     rec: (rows of da_step, H rounded up to a panel) scratch for da_step @ Wh.T
     offsets, active: as lstm_train_steps
@@ -187,6 +191,13 @@ def lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_rows, c0, WhT
                 tanh_c = tanh_c_rows[n]
                 for j in range(H):
                     tanh_c[j] = tanh(c_t[j])
+                # h_t is step t + 1's h_{t-1}; a sequence running at t + 1 runs at t (sorted).
+                if t + 1 < active.shape[0] and n < active[t + 1]:
+                    h_next_prev = h_prev[offsets[t + 1] + n]
+                    for j in range(H):
+                        h_next_prev[j] = gate[2 * H + j] * tanh_c[j]
+                if t == 0:
+                    copy_row(h_prev[n], h0[n], False)
                 dh_t = dh[n, t]
                 # dh_row, dc_row: (H,) total gradient of h_t and c_t, built in place.
                 dh_row = dh_next[n]
@@ -216,9 +227,10 @@ def lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_rows, c0, WhT
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def lstm_backward_parallel(workers, dh, gates, c_hist, tanh_c_rows, c0, WhT_panels, dh_next,
-                           dc_next, da, da_step, rec, offsets, active):
+def lstm_backward_parallel(workers, dh, gates, c_hist, tanh_c_rows, h0, c0, WhT_panels,
+                           dh_next, dc_next, da, h_prev, da_step, rec, offsets, active):
     """lstm_backward_steps on ``workers`` numba threads (arguments as there)."""
     for worker in prange(workers):
-        lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_rows, c0, WhT_panels,
-                            dh_next, dc_next, da, da_step, rec, offsets, active)
+        lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_rows, h0, c0,
+                            WhT_panels, dh_next, dc_next, da, h_prev, da_step, rec, offsets,
+                            active)
