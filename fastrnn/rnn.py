@@ -24,7 +24,7 @@ class RNNCache(CellCache):
       lengths: (N,) the lengths the forward ran with (all T without ``lengths=``)
     """
 
-    __slots__ = ("x_rows", "h0", "Wx", "Wh", "h_prev", "h_rows", "final_h", "relu", "order",
+    __slots__ = ("x_rows", "h0", "Wx", "Wh", "h_rows", "final_h", "relu", "order",
                  "is_step")
 
 
@@ -73,15 +73,16 @@ def _forward_with_cache(x, h0, Wx, Wh, b, order, nonlinearity, is_step):
     relu = nonlinearity == "relu"
     x, h0, h, h_out = order.start(x, h0)
     # x_rows: x in packed rows for the backward's dWx, filled by the time loop as it goes.
-    x_rows, h_prev, h_rows = order.rows(dtype, D, H, H)
+    x_rows, h_rows = order.rows(dtype, D, H)
     if order.real_steps:
         with kernel_threads(N, T, D, H, 1) as threads:
             S = chunk_steps(order, D, H, dtype, threads)
             run_steps(rnn_train_steps, rnn_train_parallel, threads, order.active[0], x,
                       weight_panels(Wx), weight_panels(Wh), b, h, chunk_scratch(S, N, H, dtype),
-                      step_scratch(N, H, dtype), x_rows, h_out, h_prev, h_rows, relu,
-                      order.offsets, order.active, streamed(order, dtype, D + 3 * H))
-    cache = RNNCache(x_rows=x_rows, h0=h0, Wx=Wx, Wh=Wh, h_prev=h_prev, h_rows=h_rows,
+                      step_scratch(N, H, dtype), x_rows, h_out, h_rows, relu,
+                      order.offsets, order.active, streamed(order, dtype, D + 2 * H))
+    # h0 copied (small): the backward reads it, and the caller may change theirs.
+    cache = RNNCache(x_rows=x_rows, h0=h0.copy(), Wx=Wx, Wh=Wh, h_rows=h_rows,
                      final_h=order.final(h), relu=relu, order=order, is_step=is_step)
     return order.unsort(h_out), cache
 
@@ -107,14 +108,14 @@ def _backward(dh, cache, dh_last, dh_last_name):
     N, T = order.shape
     H = cache.h0.shape[1]
     dh_next = state_grad(dh_last_name, dh_last, N, H, dh.dtype, order)
-    da = order.rows(dh.dtype, H)
+    da, h_prev = order.rows(dh.dtype, H, H)  # h_prev: filled by the backward loop
     with kernel_threads(N, T, cache.Wx.shape[0], H, 1) as threads:
         if order.real_steps:
             run_steps(rnn_backward_steps, rnn_backward_parallel, threads, order.active[0],
-                      order.sort(dh), cache.h_rows, weight_panels(cache.Wh, True), dh_next, da,
-                      step_operand(N, H, dh.dtype), step_scratch(N, H, dh.dtype), cache.relu,
-                      order.offsets, order.active)
-        dx, dWx, dWh, db = weight_grads(da, cache.x_rows, cache.h_prev, cache.Wx, order, threads)
+                      order.sort(dh), cache.h_rows, cache.h0, weight_panels(cache.Wh, True),
+                      dh_next, da, h_prev, step_operand(N, H, dh.dtype),
+                      step_scratch(N, H, dh.dtype), cache.relu, order.offsets, order.active)
+        dx, dWx, dWh, db = weight_grads(da, cache.x_rows, h_prev, cache.Wx, order, threads)
     return order.unsort(dx), order.unsort(dh_next), dWx, dWh, db
 
 

@@ -315,20 +315,24 @@ def test_concurrent_calls_from_python_threads_agree_with_serial_ones():
 
 
 @pytest.mark.parametrize("N", [1, 5])
-def test_cache_keeps_its_own_x_and_refers_to_the_weights(N):
-    """As the README says: changing x, h0 or c0 between forward and backward changes
-    nothing; changing a weight in place is seen by the backward (cs231n's convention)."""
-    x, h0, c0, Wx, Wh, b = make_inputs(N, 4, 3, 5, 4)
+@pytest.mark.parametrize("cell", CELLS, ids=lambda c: c.name)
+def test_cache_keeps_its_own_inputs_and_refers_to_the_weights(cell, N):
+    """As the README says: changing x or the initial states between forward and backward
+    changes nothing (the backward reads h0 and c0, and rebuilds the other h_{t-1} from its
+    cache); changing a weight in place is seen by the backward (cs231n's convention)."""
+    p = cell.params(*make_inputs(N, 4, 3, 5, cell.gates))
     dh = upstream((N, 4, 5))
-    h, cache = fastrnn.lstm_forward(x, h0, Wx, Wh, b, c0=c0)
-    want = fastrnn.lstm_backward(dh, cache, return_dc0=True)
-    x += 1.0
-    h0 += 1.0  # dWh reads h0 (the backward rebuilds the other h_{t-1} from its cache)
-    c0 += 1.0  # dWx and the forget gate's gradient read c0
-    for got, expected in zip(fastrnn.lstm_backward(dh, cache, return_dc0=True), want):
-        np.testing.assert_array_equal(got, expected)
-    Wx += 1.0  # dx = da @ Wx.T reads the weights the caller passed
-    assert not np.array_equal(fastrnn.lstm_backward(dh, cache)[0], want[0])
+    dstates = [upstream((N, 5), seed=2 + i) for i in range(len(cell.state_names))]
+    _, _, cache = cell.forward(fastrnn, p)
+    want = cell.backward(fastrnn, dh, dstates, cache)
+    for name in ("x", "h0", "c0"):
+        if name in p:
+            p[name] += 1.0
+    got = cell.backward(fastrnn, dh, dstates, cache)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=f"d{name}")
+    p["Wx"] += 1.0  # dx = da @ Wx.T reads the weights the caller passed
+    assert not np.array_equal(cell.backward(fastrnn, dh, dstates, cache)["x"], want["x"])
 
 
 @pytest.mark.parametrize("ragged", [False, True])

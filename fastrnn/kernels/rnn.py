@@ -30,14 +30,15 @@ def rnn_cell(xp, hp, b, h, relu):
 
 @njit(**JIT_OPTIONS)
 def rnn_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, proj, rec, x_rows, h_out,
-                    h_prev, h_rows, relu, offsets, active, stream):
+                    h_rows, relu, offsets, active, stream):
     """The training time loop for the row tiles worker, worker + workers, ...
 
     x: (N, T, D); Wx_panels, Wh_panels: pack_panels(Wx), pack_panels(Wh); b: (H,)
     h: (N rounded up to MR_STEP, H) in: initial state; out: final state
     proj: (S, rows of h, H rounded up to a panel) scratch: x_t Wx for S steps at a time
     rec: (rows of h, H rounded up to a panel) scratch: h_{t-1} Wh
-    packed rows out: x_rows (R, D) x_t; h_prev (R, H) h_{t-1}; h_rows (R, H) h_t
+    packed rows out: x_rows (R, D) x_t; h_rows (R, H) h_t (the backward takes h_{t-1}
+        from these too)
     h_out: (N, T, H) out: h_t of every real step (padding is not written)
     relu: relu instead of tanh; offsets, active: see kernels/__init__.py
     stream: non-temporal stores for the packed rows and h_out (kernels/stream.py)
@@ -54,7 +55,6 @@ def rnn_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, proj, rec, x
                 for n in range(m0, min(m0 + MR_STEP, M)):
                     row = offsets[t] + n
                     copy_row(x_rows[row], x[n, t], stream)
-                    copy_row(h_prev[row], h[n], stream)
                     rnn_cell(proj[t - t0, n], rec[n], b, h[n], relu)
                     copy_row(h_rows[row], h[n], stream)
                     copy_row(h_out[n, t], h[n], stream)
@@ -64,11 +64,11 @@ def rnn_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, proj, rec, x
 
 @njit(**PARALLEL_JIT_OPTIONS)
 def rnn_train_parallel(workers, x, Wx_panels, Wh_panels, b, h, proj, rec, x_rows, h_out,
-                       h_prev, h_rows, relu, offsets, active, stream):
+                       h_rows, relu, offsets, active, stream):
     """rnn_train_steps on ``workers`` numba threads (arguments as there)."""
     for worker in prange(workers):
         rnn_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, proj, rec, x_rows,
-                        h_out, h_prev, h_rows, relu, offsets, active, stream)
+                        h_out, h_rows, relu, offsets, active, stream)
 
 
 @njit(**JIT_OPTIONS)
@@ -99,14 +99,18 @@ def rnn_infer_parallel(workers, x, Wx_panels, Wh_panels, b, h, proj, rec, h_out,
 
 
 @njit(**JIT_OPTIONS)
-def rnn_backward_steps(worker, workers, dh, h_rows, WhT_panels, dh_next, da, da_step, rec,
-                       relu, offsets, active):
+def rnn_backward_steps(worker, workers, dh, h_rows, h0, WhT_panels, dh_next, da, h_prev,
+                       da_step, rec, relu, offsets, active):
     """The backward time loop for the row tiles worker, worker + workers, ...
 
-    dh: (N, T, H) upstream gradient of every hidden state; h_rows: (R, H) forward states
+    dh: (N, T, H) upstream gradient of every hidden state; h_rows: (R, H) forward states;
+    h0: (N, H)
     WhT_panels: pack_panels(Wh.T)
     dh_next: (N, H) in: gradient of the final h; out: gradient of h0
-    da: (R, H) out, packed rows; da_step: (N rounded up to MR_STEP, H) scratch operand;
+    da: (R, H) out, packed rows
+    h_prev: (R, H) out: h_{t-1} of every packed row, for dWh, copied from h_rows and h0 here
+        rather than written by the forward (a quarter of its D + 3H values per row)
+    da_step: (N rounded up to MR_STEP, H) scratch operand;
     rec: (rows of da_step, H rounded up to a panel) scratch; offsets, active: as the forward
     """
     H = dh.shape[2]
@@ -118,6 +122,11 @@ def rnn_backward_steps(worker, workers, dh, h_rows, WhT_panels, dh_next, da, da_
             for n in range(m0, min(m0 + MR_STEP, M)):
                 row = offsets[t] + n
                 h_t = h_rows[row]
+                # h_t is step t + 1's h_{t-1}; a sequence running at t + 1 runs at t (sorted).
+                if t + 1 < active.shape[0] and n < active[t + 1]:
+                    copy_row(h_prev[offsets[t + 1] + n], h_t, False)
+                if t == 0:
+                    copy_row(h_prev[n], h0[n], False)
                 dh_t = dh[n, t]
                 dh_row = dh_next[n]
                 da_row = da_step[n]
@@ -135,9 +144,9 @@ def rnn_backward_steps(worker, workers, dh, h_rows, WhT_panels, dh_next, da, da_
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def rnn_backward_parallel(workers, dh, h_rows, WhT_panels, dh_next, da, da_step, rec, relu,
-                          offsets, active):
+def rnn_backward_parallel(workers, dh, h_rows, h0, WhT_panels, dh_next, da, h_prev, da_step,
+                          rec, relu, offsets, active):
     """rnn_backward_steps on ``workers`` numba threads (arguments as there)."""
     for worker in prange(workers):
-        rnn_backward_steps(worker, workers, dh, h_rows, WhT_panels, dh_next, da, da_step, rec,
-                           relu, offsets, active)
+        rnn_backward_steps(worker, workers, dh, h_rows, h0, WhT_panels, dh_next, da, h_prev,
+                           da_step, rec, relu, offsets, active)
