@@ -1,8 +1,8 @@
 """Copies of per-step rows into the training cache, with non-temporal stores when the
 cache is too big for the caches.
 
-The training forward writes D + 7H values per row and step for the backward (x_t, the
-activated gates, h_{t-1}, c_t, h_t). An ordinary store first reads the line it writes
+The LSTM's training forward writes D + 6H values per row and step for the backward (x_t,
+the activated gates, c_t, h_t). An ordinary store first reads the line it writes
 (read-for-ownership), so those writes cost twice their size in memory traffic. A
 non-temporal store writes a whole 64-byte line without reading it and without evicting
 what the time loop keeps in cache: at (100, 64, 256, 256) float32 the loop's writes took
