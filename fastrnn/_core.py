@@ -228,39 +228,62 @@ def streamed(order, dtype, width):
     return order.real_steps * width * np.dtype(dtype).itemsize >= _config.STREAM_MIN_BYTES
 
 
-def weight_grads(da_x, x_rows, h_prev, Wx, order, threads, da_h=None):
-    """dx, dWx, dWh, db_x (and db_h when da_h is given) from the gate gradients of all steps,
+def dx_in_time_loop(D, H, dtype):
+    """Whether the LSTM's and RNN's backward get dx_t from the time loop's per-step product
+    (as extra columns beside dh_{t-1}, see kernels/lstm.lstm_backward_steps) rather than
+    from one GEMM after the loop: when the D columns fit in the zero padding of the last
+    panel of H columns, where they cost nothing. Wherever they would take panels of their
+    own, the GEMM wins, as it uses each piece of Wx for 6 rows where a single sequence's
+    steps use it once: float64 (50, 1, 32, 32) forward+backward 149 vs 155 us, while
+    float32, whose 64-column panels held H = 32 and 32 zeros, went 111 -> 95 us."""
+    return padded_columns(H, dtype) - H >= D
+
+
+def backward_panels(Wh, Wx=None):
+    """Wh.T (G, H), or [Wh.T | Wx.T] (G, H + D) when Wx is given, packed as weight_panels
+    does: the operand of the LSTM's and RNN's backward per-step product."""
+    return pack_panels(Wh.T if Wx is None else np.concatenate((Wh, Wx)).T)
+
+
+def weight_grads(da_x, x_rows, h_prev, order, threads, da_h=None):
+    """dWx, dWh, db_x (and db_h when da_h is given) from the gate gradients of all steps,
     as a few large products.
 
     da_x: (R, G) gradient of the input-side pre-activations (x_t Wx + b_x)
     da_h: (R, G) gradient of the recurrent-side ones (h_{t-1} Wh + b_h), only where they
         differ (the GRU); otherwise da_x serves for both
-    x_rows: (R, D); h_prev: (R, H) packed rows; Wx: (D, G).
-    dx comes back as (N, T, D) in kernel order, zero past each sequence's length.
+    x_rows: (R, D); h_prev: (R, H) packed rows.
     """
     G = da_x.shape[1]
     D = x_rows.shape[1]
     H = h_prev.shape[1]
     dtype = da_x.dtype
-    dx_rows = order.rows(dtype, D)
     dWx = np.zeros((D, G), dtype)
     dWh = np.zeros((H, G), dtype)
     db_x = np.zeros(G, dtype)
     db_h = np.zeros(G if da_h is not None else 0, dtype)
     if order.real_steps:
-        # Wx.T copied (D x G, small): the GEMM then packs it from contiguous rows.
-        matmul(da_x, np.ascontiguousarray(Wx.T), dx_rows, threads)
         matmul(x_rows.T, da_x, dWx, threads)
         matmul(h_prev.T, da_x if da_h is None else da_h, dWh, threads)
-        # The bias gradients as products with a row of ones: the same compiled GEMM as dx
-        # (a column-sum kernel of their own took 2.5 s to compile) and as fast, summed in
-        # blocks (float32 error 4e-7 vs 2e-6 for one running sum over 6400 rows).
+        # The bias gradients as products with a row of ones: the same compiled GEMM as the
+        # GRU's dx (a column-sum kernel of their own took 2.5 s to compile) and as fast,
+        # summed in blocks (float32 error 4e-7 vs 2e-6 for one running sum over 6400 rows).
         ones = np.ones((1, order.real_steps), dtype)
         matmul(ones, da_x, db_x[None, :], threads)
         if da_h is not None:
             matmul(ones, da_h, db_h[None, :], threads)
-    dx = order.unpack(dx_rows)
-    return (dx, dWx, dWh, db_x) if da_h is None else (dx, dWx, dWh, db_x, db_h)
+    return (dWx, dWh, db_x) if da_h is None else (dWx, dWh, db_x, db_h)
+
+
+def input_grad(da_x, Wx, order, threads):
+    """dx = da_x @ Wx.T as one product, (N, T, D) in kernel order, zero past each length:
+    the GRU's (its dh_{t-1} comes from other gate gradients, so the LSTM's and RNN's way
+    of getting dx_t in the time loop's product does not apply). da_x: (R, G); Wx: (D, G)."""
+    dx_rows = order.rows(da_x.dtype, Wx.shape[0])
+    if order.real_steps:
+        # Wx.T copied (D x G, small): the GEMM then packs it from contiguous rows.
+        matmul(da_x, np.ascontiguousarray(Wx.T), dx_rows, threads)
+    return order.unpack(dx_rows)
 
 
 class CellCache:

@@ -13,8 +13,8 @@ import numpy as np
 
 from . import _validate as v
 from ._core import (BatchOrder, CellCache, check_backward_cache, chunk_scratch, chunk_steps,
-                    run_steps, state_grad, step_operand, step_scratch, streamed, weight_grads,
-                    weight_panels)
+                    input_grad, run_steps, state_grad, step_operand, step_scratch, streamed,
+                    weight_grads, weight_panels)
 from ._threads import kernel_threads
 from .kernels.gru import (gru_backward_parallel, gru_backward_steps, gru_infer_parallel,
                           gru_infer_steps, gru_train_parallel, gru_train_steps)
@@ -126,8 +126,9 @@ def _backward(dh, cache, dh_last, dh_last_name):
                       weight_panels(cache.Wh, transpose=True), dh_next, da_x, da_h,
                       step_operand(N, 3 * H, dtype), step_scratch(N, H, dtype), order.offsets,
                       order.active)
-        dx, dWx, dWh, dbx, dbh = weight_grads(da_x, cache.x_rows, cache.h_prev, cache.Wx, order,
-                                              threads, da_h=da_h)
+        dx = input_grad(da_x, cache.Wx, order, threads)
+        dWx, dWh, dbx, dbh = weight_grads(da_x, cache.x_rows, cache.h_prev, order, threads,
+                                          da_h=da_h)
     return order.unsort(dx), order.unsort(dh_next), dWx, dWh, dbx, dbh
 
 

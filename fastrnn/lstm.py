@@ -8,9 +8,9 @@ c_t = f * c_{t-1} + i * g and h_t = o * tanh(c_t).
 import numpy as np
 
 from . import _validate as v
-from ._core import (BatchOrder, CellCache, check_backward_cache, chunk_scratch, chunk_steps,
-                    run_steps, state_grad, step_operand, step_scratch, streamed, weight_grads,
-                    weight_panels)
+from ._core import (BatchOrder, CellCache, backward_panels, check_backward_cache, chunk_scratch,
+                    chunk_steps, dx_in_time_loop, input_grad, run_steps, state_grad,
+                    step_operand, step_scratch, streamed, weight_grads, weight_panels)
 from ._threads import kernel_threads
 from .kernels.lstm import (lstm_backward_parallel, lstm_backward_steps, lstm_infer_parallel,
                            lstm_infer_small, lstm_infer_steps, lstm_train_parallel,
@@ -144,15 +144,21 @@ def _backward(dh, cache, dh_last, dc_last, dh_last_name, dc_last_name):
     dtype = cache.h0.dtype
     dh_next = state_grad(dh_last_name, dh_last, N, H, dtype, order)
     dc_next = state_grad(dc_last_name, dc_last, N, H, dtype, order)
+    D = cache.Wx.shape[0]
     da, h_prev = order.rows(dtype, 4 * H, H)  # h_prev: filled by the backward loop
-    with kernel_threads(N, T, cache.Wx.shape[0], H, 4) as threads:
+    in_loop = dx_in_time_loop(D, H, dtype)
+    dx = order.padded(D if in_loop else 0, dtype)  # filled by the loop, or (N, T, 0) unused
+    panels = backward_panels(cache.Wh, cache.Wx if in_loop else None)
+    with kernel_threads(N, T, D, H, 4) as threads:
         if order.real_steps:
             run_steps(lstm_backward_steps, lstm_backward_parallel, threads, order.active[0],
                       order.sort(dh), cache.gates, cache.c_hist, np.empty((N, H), dtype),
-                      cache.h0, cache.c0, weight_panels(cache.Wh, transpose=True), dh_next,
-                      dc_next, da, h_prev, step_operand(N, 4 * H, dtype),
-                      step_scratch(N, H, dtype), order.offsets, order.active)
-        dx, dWx, dWh, db = weight_grads(da, cache.x_rows, h_prev, cache.Wx, order, threads)
+                      cache.h0, cache.c0, panels, dh_next, dc_next, da, h_prev, dx,
+                      step_operand(N, 4 * H, dtype), step_scratch(N, H + dx.shape[2], dtype),
+                      order.offsets, order.active)
+        dWx, dWh, db = weight_grads(da, cache.x_rows, h_prev, order, threads)
+        if not in_loop:
+            dx = input_grad(da, cache.Wx, order, threads)
     return (order.unsort(dx), order.unsort(dh_next), dWx, dWh, db, order.unsort(dc_next))
 
 

@@ -23,6 +23,7 @@ SHAPES = [
     (1, 50, 32, 32),
     (7, 13, 17, 37),
     (3, 69, 6, 11),
+    (2, 5, 67, 3),  # D wider than the padding of H's panel: dx from a GEMM in float32 too
 ]
 DTYPES = [np.float64, np.float32]
 
@@ -253,9 +254,11 @@ def test_kernels_actually_run_fused_code():
     from fastrnn.kernels.gemm import gemm_parallel, gemm_part
     from fastrnn.kernels.lstm import lstm_train_parallel, lstm_train_small
     small = make_inputs(2, 2, 2, 2, 4)
-    fastrnn.lstm_forward(*small[:2], *small[3:])  # one serial call
+    h, cache = fastrnn.lstm_forward(*small[:2], *small[3:])  # one serial call
+    fastrnn.lstm_backward(h, cache)  # the weight gradients: gemm_part
     big = make_inputs(32, 8, 40, 64, 4)  # enough work for numba's threads
-    fastrnn.lstm_forward(*big[:2], *big[3:])
+    h, cache = fastrnn.lstm_forward(*big[:2], *big[3:])
+    fastrnn.lstm_backward(h, cache)  # gemm_parallel
     for kernel in (lstm_train_small, gemm_part, lstm_train_parallel, gemm_parallel):
         assert kernel.signatures, kernel
         assert kernel._cache.__class__.__name__ == "FunctionCache", kernel
@@ -386,3 +389,12 @@ def test_projection_chunk_size_changes_no_bit(monkeypatch, cell, ragged):
             np.testing.assert_array_equal(other, first)
         for first, other in zip(runs[0], runs[2]):
             np.testing.assert_array_equal(other, first)
+
+
+def test_shapes_cover_both_routes_to_dx():
+    """The LSTM's and RNN's backward get dx from the time loop's product or from a GEMM after
+    it (_core.dx_in_time_loop); the shapes above must exercise both, in each dtype."""
+    from fastrnn._core import dx_in_time_loop
+    for dtype in DTYPES:
+        routes = {dx_in_time_loop(D, H, dtype) for N, T, D, H in SHAPES}
+        assert routes == {True, False}, dtype

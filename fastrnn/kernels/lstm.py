@@ -160,14 +160,14 @@ def lstm_infer_small(x, Wx, Wh, b, h, c, S, h_out, active):
 
 
 @njit(**JIT_OPTIONS)
-def lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_rows, h0, c0, WhT_panels,
-                        dh_next, dc_next, da, h_prev, da_step, rec, offsets, active):
+def lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_rows, h0, c0, WT_panels,
+                        dh_next, dc_next, da, h_prev, dx, da_step, rec, offsets, active):
     """The backward time loop for the row tiles worker, worker + workers, ...
 
     dh: (N, T, H) upstream gradient of every hidden state (read at real steps only)
     gates: (R, 4H) activated gates; c_hist: (R, H) c_t; h0, c0: (N, H)
     tanh_c_rows: (N, H) scratch for tanh(c_t)
-    WhT_panels: pack_panels(Wh.T)
+    WT_panels: pack_panels([Wh.T | Wx.T]), (4H, H + D) (_core.backward_panels)
     dh_next, dc_next: (N, H) in: gradient of the final h and c; out: gradient of h0 and c0.
         A sequence's rows are left alone until its last real step, so the final-state
         gradients enter there, and after its first step they are its dh0, dc0.
@@ -176,13 +176,20 @@ def lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_rows, h0, c0,
         it: h_t = o_t * tanh(c_t) is rebuilt here from the tanh(c_t) this loop needs
         anyway, with the same operations on the same bits, so it equals the forward's h_t
         exactly; that takes H of the D + 7H values per row off the forward's writes.
+    dx: (N, T, D) out: gradient of x at real steps (padding is not written)
     da_step: (N rounded up to MR_STEP, 4H) scratch: one step of da, the product's operand
-    rec: (rows of da_step, H rounded up to a panel) scratch for da_step @ Wh.T
+    rec: (rows of da_step, H + D rounded up to a panel) scratch for da_step @ [Wh.T | Wx.T]
     offsets, active: as lstm_train_steps
+
+    dx_t = da_t Wx.T comes out of the step's product with dh_{t-1} = da_t Wh.T, as extra
+    columns: with D or H under a panel (64 float32 columns) the product filled half-empty
+    panels anyway, and the big dx GEMM after the loop read da back from memory and
+    transposed its result into (N, T, D).
 
     Short loops over contiguous rows, as in lstm_cell, so that each vectorises.
     """
     H = dh.shape[2]
+    D = dx.shape[2]
     one = one_of(dh)
     for t in range(active.shape[0] - 1, -1, -1):
         M = active[t]
@@ -224,17 +231,18 @@ def lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_rows, h0, c0,
                 for j in range(H):
                     dc_row[j] *= gate[H + j]
                 copy_row(da[row], da_row, False)
-        step_product(da_step, WhT_panels, rec, worker, workers, M)
+        step_product(da_step, WT_panels, rec, worker, workers, M)
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
             for n in range(m0, min(m0 + MR_STEP, M)):
                 copy_row(dh_next[n], rec[n, :H], False)
+                copy_row(dx[n, t], rec[n, H:H + D], False)
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def lstm_backward_parallel(workers, dh, gates, c_hist, tanh_c_rows, h0, c0, WhT_panels,
-                           dh_next, dc_next, da, h_prev, da_step, rec, offsets, active):
+def lstm_backward_parallel(workers, dh, gates, c_hist, tanh_c_rows, h0, c0, WT_panels,
+                           dh_next, dc_next, da, h_prev, dx, da_step, rec, offsets, active):
     """lstm_backward_steps on ``workers`` numba threads (arguments as there)."""
     for worker in prange(workers):
         lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_rows, h0, c0,
-                            WhT_panels, dh_next, dc_next, da, h_prev, da_step, rec, offsets,
-                            active)
+                            WT_panels, dh_next, dc_next, da, h_prev, dx, da_step, rec,
+                            offsets, active)

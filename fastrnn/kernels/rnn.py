@@ -99,21 +99,25 @@ def rnn_infer_parallel(workers, x, Wx_panels, Wh_panels, b, h, proj, rec, h_out,
 
 
 @njit(**JIT_OPTIONS)
-def rnn_backward_steps(worker, workers, dh, h_rows, h0, WhT_panels, dh_next, da, h_prev,
+def rnn_backward_steps(worker, workers, dh, h_rows, h0, WT_panels, dh_next, da, h_prev, dx,
                        da_step, rec, relu, offsets, active):
     """The backward time loop for the row tiles worker, worker + workers, ...
 
     dh: (N, T, H) upstream gradient of every hidden state; h_rows: (R, H) forward states;
     h0: (N, H)
-    WhT_panels: pack_panels(Wh.T)
+    WT_panels: pack_panels([Wh.T | Wx.T]), (H, H + D) (_core.backward_panels)
     dh_next: (N, H) in: gradient of the final h; out: gradient of h0
     da: (R, H) out, packed rows
     h_prev: (R, H) out: h_{t-1} of every packed row, for dWh, copied from h_rows and h0 here
         rather than written by the forward (a quarter of its D + 3H values per row)
+    dx: (N, T, D) out: gradient of x at real steps, from the step's product with
+        dh_{t-1} (see kernels/lstm.lstm_backward_steps)
     da_step: (N rounded up to MR_STEP, H) scratch operand;
-    rec: (rows of da_step, H rounded up to a panel) scratch; offsets, active: as the forward
+    rec: (rows of da_step, H + D rounded up to a panel) scratch; offsets, active: as the
+    forward
     """
     H = dh.shape[2]
+    D = dx.shape[2]
     one = one_of(dh)
     zero = zero_of(dh)
     for t in range(active.shape[0] - 1, -1, -1):
@@ -137,16 +141,17 @@ def rnn_backward_steps(worker, workers, dh, h_rows, h0, WhT_panels, dh_next, da,
                     for j in range(H):
                         da_row[j] = (dh_t[j] + dh_row[j]) * (one - h_t[j] * h_t[j])
                 copy_row(da[row], da_row, False)
-        step_product(da_step, WhT_panels, rec, worker, workers, M)
+        step_product(da_step, WT_panels, rec, worker, workers, M)
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
             for n in range(m0, min(m0 + MR_STEP, M)):
                 copy_row(dh_next[n], rec[n, :H], False)
+                copy_row(dx[n, t], rec[n, H:H + D], False)
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def rnn_backward_parallel(workers, dh, h_rows, h0, WhT_panels, dh_next, da, h_prev, da_step,
-                          rec, relu, offsets, active):
+def rnn_backward_parallel(workers, dh, h_rows, h0, WT_panels, dh_next, da, h_prev, dx,
+                          da_step, rec, relu, offsets, active):
     """rnn_backward_steps on ``workers`` numba threads (arguments as there)."""
     for worker in prange(workers):
-        rnn_backward_steps(worker, workers, dh, h_rows, h0, WhT_panels, dh_next, da, h_prev,
-                           da_step, rec, relu, offsets, active)
+        rnn_backward_steps(worker, workers, dh, h_rows, h0, WT_panels, dh_next, da, h_prev,
+                           dx, da_step, rec, relu, offsets, active)
