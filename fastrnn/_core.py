@@ -151,7 +151,13 @@ def chunk_steps(order, D, width, dtype, threads):
     (100, 64, 256, 256) takes 6, (200, 32, 512, 512) 6, float64 (200, 32, 512, 512) 12.
     A multiple of MR, or all T steps, so that S does not change a single bit of the results
     (see steps_product) and may depend on the thread count."""
-    N, T = order.shape
+    return _chunk_steps(*order.shape, D, width, dtype, threads)
+
+
+@functools.lru_cache(maxsize=256)
+def _chunk_steps(N, T, D, width, dtype, threads):
+    """chunk_steps for an (N, T) batch, cached: it is paid on every call (1 us otherwise,
+    a thirtieth of a (50, 1, 32, 32) forward)."""
     rows = -(-N // worker_count(N, threads))
     weight_bytes = D * width * np.dtype(dtype).itemsize
     S = weight_bytes // (rows * _config.CHUNK_BYTES_PER_ROW) // MR * MR

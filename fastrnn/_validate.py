@@ -19,6 +19,8 @@ def as_float_array(name, value):
         raise TypeError(f"{name} must be a float32 or float64 array, got None")
     arr = np.asarray(value)
     dtype = arr.dtype
+    if dtype is SUPPORTED_DTYPES[0] or dtype is SUPPORTED_DTYPES[1]:
+        return arr  # the common case, by identity (numpy's native dtypes are singletons)
     if dtype.kind == "f" and dtype.itemsize in (4, 8) and not dtype.isnative:
         arr = arr.astype(dtype.newbyteorder("="))
     if arr.dtype not in SUPPORTED_DTYPES:
@@ -53,7 +55,7 @@ def check_same_dtype(named_arrays):
     """All arrays share the first one's dtype, or TypeError naming the odd one."""
     first_name, first = named_arrays[0]
     for name, arr in named_arrays[1:]:
-        if arr.dtype != first.dtype:
+        if arr.dtype is not first.dtype and arr.dtype != first.dtype:
             raise TypeError(
                 f"{name} has dtype {arr.dtype} but {first_name} has dtype {first.dtype}; "
                 f"all arrays must share one dtype (float32 or float64)")

@@ -136,17 +136,31 @@ def lstm_infer_parallel(workers, x, Wx_panels, Wh_panels, b, h, c, proj, rec, ta
 
 
 @njit(**JIT_OPTIONS)
-def lstm_train_small(x, Wx, Wh, b, h, c, S, x_rows, gates, h_out, c_hist, offsets, active,
-                     stream):
+def lstm_train_small(x, h0, c0, Wx, Wh, b, S, R, offsets, active, ragged):
     """The whole training forward on the calling thread in one call, for calls too small to
-    share out: the weights' panels and the time loop without the Python between them.
-    S: steps per projection chunk; the rest as lstm_train_steps, with Wx: (D, 4H) and
-    Wh: (H, 4H)."""
-    G = gates.shape[1]
+    share out: the outputs' allocation, the weights' panels and the time loop without
+    Python between them (allocating from Python cost ~5 us of a 36 us (50, 1, 32, 32) call).
+
+    x: (N, T, D); h0, c0: (N, H); Wx: (D, 4H); Wh: (H, 4H); b: (4H,)
+    S: steps per projection chunk; R: real steps; offsets, active: see kernels/__init__.py
+    ragged: some sequence stops before T (its padding in h_out must read 0)
+    Returns h_out (N, T, H), x_rows (R, D), gates (R, 4H), c_hist (R, H) as lstm_train_steps
+    fills them, and the final h (N rounded up to MR_STEP, H) and c (N, H).
+    """
+    N, T, D = x.shape
+    H = h0.shape[1]
+    G = Wx.shape[1]
+    h = np.zeros(((N + MR_STEP - 1) // MR_STEP * MR_STEP, H), x.dtype)
+    h[:N] = h0
+    c = c0.copy()
+    h_out = np.zeros((N, T, H), x.dtype) if ragged else np.empty((N, T, H), x.dtype)
+    x_rows = np.empty((R, D), x.dtype)
+    gates = np.empty((R, G), x.dtype)
+    c_hist = np.empty((R, H), x.dtype)
     lstm_train_steps(0, 1, x, pack_panels(Wx), pack_panels(Wh), b, h, c,
                      chunk_scratch_like(h, S, G), chunk_scratch_like(h, 1, G)[0], x_rows,
-                     gates, h_out, c_hist, np.empty(c.shape, c.dtype), offsets, active,
-                     stream)
+                     gates, h_out, c_hist, np.empty(c.shape, c.dtype), offsets, active, False)
+    return h_out, x_rows, gates, c_hist, h, c
 
 
 @njit(**JIT_OPTIONS)
