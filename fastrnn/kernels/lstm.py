@@ -59,7 +59,8 @@ def lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, re
     h: (N rounded up to MR_STEP, H) in: initial state; out: final state (a sequence's row
         stops changing after its last step); c: (N, H) likewise
     proj: (S, rows of h, 4H rounded up to a panel) scratch: x_t Wx for S steps at a time
-    rec: (rows of h, 4H rounded up to a panel) scratch: h_{t-1} Wh, then the gates
+    rec: (rows of h, 4H rounded up to a panel) scratch: h_{t-1} Wh, then (when streaming)
+        the gates; otherwise the cell writes them straight into their cache row
     out, packed rows: x_rows (R, D) x_t; gates (R, 4H) activated i, f, o, g;
         c_hist (R, H) c_t. Not h_{t-1}: the backward rebuilds it as o_{t-1} * tanh(c_{t-1})
         from these, to the bit (see lstm_backward_steps)
