@@ -245,10 +245,21 @@ def dx_in_time_loop(D, H, dtype):
     return padded_columns(H, dtype) - H >= D
 
 
-def backward_panels(Wh, Wx=None):
-    """Wh.T (G, H), or [Wh.T | Wx.T] (G, H + D) when Wx is given, packed as weight_panels
-    does: the operand of the LSTM's and RNN's backward per-step product."""
-    return pack_panels(Wh.T if Wx is None else np.concatenate((Wh, Wx)).T)
+def backward_dx(order, Wh, Wx):
+    """What the LSTM's and RNN's backward loop needs for dx: (dx, panels), the operand of its
+    per-step product packed as weight_panels does. Where dx_in_time_loop, dx is the
+    (N, T, D) output the loop fills at real steps (zeros elsewhere when ragged) and panels
+    packs [Wh.T | Wx.T] (G, H + D); otherwise dx is (N, T, 0), so the loop writes none of
+    it, panels packs Wh.T (G, H) alone, and finish_dx makes dx with one GEMM."""
+    in_loop = dx_in_time_loop(Wx.shape[0], Wh.shape[0], Wh.dtype)
+    dx = order.padded(Wx.shape[0] if in_loop else 0, Wh.dtype)
+    return dx, pack_panels(np.concatenate((Wh, Wx)).T if in_loop else Wh.T)
+
+
+def finish_dx(dx, da, Wx, order, threads):
+    """dx from backward_dx as the loop filled it, or, where it has no columns, from one
+    product da @ Wx.T (input_grad)."""
+    return dx if dx.shape[2] else input_grad(da, Wx, order, threads)
 
 
 def weight_grads(da_x, x_rows, h_prev, order, threads, da_h=None):

@@ -8,9 +8,9 @@ c_t = f * c_{t-1} + i * g and h_t = o * tanh(c_t).
 import numpy as np
 
 from . import _validate as v
-from ._core import (BatchOrder, CellCache, backward_panels, check_backward_cache, chunk_scratch,
-                    chunk_steps, dx_in_time_loop, input_grad, run_steps, state_grad,
-                    step_operand, step_scratch, streamed, weight_grads, weight_panels)
+from ._core import (BatchOrder, CellCache, backward_dx, check_backward_cache, chunk_scratch,
+                    chunk_steps, finish_dx, run_steps, state_grad, step_operand, step_scratch,
+                    streamed, weight_grads, weight_panels)
 from ._threads import kernel_threads
 from .kernels.lstm import (lstm_backward_parallel, lstm_backward_steps, lstm_infer_parallel,
                            lstm_infer_small, lstm_infer_steps, lstm_train_parallel,
@@ -32,12 +32,17 @@ class LSTMCache(CellCache):
                  "order", "is_step")
 
 
+def _c0_in_order(c0, h0, order):
+    """c0 in kernel order, zeros (like h0) when None."""
+    # np.zeros, not np.zeros_like: 0.3 vs 1.1 us, on every call.
+    return np.zeros(h0.shape, h0.dtype) if c0 is None else order.sort(c0)
+
+
 def _start(x, h0, c0, order):
     """order.start plus the cell state: x, h0, c0 (zeros when None) in kernel order, running
     states h, c and the (N, T, H) output."""
     x, h0, h, h_out = order.start(x, h0)
-    # np.zeros, not np.zeros_like: 0.3 vs 1.1 us, on every call.
-    c0 = np.zeros(h0.shape, h0.dtype) if c0 is None else order.sort(c0)
+    c0 = _c0_in_order(c0, h0, order)
     return x, h0, c0, h, c0.copy(), h_out
 
 
@@ -95,7 +100,7 @@ def _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step):
         if threads == 1 and order.real_steps:
             # Small calls: one numba call allocates and runs everything (lstm_train_small).
             x, h0 = order.sort(x), order.sort(h0)
-            c0 = np.zeros(h0.shape, h0.dtype) if c0 is None else order.sort(c0)
+            c0 = _c0_in_order(c0, h0, order)
             h_out, x_rows, gates, c_hist, h, c = lstm_train_small(
                 x, h0, c0, Wx, Wh, b, chunk_steps(order, D, 4 * H, dtype, threads),
                 order.real_steps, order.offsets, order.active, order.ragged)
@@ -151,9 +156,7 @@ def _backward(dh, cache, dh_last, dc_last, dh_last_name, dc_last_name):
     dc_next = state_grad(dc_last_name, dc_last, N, H, dtype, order)
     D = cache.Wx.shape[0]
     da, h_prev = order.rows(dtype, 4 * H, H)  # h_prev: filled by the backward loop
-    in_loop = dx_in_time_loop(D, H, dtype)
-    dx = order.padded(D if in_loop else 0, dtype)  # filled by the loop, or (N, T, 0) unused
-    panels = backward_panels(cache.Wh, cache.Wx if in_loop else None)
+    dx, panels = backward_dx(order, cache.Wh, cache.Wx)
     with kernel_threads(N, T, D, H, 4) as threads:
         if order.real_steps:
             run_steps(lstm_backward_steps, lstm_backward_parallel, threads, order.active[0],
@@ -162,8 +165,7 @@ def _backward(dh, cache, dh_last, dc_last, dh_last_name, dc_last_name):
                       step_operand(N, 4 * H, dtype), step_scratch(N, H + dx.shape[2], dtype),
                       order.offsets, order.active)
         dWx, dWh, db = weight_grads(da, cache.x_rows, h_prev, order, threads)
-        if not in_loop:
-            dx = input_grad(da, cache.Wx, order, threads)
+        dx = finish_dx(dx, da, cache.Wx, order, threads)
     return (order.unsort(dx), order.unsort(dh_next), dWx, dWh, db, order.unsort(dc_next))
 
 

@@ -7,9 +7,9 @@ The relu derivative at exactly 0 is taken as 0.
 import numpy as np
 
 from . import _validate as v
-from ._core import (BatchOrder, CellCache, backward_panels, check_backward_cache, chunk_scratch,
-                    chunk_steps, dx_in_time_loop, input_grad, run_steps, state_grad,
-                    step_operand, step_scratch, streamed, weight_grads, weight_panels)
+from ._core import (BatchOrder, CellCache, backward_dx, check_backward_cache, chunk_scratch,
+                    chunk_steps, finish_dx, run_steps, state_grad, step_operand, step_scratch,
+                    streamed, weight_grads, weight_panels)
 from ._threads import kernel_threads
 from .kernels.rnn import (rnn_backward_parallel, rnn_backward_steps, rnn_infer_parallel,
                           rnn_infer_steps, rnn_train_parallel, rnn_train_steps)
@@ -110,9 +110,7 @@ def _backward(dh, cache, dh_last, dh_last_name):
     dh_next = state_grad(dh_last_name, dh_last, N, H, dh.dtype, order)
     D = cache.Wx.shape[0]
     da, h_prev = order.rows(dh.dtype, H, H)  # h_prev: filled by the backward loop
-    in_loop = dx_in_time_loop(D, H, dh.dtype)
-    dx = order.padded(D if in_loop else 0, dh.dtype)  # filled by the loop, or (N, T, 0) unused
-    panels = backward_panels(cache.Wh, cache.Wx if in_loop else None)
+    dx, panels = backward_dx(order, cache.Wh, cache.Wx)
     with kernel_threads(N, T, D, H, 1) as threads:
         if order.real_steps:
             run_steps(rnn_backward_steps, rnn_backward_parallel, threads, order.active[0],
@@ -120,8 +118,7 @@ def _backward(dh, cache, dh_last, dh_last_name):
                       step_operand(N, H, dh.dtype), step_scratch(N, H + dx.shape[2], dh.dtype),
                       cache.relu, order.offsets, order.active)
         dWx, dWh, db = weight_grads(da, cache.x_rows, h_prev, order, threads)
-        if not in_loop:
-            dx = input_grad(da, cache.Wx, order, threads)
+        dx = finish_dx(dx, da, cache.Wx, order, threads)
     return order.unsort(dx), order.unsort(dh_next), dWx, dWh, db
 
 

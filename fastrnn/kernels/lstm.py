@@ -182,7 +182,8 @@ def lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_rows, h0, c0,
     dh: (N, T, H) upstream gradient of every hidden state (read at real steps only)
     gates: (R, 4H) activated gates; c_hist: (R, H) c_t; h0, c0: (N, H)
     tanh_c_rows: (N, H) scratch for tanh(c_t)
-    WT_panels: pack_panels([Wh.T | Wx.T]), (4H, H + D) (_core.backward_panels)
+    WT_panels: pack_panels([Wh.T | Wx.T]), (4H, H + D), or of Wh.T alone when D = 0
+        (_core.backward_dx)
     dh_next, dc_next: (N, H) in: gradient of the final h and c; out: gradient of h0 and c0.
         A sequence's rows are left alone until its last real step, so the final-state
         gradients enter there, and after its first step they are its dh0, dc0.
@@ -191,7 +192,8 @@ def lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_rows, h0, c0,
         it: h_t = o_t * tanh(c_t) is rebuilt here from the tanh(c_t) this loop needs
         anyway, with the same operations on the same bits, so it equals the forward's h_t
         exactly; that takes H of the D + 7H values per row off the forward's writes.
-    dx: (N, T, D) out: gradient of x at real steps (padding is not written)
+    dx: (N, T, D) out: gradient of x at real steps (padding is not written); D = 0 where
+        a GEMM after the loop makes it instead (_core.dx_in_time_loop)
     da_step: (N rounded up to MR_STEP, 4H) scratch: one step of da, the product's operand
     rec: (rows of da_step, H + D rounded up to a panel) scratch for da_step @ [Wh.T | Wx.T]
     offsets, active: as lstm_train_steps

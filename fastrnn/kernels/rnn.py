@@ -105,13 +105,14 @@ def rnn_backward_steps(worker, workers, dh, h_rows, h0, WT_panels, dh_next, da, 
 
     dh: (N, T, H) upstream gradient of every hidden state; h_rows: (R, H) forward states;
     h0: (N, H)
-    WT_panels: pack_panels([Wh.T | Wx.T]), (H, H + D) (_core.backward_panels)
+    WT_panels: pack_panels([Wh.T | Wx.T]), (H, H + D), or of Wh.T alone when D = 0
+        (_core.backward_dx)
     dh_next: (N, H) in: gradient of the final h; out: gradient of h0
     da: (R, H) out, packed rows
     h_prev: (R, H) out: h_{t-1} of every packed row, for dWh, copied from h_rows and h0 here
         rather than written by the forward (a quarter of its D + 3H values per row)
     dx: (N, T, D) out: gradient of x at real steps, from the step's product with
-        dh_{t-1} (see kernels/lstm.lstm_backward_steps)
+        dh_{t-1} (see kernels/lstm.lstm_backward_steps); D = 0 where a GEMM makes it
     da_step: (N rounded up to MR_STEP, H) scratch operand;
     rec: (rows of da_step, H + D rounded up to a panel) scratch; offsets, active: as the
     forward
