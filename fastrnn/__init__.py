@@ -12,6 +12,7 @@ versions of every function.
 """
 
 from . import reference
+from ._isa import describe as _describe_target
 from .gru import (GRUCache, gru_backward, gru_forward, gru_inference, gru_step_backward,
                   gru_step_forward)
 from .lstm import (LSTMCache, lstm_backward, lstm_forward, lstm_inference, lstm_step_backward,
@@ -25,6 +26,20 @@ from .stack import (StackCache, reverse_within_lengths, stack_backward, stack_fo
 
 __version__ = "0.1.0"
 
+
+def show_config(file=None):
+    """Print, and return as a dict, the target fastrnn's kernels are compiled for: the ISA
+    configuration chosen from numba's target (``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES``
+    honoured), the micro-kernel's tiles (rows x columns of C) and k-block depth, and the
+    threads. Results are bit-identical for any thread count; other ISAs may differ from
+    these results in the last bits."""
+    import sys
+    info = dict(_describe_target(), threads=get_num_threads(), fastrnn=__version__)
+    for key, value in info.items():
+        print(f"{key:>24}: {value}", file=file or sys.stdout)
+    return info
+
+
 __all__ = [
     "LSTMCache", "RNNCache", "GRUCache",
     "lstm_forward", "lstm_backward", "lstm_step_forward", "lstm_step_backward", "lstm_inference",
@@ -32,4 +47,5 @@ __all__ = [
     "gru_forward", "gru_backward", "gru_step_forward", "gru_step_backward", "gru_inference",
     "StackCache", "stack_forward", "stack_backward", "reverse_within_lengths",
     "weights_from_torch", "reference", "set_num_threads", "get_num_threads", "release_memory",
+    "show_config",
 ]

@@ -20,6 +20,8 @@ import os
 import tempfile
 import warnings
 
+from ._isa import TILE_OVERRIDDEN
+
 FASTMATH_FLAGS = set()  # see above: no value-changing flags
 
 
@@ -51,26 +53,12 @@ def _cache_available():
     return False
 
 
-JIT_OPTIONS = dict(nogil=True, cache=_cache_available(), error_model="numpy",
+# FASTRNN_TILE (_isa.py) changes compile-time constants numba's cache does not key on.
+JIT_OPTIONS = dict(nogil=True, cache=not TILE_OVERRIDDEN and _cache_available(),
+                   error_model="numpy",
                    fastmath=FASTMATH_FLAGS)
 # The kernels that split work over numba's threads (prange).
 PARALLEL_JIT_OPTIONS = dict(JIT_OPTIONS, parallel=True)
 
-# Calls with fewer floating-point operations than this in their forward run on one thread:
-# below it, waking numba's threads costs more than it saves. Measured here, float32 LSTM
-# forward / backward, one thread vs two: (50, 4, 32, 32), 3.3 MFLOP: 56 / 109 vs 59 / 103 us;
-# (50, 8, 32, 32), 6.6 MFLOP: 98 / 197 vs 63 / 125 us.
-PARALLEL_MIN_FLOPS = 4_000_000
-
-# The training forward writes its cache with non-temporal stores (kernels/stream.py) when
-# it writes at least this many bytes: rows that big would not stay in the caches anyway.
-# Measured here, float32 LSTM, forward / forward+backward ms, streamed vs ordinary stores:
-# 6 MB (100, 16, 64, 128): 0.84 / 3.18 vs 0.85 / 3.00; 12 MB (100, 32, 128, 128):
-# 2.10 / 8.32 vs 2.34 / 8.43; 50 MB (100, 64, 256, 256): 15.8 / 55.7 vs 16.7 / 55.8.
-STREAM_MIN_BYTES = 8 << 20
-
-# The time loops project the inputs of S steps at a time (_core.chunk_steps): S grows until
-# each worker streams at most this many bytes of Wx per step and row, up to MAX_CHUNK_STEPS
-# (a multiple of the micro-kernel's 6 rows, see kernels/gemm.steps_product).
-CHUNK_BYTES_PER_ROW = 32 << 10
-MAX_CHUNK_STEPS = 30
+# The thresholds that decide threading, streamed stores and projection chunks depend on the
+# target and live with the other ISA-dependent constants in _isa.py.

@@ -5,9 +5,10 @@ import functools
 
 import numpy as np
 
-from . import _config, _memory
+from . import _isa, _memory
 from . import _validate as v
-from .kernels.gemm import (MR, gemm_parallel, gemm_part, gemm_worker_count, pack_panels,
+from ._isa import MR
+from .kernels.gemm import (gemm_parallel, gemm_part, gemm_worker_count, pack_panels,
                            padded_columns, padded_rows, worker_count)
 
 
@@ -160,8 +161,8 @@ def _chunk_steps(N, T, D, width, dtype, threads):
     a thirtieth of a (50, 1, 32, 32) forward)."""
     rows = -(-N // worker_count(N, threads))
     weight_bytes = D * width * np.dtype(dtype).itemsize
-    S = weight_bytes // (rows * _config.CHUNK_BYTES_PER_ROW) // MR * MR
-    return int(min(max(MR, min(S, _config.MAX_CHUNK_STEPS)), T))
+    S = weight_bytes // (rows * _isa.CHUNK_BYTES_PER_ROW) // MR * MR
+    return int(min(max(MR, min(S, _isa.MAX_CHUNK_STEPS)), T))
 
 
 def step_operand(N, width, dtype):
@@ -231,7 +232,7 @@ def run_steps(steps, parallel, threads, rows, *args):
 def streamed(order, dtype, width):
     """Whether a training forward writing ``width`` values per real step (its cache rows and
     h) writes them with non-temporal stores (kernels/stream.py): from STREAM_MIN_BYTES."""
-    return order.real_steps * width * np.dtype(dtype).itemsize >= _config.STREAM_MIN_BYTES
+    return order.real_steps * width * np.dtype(dtype).itemsize >= _isa.STREAM_MIN_BYTES
 
 
 def dx_in_time_loop(D, H, dtype):

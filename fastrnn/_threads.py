@@ -11,7 +11,7 @@ import threading
 
 import numba
 
-from ._config import PARALLEL_MIN_FLOPS
+from ._isa import PARALLEL_MIN_FLOPS
 
 # One parallel kernel at a time: a second Python thread calling fastrnn meanwhile runs its
 # kernel on one thread instead. That keeps two calls from oversubscribing the cores, and is

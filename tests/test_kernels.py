@@ -346,7 +346,7 @@ def test_streamed_cache_writes_match_ordinary_ones(monkeypatch, cell, dtype, rag
     for small calls, with rows that start at every alignment (odd D and H), the outputs, the
     cache the backward reads and the gradients are the same bits, on the serial and the
     threaded path."""
-    import fastrnn._config
+    import fastrnn._isa
     for N, T, D, H in ((3, 5, 7, 13), (37, 9, 41, 67)):
         p = cell.params(*make_inputs(N, T, D, H, cell.gates, dtype))
         lengths = np.random.default_rng(5).integers(0, T + 1, N) if ragged else None
@@ -354,7 +354,7 @@ def test_streamed_cache_writes_match_ordinary_ones(monkeypatch, cell, dtype, rag
         dstates = tuple(upstream((N, H), dtype, 2 + k) for k in range(len(cell.state_names)))
         runs = []
         for threshold in (1 << 62, 0):
-            monkeypatch.setattr(fastrnn._config, "STREAM_MIN_BYTES", threshold)
+            monkeypatch.setattr(fastrnn._isa, "STREAM_MIN_BYTES", threshold)
             h, states, cache = cell.forward(fastrnn, p, lengths)
             kept = [np.array(getattr(cache, name)) for name in cache.__slots__
                     if isinstance(getattr(cache, name), np.ndarray)]
@@ -370,8 +370,8 @@ def test_projection_chunk_size_changes_no_bit(monkeypatch, cell, ragged):
     """The time loops project S steps of inputs at a time (_core.chunk_steps picks S from
     the sizes and the thread count, always a multiple of the micro-kernel's rows or all
     steps); any such S gives the same bits, training and inference, serial and threaded."""
-    import fastrnn._config
-    from fastrnn.kernels.gemm import MR
+    import fastrnn._isa
+    from fastrnn._isa import MR
     for N, T, D, H in ((1, 27, 5, 13), (3, 14, 5, 13), (37, 9, 41, 67)):
         p = cell.params(*make_inputs(N, T, D, H, cell.gates, np.float32))
         lengths = np.random.default_rng(6).integers(0, T + 1, N) if ragged else None
@@ -379,8 +379,8 @@ def test_projection_chunk_size_changes_no_bit(monkeypatch, cell, ragged):
         dstates = tuple(upstream((N, H), np.float32, 2 + k) for k in range(len(cell.state_names)))
         runs = []
         for S in (MR, 2 * MR, T):
-            monkeypatch.setattr(fastrnn._config, "CHUNK_BYTES_PER_ROW", 1)
-            monkeypatch.setattr(fastrnn._config, "MAX_CHUNK_STEPS", S)
+            monkeypatch.setattr(fastrnn._isa, "CHUNK_BYTES_PER_ROW", 1)
+            monkeypatch.setattr(fastrnn._isa, "MAX_CHUNK_STEPS", S)
             h, states, cache = cell.forward(fastrnn, p, lengths)
             h_inferred, states_inferred = cell.inference(fastrnn, p, lengths)
             runs.append([h, *states, h_inferred, *states_inferred,

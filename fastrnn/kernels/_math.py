@@ -29,6 +29,7 @@ from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
 
 from .._config import FASTMATH_FLAGS
+from .._isa import FMA
 
 # Eigen's ptanh_float coefficients (tanh(x) = x * P(x^2) / Q(x^2) on |x| <= CLAMP).
 _F32 = np.float32
@@ -58,11 +59,15 @@ _INV_FACT = tuple(1.0 / math.factorial(k) for k in range(18))
 def fma(typingctx, a, b, c):
     """a * b + c rounded once (llvm.fma; vectorises). Written out because the kernels are
     compiled without fast-math contraction (see _config): the polynomials keep their
-    fused multiply-adds, and the same bits wherever LLVM inlines them."""
+    fused multiply-adds, and the same bits wherever LLVM inlines them. On a target without
+    FMA instructions (_isa.FMA false) a multiply and an add instead: llvm.fma would be a
+    scalar libm call there, and the loops would not vectorise."""
     if not (isinstance(a, types.Float) and a == b == c):
         return None
 
     def codegen(context, builder, signature, args):
+        if not FMA:
+            return builder.fadd(builder.fmul(args[0], args[1]), args[2])
         ty = context.get_value_type(signature.return_type)
         name = "llvm.fma.f32" if signature.return_type.bitwidth == 32 else "llvm.fma.f64"
         function = cgutils.get_or_insert_function(builder.module,

@@ -2,15 +2,16 @@
 packing around it, a GEMM split over numba's threads, and the per-step product of the time
 loops.
 
-Why not BLAS: numba's ``np.dot`` calls SciPy's OpenBLAS, which on these machines runs its
-Haswell kernel (``OPENBLAS_CORETYPE=Haswell``, ~255 GFLOP/s on two cores for float32) and
-whose last bits change with its thread count. The micro-kernel below keeps an MR x NR block
-of C in vector registers (6 x 64 floats in 24 AVX-512 registers) and streams packed A and B
-through it: 283 GFLOP/s on one core, float32, data in cache. Each element of C is summed in
-the same order whatever the thread count, so results are bit-identical for 1 or 2 threads.
+Why not BLAS: numba's ``np.dot`` calls SciPy's OpenBLAS, whose last bits change with its
+thread count, and whose pool fights numba's for two cores. The micro-kernel below keeps an
+MR x NR block of C in vector registers and streams packed A and B through it; its shape
+comes from the target's configuration (_isa.py: 6 x 64 float32 in 24 AVX-512 registers,
+6 x 16 in 12 AVX2 registers, ...). Each element of C is summed in the same order whatever
+the thread count, so results are bit-identical for 1 or 2 threads.
 
-Packed layouts (NR = panel_width: 64 float32 or 32 float64 columns, 4 vectors of 64 bytes):
-  A tile:  MR rows x kc, stored k-major: Ap[k * MR + r]         (MR = 6)
+Packed layouts (NR = panel_width: VECTORS vectors of VECTOR_BYTES, e.g. 64 float32 or 32
+float64 columns on AVX-512):
+  A tile:  MR rows x kc, stored k-major: Ap[k * MR + r]
   B panel: kc x NR columns, stored k-major: Bp[k * NR + q]
 Rows or columns past the matrix edge are packed as zeros.
 
@@ -25,18 +26,14 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
+from .._isa import FMA, KC_BYTES, MR, MR_STEP, VECTOR_BYTES, VECTORS
 from ._math import zero_of
 
-MR = 6              # rows of C per micro-kernel call in the big GEMM
-MR_STEP = 4         # rows per call in the per-step products: finer row tiles to share out
-VECTORS = 4         # 64-byte vectors of C per row per call: MR * VECTORS = 24 registers
-VECTOR_BYTES = 64
-KC_BYTES = 2048    # k-block of the big GEMM, in bytes per row: 512 float32, 256 float64
-ROW_TILES_PER_JOB = 16
+ROW_TILES_PER_JOB = 16  # MR-row tiles of A packed per k-block and job (kept in L2)
 
 
 def columns_per_panel(dtype):
-    """NR: columns per packed B panel (4 vectors of 64 bytes) for ``dtype``."""
+    """NR: columns per packed B panel (VECTORS vectors of VECTOR_BYTES) for ``dtype``."""
     return VECTORS * VECTOR_BYTES // np.dtype(dtype).itemsize
 
 
@@ -46,7 +43,8 @@ def panel_width(arr):
 
 
 def k_block(arr):
-    """KC: depth of one k-block of the big GEMM for arr's dtype (compile-time constant)."""
+    """KC: depth of one k-block of the big GEMM for arr's dtype (compile-time constant):
+    KC_BYTES per row, e.g. 512 float32 / 256 float64."""
     return KC_BYTES // arr.dtype.itemsize
 
 
@@ -80,7 +78,8 @@ def _tile_function(module, MR, scalar, lanes):
     void tile(A*, a_rs, a_ks, B*, ldb, C*, ldc, kc, accumulate):
     C[r * ldc + q] (+)= sum_k A[r * a_rs + k * a_ks] * B[k * ldb + q], r < MR, q < NR, k < kc.
     """
-    name = f"fastrnn_tile_{MR}x{VECTORS}_{lanes}{'f32' if lanes == 16 else 'f64'}"
+    suffix = "f32" if isinstance(scalar, ir.FloatType) else "f64"
+    name = f"fastrnn_tile_{MR}x{VECTORS}_{lanes}{suffix}_{'fma' if FMA else 'muladd'}"
     if name in module.globals:
         return module.globals[name]
     intp = ir.IntType(64)
@@ -96,9 +95,15 @@ def _tile_function(module, MR, scalar, lanes):
     def const(value):
         return ir.Constant(intp, value)
 
-    fma = cgutils.get_or_insert_function(
-        module, ir.FunctionType(vec, [vec, vec, vec]),
-        "llvm.fma.v%d%s" % (lanes, "f32" if lanes == 16 else "f64"))
+    fused = cgutils.get_or_insert_function(
+        module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fma.v{lanes}{suffix}")
+
+    def fma(a, b, c):
+        """a * b + c: one fused instruction where the target has FMA; else a multiply and
+        an add (llvm.fma would become a libm call per lane there)."""
+        if FMA:
+            return builder.call(fused, [a, b, c])
+        return builder.fadd(builder.fmul(a, b), c)
     zero = ir.Constant(vec, None)
     splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
     undefined = ir.Constant(vec, ir.Undefined)
@@ -117,7 +122,7 @@ def _tile_function(module, MR, scalar, lanes):
                 builder.insert_element(undefined, a, ir.Constant(ir.IntType(32), 0)),
                 undefined, splat_mask)
             for v in range(VECTORS):
-                out.append(builder.call(fma, [a_vec, b_vecs[v], acc[r * VECTORS + v]]))
+                out.append(fma(a_vec, b_vecs[v], acc[r * VECTORS + v]))
         return out
 
     def phis(incoming):
@@ -229,7 +234,7 @@ def _make_micro_kernel(MR):
 
 micro_kernel = _make_micro_kernel(MR)         # the big GEMM's tiles
 step_kernel = _make_micro_kernel(MR_STEP)     # the per-step products' tiles
-row_kernel = _make_micro_kernel(1)  # a per-step tile holding one real row (N = 1): 4x less
+row_kernel = _make_micro_kernel(1)  # a per-step tile holding one real row (N = 1)
 
 
 @njit(inline="always", **JIT_OPTIONS)

@@ -9,7 +9,7 @@ what the time loop keeps in cache: at (100, 64, 256, 256) float32 the loop's wri
 1.45 ms with ordinary stores and 0.7 ms with these (52 MB written).
 
 Stored this way, the rows are not in cache afterwards, which is the wrong trade when they
-would fit: the API chooses per call (see _config.STREAM_MIN_BYTES). Values are the same
+would fit: the API chooses per call (see _isa.STREAM_MIN_BYTES). Values are the same
 either way.
 """
 

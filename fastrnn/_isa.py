@@ -1,0 +1,160 @@
+"""Which CPU the kernels are compiled for, and every constant that depends on it.
+
+The one place where the vector ISA is decided (the BLIS model: one small configuration per
+architecture; the packing, the loops around the micro-kernel and the time loops are shared
+and read these numbers). The choice follows the target numba compiles for, not
+/proc/cpuinfo: llvmlite's host CPU name and features, or ``NUMBA_CPU_NAME`` /
+``NUMBA_CPU_FEATURES`` when set (numba reads them, and so does this module).
+
+Targets (``TARGET.isa``):
+  avx512   x86-64 with AVX-512F: 32 registers of 64 bytes
+  avx2     x86-64 with AVX2 and FMA: 16 registers of 32 bytes
+  neon     aarch64 (Advanced SIMD and FMA are baseline there): 32 registers of 16 bytes
+  generic  anything else, e.g. x86-64 without AVX2/FMA: 16-byte vectors, multiply then add
+
+The micro-kernel keeps an MR x NR block of C in ``MR * VECTORS`` vector registers, NR =
+VECTORS * VECTOR_BYTES / itemsize columns: the tile must leave registers for the B vectors
+and the broadcast A value, or LLVM spills the accumulators to memory in the inner loop.
+
+Results are bit-identical for any thread count on every target; results of different targets
+differ from each other in the last bits (another tile shape sums in another order, and
+``generic`` rounds a multiply and an add separately).
+
+Numba's cache keys compiled kernels on the target (CPU name and features) and on the source
+file of each kernel, not on the values here: after editing a constant below, clear the caches
+(a fresh ``NUMBA_CACHE_DIR``, or delete fastrnn's ``__pycache__/*.nbi``).
+"""
+
+import os
+import platform
+from dataclasses import dataclass, replace
+
+import llvmlite.binding as llvm
+from numba.core import config as numba_config
+
+
+@dataclass(frozen=True)
+class Target:
+    """One architecture's kernel configuration (see the module docstring)."""
+    isa: str
+    vector_bytes: int      # bytes per vector register the micro-kernel's IR uses
+    vectors: int           # vectors of C per tile row: NR = vectors * vector_bytes / itemsize
+    mr: int                # rows of C per micro-kernel call in the big GEMM
+    mr_step: int           # rows per call in the time loops' per-step products
+    kc_bytes: int          # k-block depth of the GEMM and per-step products, bytes per row
+    fma: bool              # fused multiply-add instructions (else multiply, then add)
+    # Calls with fewer floating-point operations than this in their forward run on one
+    # thread: below it, waking numba's threads costs more than it saves.
+    parallel_min_flops: int = 4_000_000
+    # The training forward writes its cache with non-temporal stores (kernels/stream.py)
+    # from this many bytes: rows that big would not stay in the caches anyway.
+    stream_min_bytes: int = 8 << 20
+    # The time loops project the inputs of S steps at a time (_core.chunk_steps): S grows
+    # until each worker streams at most this many bytes of Wx per step and row, up to
+    # max_chunk_steps (a multiple of mr, see kernels/gemm.steps_product).
+    chunk_bytes_per_row: int = 32 << 10
+    max_chunk_steps: int = 30
+
+    def columns_per_panel(self, itemsize):
+        """NR: columns of C per micro-kernel call for a dtype of ``itemsize`` bytes."""
+        return self.vectors * self.vector_bytes // itemsize
+
+
+# BLIS's choices are the starting point (haswell sgemm 6 x 16 / dgemm 6 x 8; armv8a dgemm
+# 6 x 8); the shapes below are the ones measured fastest inside fastrnn's time loops and GEMM
+# (docs/performance.md).
+CONFIGURATIONS = {
+    # 24 of 32 zmm registers accumulate: 6 x 64 float32, 6 x 32 float64.
+    "avx512": Target("avx512", vector_bytes=64, vectors=4, mr=6, mr_step=4, kc_bytes=2048,
+                     fma=True),
+    # 12 of 16 ymm registers accumulate: 6 x 16 float32, 6 x 8 float64 (BLIS haswell).
+    "avx2": Target("avx2", vector_bytes=32, vectors=2, mr=6, mr_step=4, kc_bytes=2048,
+                   fma=True),
+    # 24 of 32 q registers accumulate: 6 x 16 float32, 6 x 8 float64 (BLIS armv8a dgemm).
+    # Not measured on aarch64 hardware yet: chosen by register count, checked under QEMU.
+    "neon": Target("neon", vector_bytes=16, vectors=4, mr=6, mr_step=4, kc_bytes=2048,
+                   fma=True),
+    # SSE2 has 16 xmm registers and no FMA: each multiply-add needs a temporary, so 12
+    # accumulators leave room for the B vectors, the broadcast and the products.
+    "generic": Target("generic", vector_bytes=16, vectors=2, mr=6, mr_step=4, kc_bytes=2048,
+                      fma=False),
+}
+
+
+def numba_target():
+    """(architecture, cpu name, set of enabled features) numba compiles for: the host's,
+    or NUMBA_CPU_NAME / NUMBA_CPU_FEATURES as numba itself reads them (numba.core.config;
+    ``NUMBA_CPU_NAME=generic`` means no optional features)."""
+    machine = llvm.get_process_triple().split("-")[0].lower() or platform.machine().lower()
+    cpu = numba_config.CPU_NAME or llvm.get_host_cpu_name()
+    features = numba_config.CPU_FEATURES
+    if features is None:
+        features = llvm.get_host_cpu_features().flatten()
+    enabled = {f[1:].strip() for f in features.split(",") if f.strip().startswith("+")}
+    return machine, cpu, enabled
+
+
+def choose(machine, features):
+    """The configuration name for an architecture and its enabled features. A feature
+    NUMBA_CPU_FEATURES does not list counts as absent (the safe side: every configuration
+    computes correct results on every target, only slower on a wider one)."""
+    if machine in ("x86_64", "amd64"):
+        if "avx512f" in features:
+            return "avx512"
+        if {"avx2", "fma"} <= features:
+            return "avx2"
+        return "generic"
+    if machine in ("aarch64", "arm64"):
+        return "neon"
+    return "generic"
+
+
+def tile_override(target, text):
+    """``target`` with FASTRNN_TILE="MR,VECTORS,MR_STEP,KC_BYTES" applied: for measuring
+    other tiles on a machine (kernels are then compiled in every process, see _config)."""
+    try:
+        mr, vectors, mr_step, kc_bytes = (int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"FASTRNN_TILE must be 'MR,VECTORS,MR_STEP,KC_BYTES' (four integers, "
+                         f"e.g. '6,2,4,2048'), got {text!r}") from None
+    if min(mr, vectors, mr_step, kc_bytes) < 1:
+        raise ValueError(f"FASTRNN_TILE values must be >= 1, got {text!r}")
+    return replace(target, mr=mr, vectors=vectors, mr_step=mr_step, kc_bytes=kc_bytes)
+
+
+MACHINE, CPU_NAME, CPU_FEATURES = numba_target()
+TARGET = CONFIGURATIONS[choose(MACHINE, CPU_FEATURES)]
+# Numba's cache does not key on these constants, so an override must not share it.
+TILE_OVERRIDDEN = bool(os.environ.get("FASTRNN_TILE"))
+if TILE_OVERRIDDEN:
+    TARGET = tile_override(TARGET, os.environ["FASTRNN_TILE"])
+
+# The names the kernels read as compile-time constants.
+VECTOR_BYTES = TARGET.vector_bytes
+VECTORS = TARGET.vectors
+MR = TARGET.mr
+MR_STEP = TARGET.mr_step
+KC_BYTES = TARGET.kc_bytes
+FMA = TARGET.fma
+PARALLEL_MIN_FLOPS = TARGET.parallel_min_flops
+STREAM_MIN_BYTES = TARGET.stream_min_bytes
+CHUNK_BYTES_PER_ROW = TARGET.chunk_bytes_per_row
+MAX_CHUNK_STEPS = TARGET.max_chunk_steps
+
+
+def describe():
+    """A dict saying which target and tile the kernels use (fastrnn.show_config prints it)."""
+    return {
+        "isa": TARGET.isa + (" (FASTRNN_TILE)" if TILE_OVERRIDDEN else ""),
+        "machine": MACHINE,
+        "cpu": CPU_NAME,
+        "numba_cpu_name": numba_config.CPU_NAME,
+        "numba_cpu_features_set": numba_config.CPU_FEATURES is not None,
+        "vector_bytes": VECTOR_BYTES,
+        "fma": FMA,
+        "gemm_tile_float32": f"{MR} x {TARGET.columns_per_panel(4)}",
+        "gemm_tile_float64": f"{MR} x {TARGET.columns_per_panel(8)}",
+        "step_tile_rows": MR_STEP,
+        "kc_float32": KC_BYTES // 4,
+        "kc_float64": KC_BYTES // 8,
+    }
