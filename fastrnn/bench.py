@@ -284,9 +284,18 @@ def run_case(cell, shape, dtype, repeats, with_torch, log):
 
 
 def environment():
-    """Thread counts and BLAS in use, so the numbers can be read correctly."""
+    """The target fastrnn compiles for, thread counts and BLAS in use, so the numbers can
+    be read correctly (and the ISA caps, when a run emulates a narrower machine)."""
     import numba
-    info = {"python": platform.python_version(), "numpy": np.__version__,
+    from fastrnn import _isa
+    target = _isa.describe()
+    info = {"fastrnn_isa": target["isa"], "fastrnn_cpu": target["cpu"],
+            "fastrnn_tile": f"f32 {target['gemm_tile_float32']}, "
+                            f"f64 {target['gemm_tile_float64']}",
+            **{name: os.environ[name] for name in
+               ("NUMBA_CPU_NAME", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
+               if name in os.environ},
+            "python": platform.python_version(), "numpy": np.__version__,
             "numba": numba.__version__, "fastrnn": fastrnn.__version__,
             "machine": platform.machine(), "cpu_count": os.cpu_count(),
             "fastrnn_threads": fastrnn.get_num_threads(),
