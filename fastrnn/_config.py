@@ -12,8 +12,9 @@
   inside the parallel driver gave results differing in the last bits, so 1 and 2 threads
   disagreed (caught by the determinism test on a fresh CI build). Without them every
   operation is IEEE and results do not depend on the thread count. The elementwise loops
-  vectorise all the same; the cost: LSTM cell 1.1 -> 1.36 ns per unit. (The micro-kernel's
-  fused multiply-adds are explicit llvm.fma calls, unaffected.)
+  vectorise all the same; the cost is a somewhat slower LSTM cell update (figures in
+  docs/performance.md). (The micro-kernel's fused multiply-adds are explicit llvm.fma calls,
+  unaffected.)
 """
 
 import os

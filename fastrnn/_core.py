@@ -15,8 +15,8 @@ from .kernels.gemm import (gemm_parallel, gemm_part, gemm_worker_count, pack_pan
 @functools.lru_cache(maxsize=32)
 def _full_batch(N, T):
     """lengths, active and offsets of a batch without ragged lengths, made once per shape
-    (2 us a call otherwise). Shared between calls: no kernel writes them, and
-    CellCache.lengths hands out a copy."""
+    (otherwise every call would pay to build them). Shared between calls: no kernel writes
+    them, and CellCache.lengths hands out a copy."""
     return (np.full(N, T, np.int64), np.full(T, N, np.int64), np.arange(T, dtype=np.int64) * N)
 
 
@@ -73,8 +73,8 @@ class BatchOrder:
     def rows(self, dtype, *widths):
         """Uninitialised (R, width) arrays for per-step values, one per width, all views of
         one block from fastrnn's memory pool (see _memory.py: freshly mapped memory
-        page-faults on first touch, which cost up to 5x the kernel's time), and one block
-        rather than several so that it is reused whole."""
+        page-faults on first touch, which can cost several times the kernel's own work),
+        and one block rather than several so that it is reused whole."""
         R = self.real_steps
         # Each array starts a multiple of 64 bytes into the block (the pool aligns blocks
         # of 1 MB and more to 64 bytes): whole cache lines for the vector loads.
@@ -157,8 +157,8 @@ def chunk_steps(order, D, width, dtype, threads):
 
 @functools.lru_cache(maxsize=256)
 def _chunk_steps(N, T, D, width, dtype, threads):
-    """chunk_steps for an (N, T) batch, cached: it is paid on every call (1 us otherwise,
-    a thirtieth of a (50, 1, 32, 32) forward)."""
+    """chunk_steps for an (N, T) batch, cached: it is paid on every call, and computing it
+    each time is a visible share of a small forward such as (50, 1, 32, 32)."""
     rows = -(-N // worker_count(N, threads))
     weight_bytes = D * width * np.dtype(dtype).itemsize
     S = weight_bytes // (rows * _isa.CHUNK_BYTES_PER_ROW) // MR * MR
@@ -241,8 +241,9 @@ def dx_in_time_loop(D, H, dtype):
     from one GEMM after the loop: when the D columns fit in the zero padding of the last
     panel of H columns, where they cost nothing. Wherever they would take panels of their
     own, the GEMM wins, as it uses each piece of Wx for 6 rows where a single sequence's
-    steps use it once: float64 (50, 1, 32, 32) forward+backward 149 vs 155 us, while
-    float32, whose 64-column panels held H = 32 and 32 zeros, went 111 -> 95 us."""
+    steps use it once. So at (50, 1, 32, 32) float64 forward+backward was faster with the
+    GEMM, while float32, whose 64-column panels held H = 32 and 32 zeros, was faster with
+    dx in the loop."""
     return padded_columns(H, dtype) - H >= D
 
 
@@ -284,8 +285,9 @@ def weight_grads(da_x, x_rows, h_prev, order, threads, da_h=None):
         matmul(x_rows.T, da_x, dWx, threads)
         matmul(h_prev.T, da_x if da_h is None else da_h, dWh, threads)
         # The bias gradients as products with a row of ones: the same compiled GEMM as the
-        # GRU's dx (a column-sum kernel of their own took 2.5 s to compile) and as fast,
-        # summed in blocks (float32 error 4e-7 vs 2e-6 for one running sum over 6400 rows).
+        # GRU's dx (a column-sum kernel of their own added seconds of compile time) and as
+        # fast, summed in blocks (so float32 rounding error grows less than with one running
+        # sum down all the rows).
         ones = np.ones((1, order.real_steps), dtype)
         matmul(ones, da_x, db_x[None, :], threads)
         if da_h is not None:

@@ -1,9 +1,9 @@
 """Reused memory for the large per-call arrays (caches, outputs, packed inputs).
 
 Why: every forward allocates a few arrays of R x (gates * H) and glibc hands big blocks back
-to the OS when they are freed, so the next call page-faults them in again. Measured here:
-LSTM (100, 64, 256, 256) forward 18 ms with warm memory, 45 ms when each call's ~60 MB came
-fresh (and (100, 16, 64, 128): 1.1 ms vs 7 ms). PyTorch's CPU allocator does not cache.
+to the OS when they are freed, so the next call page-faults them in again, and those page
+faults cost more than the forward's own work (figures in docs/performance.md). PyTorch's CPU
+allocator does not cache.
 
 How: blocks of at least MIN_POOLED_BYTES are kept in a small pool after use. A block is
 handed out again only when nothing outside the pool refers to it any more: every array a

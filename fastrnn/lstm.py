@@ -34,7 +34,7 @@ class LSTMCache(CellCache):
 
 def _c0_in_order(c0, h0, order):
     """c0 in kernel order, zeros (like h0) when None."""
-    # np.zeros, not np.zeros_like: 0.3 vs 1.1 us, on every call.
+    # np.zeros, not np.zeros_like: the cheaper call of the two, and this runs on every call.
     return np.zeros(h0.shape, h0.dtype) if c0 is None else order.sort(c0)
 
 

@@ -14,6 +14,11 @@ def test_bench_small_grid_writes_rows(tmp_path, capsys):
                 "--dtype", "both", "--repeats", "1", "--no-torch", "--output", str(out)])
     printed = capsys.readouterr().out
     assert "all implementations agreed" in printed
+    from fastrnn import _isa
+    assert f"fastrnn_isa={_isa.TARGET.isa}" in printed  # every speed figure names its ISA
+    assert "fastrnn / NumPy" in printed
+    saved = json.loads(out.read_text())
+    assert set(saved["gemm_gflops"]["float32"]) == {"numpy", "fastrnn"}
     rows = json.loads(out.read_text())["rows"]
     assert {(r["cell"], r["dtype"], r["impl"]) for r in rows} == {
         (cell, dtype, impl) for cell in ("lstm", "rnn") for dtype in ("float32", "float64")

@@ -1,12 +1,14 @@
 """Speed-ups as ratios measured side by side in one process, interleaved: absolute times on
 these shared 2-core machines drift by +-30 % over minutes, ratios much less. These track
-the claims in the README's speed table (issue 5's acceptance grid), so a regression in any
-of them shows as a drop.
+the claims in the README's speed tables (issues 5 and 11), so a regression in any of them
+shows as a drop. Run under `scripts/isa --bench avx2` (or x86-64) for another ISA's figures.
 
 - SpeedupVsTorch: torch time / fastrnn time, float32 and float64 (skipped without torch).
   "forward": fastrnn's training forward (keeps a cache) vs torch's forward under no_grad;
   "inference": fastrnn's cache-free forward vs the same; "forward_backward": both with
   gradients for x, h0 and all weights.
+- GemmOverNumpy: fastrnn's GEMM rate over NumPy's matmul on (4096, 1024) @ (1024, 1024),
+  in blocks with a pause between them (bench.gemm_rates); issue 11 asks >= 0.85 on AVX2.
 - FractionOfGemm: fastrnn's LSTM forward rate over the rate of one matrix product with the
   same FLOP count, (T*N, D+H) @ (D+H, 4H), the faster of NumPy's and fastrnn's GEMM.
 """
@@ -61,6 +63,22 @@ class SpeedupVsTorch:
     def track_speedup(self, shape, dtype, kind):
         ours, theirs = interleaved_medians(self.pair, self.rounds)
         return theirs / ours
+
+
+class GemmOverNumpy:
+    params = (["float32", "float64"],)
+    param_names = ["dtype"]
+    unit = "fastrnn GFLOP/s / NumPy GFLOP/s"
+    number = 1
+    repeat = 1
+    timeout = 300
+
+    def setup(self, dtype):
+        bench.product_rates(64, 64, 64, dtype, repeats=1)  # compile the GEMM first
+
+    def track_gemm_over_numpy(self, dtype):
+        rates = bench.gemm_rates(dtype)
+        return rates["fastrnn"] / rates["numpy"]
 
 
 class FractionOfGemm:

@@ -154,8 +154,8 @@ def _tile_function(module, MR, scalar, lanes):
         return end
 
     # One row has only VECTORS dependency chains: each k would wait for the previous FMA
-    # (latency-bound: N = 1, H = 128 took 2.26 us per step, 1.70 with 4 sets). Four sets
-    # take consecutive k's, summed in a fixed order after the loop.
+    # (latency-bound). Four sets take consecutive k's, summed in a fixed order after the
+    # loop.
     ways = 4 if MR == 1 else 1
     size = MR * VECTORS
     entry = builder.basic_block
@@ -289,11 +289,11 @@ def gemm_part(A, B, B_panels, C, accumulate, m_lo, m_hi, p_lo, p_hi):
     A_flat = row_major_view(A)
     B_flat = row_major_view(B)
     direct_A = A_flat.shape[0] > 0
-    # B read in place when it is small (packing would cost more than it saves) or deep
-    # compared with the rows meeting it (the weight gradients: K = R). Otherwise packing
-    # pays: (6400, 512) @ (512, 2048) 421 -> 454 GFLOP/s packed, while (512, 6400) @
-    # (6400, 2048) fell 460 -> 335.
-    direct_B = B_flat.shape[0] > 0 and (m_hi - m_lo < K or K * (p_hi - p_lo) < 1 << 16)
+    # B read in place only when it is small (packing would cost more than it saves).
+    # Read in place, a panel's rows lie a row of B apart: for the weight gradients
+    # (K = R rows of 4H values, thousands of bytes apart) they fall into a few cache sets
+    # and evict each other, where a packed panel is contiguous (docs/performance.md).
+    direct_B = B_flat.shape[0] > 0 and K * (p_hi - p_lo) < 1 << 16
     prepacked = B_panels.shape[0] > 0
     B_packed = np.empty(n_panels * NR * kc_max, C.dtype)
     A_packed = np.empty(min(n_tiles, ROW_TILES_PER_JOB) * MR * kc_max, C.dtype)
@@ -389,19 +389,18 @@ def step_product(A, panels, out, worker, workers, M):
     A: (rows, K) C-contiguous; out: (rows, >= P rounded up to NR) C-contiguous; both with
     rows padded to a multiple of MR_STEP. A row of out depends on the same row of A only,
     so the rows past a batch's end are harmless scratch: a tile of 2 or 3 real rows streams
-    W once, not once per row ((100, 2, 128, 512) forward 7.2 -> 6.0 ms). Panel by panel,
-    each panel meeting all the worker's tiles while it is in cache: tile by tile, every
-    tile streamed all of W, 1 MB at H = 256, through the caches.
+    W once, not once per row. Panel by panel, each panel meeting all the worker's tiles
+    while it is in cache: tile by tile, every tile streamed all of W, 1 MB at H = 256,
+    through the caches.
     """
     K = A.shape[1]
     ldc = out.shape[1]
     NR = panel_width(out)
-    # k-pieces as deep as the big GEMM's (a 128 KB piece of a panel, read from L2 by each
-    # tile): quarter-deep pieces that stayed in L1 were slower, float64 (32, 512) @ (512,
-    # 2048) per step 181 vs 212 GFLOP/s on two cores, float32 461 vs 484.
+    # k-pieces as deep as the big GEMM's (a piece of a panel read from L2 by each tile):
+    # quarter-deep pieces that stayed in L1 were slower (docs/performance.md).
     KC = k_block(out)
     # A and out go to the micro-kernel as they are (it takes element offsets from their
-    # data pointers): a reshape(-1) per step called into numba's C helper, ~40 ns a step.
+    # data pointers): a reshape(-1) per step called into numba's C helper.
     for k0 in range(0, K, KC):
         kc = min(KC, K - k0)
         for j in range(panels.shape[0] // (K * NR)):
@@ -423,11 +422,9 @@ def steps_product(x, t0, S, panels, out, worker, workers, active):
 
     A sequence's inputs at consecutive steps are adjacent rows of x, so each row goes
     through the MR-row micro-kernel MR steps at a time, like one GEMM over its steps (the
-    last few steps of a row one at a time). One step per call, the single sequences of
-    online inference streamed W once per step and row: (100, 1, 256, 256) forward 1.53 ms
-    vs 1.04 with one GEMM over all steps. And each piece of W meets the rows of all S steps
-    while it is in cache: streaming it once per step, float64 (200, 32, 512, 512) took
-    182-191 ms against 146-153 with S = 16.
+    last few steps of a row one at a time): one step per call, the single sequences of
+    online inference streamed W once per step and row. And each piece of W meets the rows
+    of all S steps while it is in cache, rather than being streamed once per step.
 
     Bits: steps are grouped MR at a time from t0, so a step's row gets the same kernel for
     any S that is a multiple of MR or covers all steps (_core.chunk_steps keeps to those),

@@ -34,12 +34,12 @@ def lstm_cell(xp, hp, b, a, c, h, tanh_c):
 
     Short loops over contiguous rows, each touching few arrays: LLVM then proves them
     alias-free at run time and vectorises them (one fused loop touching nine arrays stayed
-    scalar: 11.6 ns per unit vs 3.2 ns).
+    scalar, several times slower per unit).
     """
     H = h.shape[0]
     for k in range(3 * H):
         a[k] = sigmoid(xp[k] + hp[k] + b[k])
-    # Indexed from 0, not range(3 * H, 4 * H): LLVM left that form scalar (1.8 vs 0.16 ns).
+    # Indexed from 0, not range(3 * H, 4 * H): LLVM left that form scalar.
     for j in range(H):
         a[3 * H + j] = tanh(xp[3 * H + j] + hp[3 * H + j] + b[3 * H + j])
     for j in range(H):
@@ -71,7 +71,7 @@ def lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, re
 
     The input projection runs inside the loop, S steps at a time into proj, which stays in
     cache for the cells: projecting all steps first wrote the (R, 4H) pre-activations to
-    memory and read them back: 19.3 -> 16.7 ms at (100, 64, 256, 256).
+    memory and read them back, a measurable cost at large shapes such as (100, 64, 256, 256).
     """
     N, T, D = x.shape
     H = h.shape[1]
@@ -140,7 +140,8 @@ def lstm_infer_parallel(workers, x, Wx_panels, Wh_panels, b, h, c, proj, rec, ta
 def lstm_train_small(x, h0, c0, Wx, Wh, b, S, R, offsets, active, ragged):
     """The whole training forward on the calling thread in one call, for calls too small to
     share out: the outputs' allocation, the weights' panels and the time loop without
-    Python between them (allocating from Python cost ~5 us of a 36 us (50, 1, 32, 32) call).
+    Python between them (allocating from Python was a noticeable share of a call as small
+    as (50, 1, 32, 32)).
 
     x: (N, T, D); h0, c0: (N, H); Wx: (D, 4H); Wh: (H, 4H); b: (4H,)
     S: steps per projection chunk; R: real steps; offsets, active: see kernels/__init__.py
