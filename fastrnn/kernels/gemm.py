@@ -244,6 +244,11 @@ def pack_b_panel(B, k0, kc, p0, p_end, panel):
     NR = panel_width(panel)
     width = min(NR, p_end - p0)
     zero = zero_of(panel)
+    if width == NR:  # a whole panel: fixed-length rows that LLVM copies with vector moves
+        for k in range(kc):
+            for q in range(NR):
+                panel[k * NR + q] = B[k0 + k, p0 + q]
+        return
     for k in range(kc):
         for q in range(width):
             panel[k * NR + q] = B[k0 + k, p0 + q]
@@ -258,6 +263,11 @@ def pack_a_tile(A, m0, m_end, k0, kc, tile):
     tile: (>= kc * MR,)"""
     rows = min(MR, m_end - m0)
     zero = zero_of(tile)
+    if rows == MR:  # a whole tile: fixed-length columns, unrolled by LLVM
+        for k in range(kc):
+            for r in range(MR):
+                tile[k * MR + r] = A[m0 + r, k0 + k]
+        return
     for k in range(kc):
         for r in range(rows):
             tile[k * MR + r] = A[m0 + r, k0 + k]
@@ -289,11 +299,12 @@ def gemm_part(A, B, B_panels, C, accumulate, m_lo, m_hi, p_lo, p_hi):
     A_flat = row_major_view(A)
     B_flat = row_major_view(B)
     direct_A = A_flat.shape[0] > 0
-    # B read in place only when it is small (packing would cost more than it saves).
-    # Read in place, a panel's rows lie a row of B apart: for the weight gradients
-    # (K = R rows of 4H values, thousands of bytes apart) they fall into a few cache sets
-    # and evict each other, where a packed panel is contiguous (docs/performance.md).
-    direct_B = B_flat.shape[0] > 0 and K * (p_hi - p_lo) < 1 << 16
+    # B read in place only when it is small or meets few row tiles (the bias gradients'
+    # row of ones): there packing would cost more than it saves. Read in place, a panel's
+    # rows lie a row of B apart: for the weight gradients (K = R rows of 4H values,
+    # thousands of bytes apart) they fall into a few cache sets and evict each other, where
+    # a packed panel is contiguous (docs/performance.md).
+    direct_B = B_flat.shape[0] > 0 and (K * (p_hi - p_lo) < 1 << 16 or n_tiles <= 2)
     prepacked = B_panels.shape[0] > 0
     B_packed = np.empty(n_panels * NR * kc_max, C.dtype)
     A_packed = np.empty(min(n_tiles, ROW_TILES_PER_JOB) * MR * kc_max, C.dtype)
@@ -330,9 +341,15 @@ def gemm_part(A, B, B_panels, C, accumulate, m_lo, m_hi, p_lo, p_hi):
                         micro_kernel(a_src, a_off, a_rs, a_ks, b_src, b_off, ldb,
                                      flat_C, m0 * P + p0, P, kc, add)
                     else:
-                        # Edge tile: the micro-kernel writes a whole MR x NR block.
-                        micro_kernel(a_src, a_off, a_rs, a_ks, b_src, b_off, ldb,
-                                     edge_block, 0, NR, kc, False)
+                        # Edge tile: the micro-kernel writes a whole MR x NR block; a tile
+                        # of one real row (the bias gradients' row of ones) takes the
+                        # one-row kernel instead of MR rows' work.
+                        if m_hi - m0 == 1:
+                            row_kernel(a_src, a_off, a_rs, a_ks, b_src, b_off, ldb,
+                                       edge_block, 0, NR, kc, False)
+                        else:
+                            micro_kernel(a_src, a_off, a_rs, a_ks, b_src, b_off, ldb,
+                                         edge_block, 0, NR, kc, False)
                         for r in range(min(MR, m_hi - m0)):
                             for q in range(min(NR, p_hi - p0)):
                                 if add:
