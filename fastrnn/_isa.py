@@ -67,9 +67,12 @@ CONFIGURATIONS = {
     # 24 of 32 zmm registers accumulate: 6 x 64 float32, 6 x 32 float64.
     "avx512": Target("avx512", vector_bytes=64, vectors=4, mr=6, mr_step=4, kc_bytes=2048,
                      fma=True),
-    # 12 of 16 ymm registers accumulate: 6 x 16 float32, 6 x 8 float64 (BLIS haswell).
-    "avx2": Target("avx2", vector_bytes=32, vectors=2, mr=6, mr_step=4, kc_bytes=2048,
-                   fma=True),
+    # 12 of 16 ymm registers accumulate: 4 x 24 float32, 4 x 12 float64. BLIS haswell's
+    # 6 x 16 was slower in fastrnn's GEMM (docs/performance.md): LLVM steps from row to
+    # row of A with one dependent add per row and k, so 6 rows made a chain as long as the
+    # 12 FMAs take; and the time loops' 4-row step tiles get 12 accumulators, not 8.
+    "avx2": Target("avx2", vector_bytes=32, vectors=3, mr=4, mr_step=4, kc_bytes=2048,
+                   fma=True, max_chunk_steps=28),
     # 24 of 32 q registers accumulate: 6 x 16 float32, 6 x 8 float64 (BLIS armv8a dgemm).
     # Not measured on aarch64 hardware yet: chosen by register count, checked under QEMU.
     "neon": Target("neon", vector_bytes=16, vectors=4, mr=6, mr_step=4, kc_bytes=2048,

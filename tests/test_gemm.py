@@ -8,8 +8,9 @@ import pytest
 from fastrnn._core import matmul
 from fastrnn.kernels.gemm import pack_panels
 
-# (M, K, P): ones, primes, edges of the 6-row tiles and 64/32-column panels, several k-blocks
-# (512 float32, 256 float64 deep), row splits (M >= P) and column splits (M < P).
+# (M, K, P): ones, primes, edges of every target's row tiles (4 or 6 rows) and column panels
+# (8 to 64 columns, _isa.py), several k-blocks (512 float32, 256 float64 deep), row splits
+# (M >= P) and column splits (M < P).
 SHAPES = [(1, 1, 1), (7, 13, 70), (6, 256, 64), (100, 300, 129), (13, 700, 33),
           (5, 1100, 300), (257, 67, 31), (64, 520, 1000), (1, 33, 200)]
 TOLERANCE = {np.float32: 2e-6, np.float64: 1e-13}

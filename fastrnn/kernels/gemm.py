@@ -6,7 +6,7 @@ Why not BLAS: numba's ``np.dot`` calls SciPy's OpenBLAS, whose last bits change 
 thread count, and whose pool fights numba's for two cores. The micro-kernel below keeps an
 MR x NR block of C in vector registers and streams packed A and B through it; its shape
 comes from the target's configuration (_isa.py: 6 x 64 float32 in 24 AVX-512 registers,
-6 x 16 in 12 AVX2 registers, ...). Each element of C is summed in the same order whatever
+4 x 24 in 12 AVX2 registers, ...). Each element of C is summed in the same order whatever
 the thread count, so results are bit-identical for 1 or 2 threads.
 
 Packed layouts (NR = panel_width: VECTORS vectors of VECTOR_BYTES, e.g. 64 float32 or 32
