@@ -286,8 +286,8 @@ def gemm_part(A, B, B_panels, C, accumulate, m_lo, m_hi, p_lo, p_hi):
     NR-column panels, then A, ROW_TILES_PER_JOB tiles of MR rows at a time (kept in L2),
     meets every panel in the micro-kernel. A row-major A is read in place (packing cost
     more than it saved: each element of dx's A meets only one or two panels), and so is a
-    row-major B that is deep compared with the rows; the others, and the tiles and panels
-    that cross an edge, are packed.
+    row-major B that is small or meets at most two row tiles; the others, and the tiles and
+    panels that cross an edge, are packed.
     """
     K = A.shape[1]
     P = C.shape[1]
