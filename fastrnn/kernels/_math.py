@@ -55,24 +55,33 @@ _ONE32 = _F32(1.0)
 _INV_FACT = tuple(1.0 / math.factorial(k) for k in range(18))
 
 
+def emit_multiply_add(builder, a, b, c):
+    """a * b + c in LLVM IR, for values of one float or float-vector type: llvm.fma (one
+    rounding) where the target has FMA instructions (_isa.FMA); else a multiply and an add,
+    since llvm.fma would be a scalar libm call per lane there and stop vectorisation. The one
+    place that choice is made, for the gate math here and the micro-kernel (kernels/gemm.py)."""
+    if not FMA:
+        return builder.fadd(builder.fmul(a, b), c)
+    ty = a.type
+    scalar = ty.element if isinstance(ty, ir.VectorType) else ty
+    suffix = "f32" if isinstance(scalar, ir.FloatType) else "f64"
+    lanes = f"v{ty.count}" if isinstance(ty, ir.VectorType) else ""
+    name = f"llvm.fma.{lanes}{suffix}"
+    function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ty, [ty] * 3), name)
+    return builder.call(function, [a, b, c])
+
+
 @intrinsic
 def fma(typingctx, a, b, c):
     """a * b + c rounded once (llvm.fma; vectorises). Written out because the kernels are
     compiled without fast-math contraction (see _config): the polynomials keep their
-    fused multiply-adds, and the same bits wherever LLVM inlines them. On a target without
-    FMA instructions (_isa.FMA false) a multiply and an add instead: llvm.fma would be a
-    scalar libm call there, and the loops would not vectorise."""
+    fused multiply-adds, and the same bits wherever LLVM inlines them. A multiply and an add
+    on targets without FMA (emit_multiply_add)."""
     if not (isinstance(a, types.Float) and a == b == c):
         return None
 
     def codegen(context, builder, signature, args):
-        if not FMA:
-            return builder.fadd(builder.fmul(args[0], args[1]), args[2])
-        ty = context.get_value_type(signature.return_type)
-        name = "llvm.fma.f32" if signature.return_type.bitwidth == 32 else "llvm.fma.f64"
-        function = cgutils.get_or_insert_function(builder.module,
-                                                  ir.FunctionType(ty, [ty, ty, ty]), name)
-        return builder.call(function, args)
+        return emit_multiply_add(builder, *args)
 
     return a(a, b, c), codegen
 

@@ -22,12 +22,11 @@ unpacked rows (the per-step hidden state) directly.
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
-from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from .._isa import FMA, KC_BYTES, MR, MR_STEP, VECTOR_BYTES, VECTORS
-from ._math import zero_of
+from ._math import emit_multiply_add, zero_of
 
 ROW_TILES_PER_JOB = 16  # MR-row tiles of A packed per k-block and job (kept in L2)
 
@@ -95,15 +94,6 @@ def _tile_function(module, MR, scalar, lanes):
     def const(value):
         return ir.Constant(intp, value)
 
-    fused = cgutils.get_or_insert_function(
-        module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fma.v{lanes}{suffix}")
-
-    def fma(a, b, c):
-        """a * b + c: one fused instruction where the target has FMA; else a multiply and
-        an add (llvm.fma would become a libm call per lane there)."""
-        if FMA:
-            return builder.call(fused, [a, b, c])
-        return builder.fadd(builder.fmul(a, b), c)
     zero = ir.Constant(vec, None)
     splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
     undefined = ir.Constant(vec, ir.Undefined)
@@ -122,7 +112,8 @@ def _tile_function(module, MR, scalar, lanes):
                 builder.insert_element(undefined, a, ir.Constant(ir.IntType(32), 0)),
                 undefined, splat_mask)
             for v in range(VECTORS):
-                out.append(fma(a_vec, b_vecs[v], acc[r * VECTORS + v]))
+                out.append(emit_multiply_add(builder, a_vec, b_vecs[v],
+                                             acc[r * VECTORS + v]))
         return out
 
     def phis(incoming):
