@@ -116,7 +116,9 @@ def _exp_f32(x):
     p = fma(p, r, _EXP_P32[4])
     p = fma(p, r, _EXP_P32[5])
     e = fma(p, r * r, r) + _ONE32
-    return e * float32_from_bits((int(n) + 127) << 23)
+    # In int32, not int: without AVX-512 there is no vector float -> int64 conversion, and
+    # LLVM made the whole sigmoid loop scalar around it.
+    return e * float32_from_bits((np.int32(n) + np.int32(127)) << np.int32(23))
 
 
 def tanh(x):
