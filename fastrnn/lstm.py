@@ -96,6 +96,7 @@ def _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step):
     N, T, D = x.shape
     H = h0.shape[1]
     dtype = x.dtype
+    c0_given = c0 is not None
     with kernel_threads(N, T, D, H, 4) as threads:
         if threads == 1 and order.real_steps:
             # Small calls: one numba call allocates and runs everything (lstm_train_small).
@@ -116,8 +117,10 @@ def _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step):
                           step_scratch(N, 4 * H, dtype), x_rows, gates, h_out, c_hist,
                           np.empty((N, H), dtype), order.offsets, order.active,
                           streamed(order, dtype, D + 6 * H))
-    # h0 and c0 copied (small): the backward reads them, and the caller may change theirs.
-    cache = LSTMCache(x_rows=x_rows, h0=h0.copy(), c0=c0.copy(), Wx=Wx, Wh=Wh, gates=gates,
+    # h0 and c0 copied (small): the backward reads them, and the caller may change theirs
+    # (c0 made here, zeros, is nobody else's).
+    cache = LSTMCache(x_rows=x_rows, h0=h0.copy(), c0=c0.copy() if c0_given else c0, Wx=Wx,
+                      Wh=Wh, gates=gates,
                       c_hist=c_hist, final_h=order.final(h), final_c=order.final(c),
                       order=order, is_step=is_step)
     return order.unsort(h_out), cache
