@@ -7,9 +7,9 @@ import numpy as np
 
 from . import _isa, _memory
 from . import _validate as v
-from ._isa import MR
-from .kernels.gemm import (gemm_parallel, gemm_part, gemm_worker_count, pack_panels,
-                           padded_columns, padded_rows, worker_count)
+from ._isa import MR, MR_STEP
+from .kernels.gemm import (columns_per_panel, gemm_parallel, gemm_part, gemm_worker_count,
+                           pack_panels, padded_columns, padded_rows, worker_count)
 
 
 @functools.lru_cache(maxsize=32)
@@ -227,6 +227,16 @@ def run_steps(steps, parallel, threads, rows, *args):
         steps(0, 1, *args)
     else:
         parallel(workers, *args)
+
+
+def single_worker_step(N, D, H, gates, dtype):
+    """Whether a single step of N sequences runs on the calling thread with its products
+    reading the weights in place (kernels/gemm.step_product_in_place): when the rows make
+    one tile or the step is too small to share out, and the gates * H columns fill at least
+    one panel (the in-place product's column blocks are whole panels)."""
+    if gates * H < columns_per_panel(dtype):
+        return False
+    return N <= MR_STEP or 2 * N * (D + H) * gates * H < _isa.PARALLEL_MIN_FLOPS
 
 
 def streamed(order, dtype, width):

@@ -9,12 +9,12 @@ import numpy as np
 
 from . import _validate as v
 from ._core import (BatchOrder, CellCache, backward_dx, check_backward_cache, chunk_scratch,
-                    chunk_steps, finish_dx, run_steps, state_grad, step_operand, step_scratch,
-                    streamed, weight_grads, weight_panels)
+                    chunk_steps, finish_dx, run_steps, single_worker_step, state_grad,
+                    step_operand, step_scratch, streamed, weight_grads, weight_panels)
 from ._threads import kernel_threads
 from .kernels.lstm import (lstm_backward_parallel, lstm_backward_steps, lstm_infer_parallel,
-                           lstm_infer_small, lstm_infer_steps, lstm_train_parallel,
-                           lstm_train_small, lstm_train_steps)
+                           lstm_infer_small, lstm_infer_steps, lstm_step_small,
+                           lstm_train_parallel, lstm_train_small, lstm_train_steps)
 
 
 class LSTMCache(CellCache):
@@ -201,8 +201,16 @@ def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
         raise TypeError("prev_c must be a float32 or float64 array of shape (N, H), got None")
     (x3, prev_h, prev_c, Wx, Wh, (b,)), (N, T, D, H) = v.validate_step(
         x, prev_h, Wx, Wh, (("b", b),), gates=4, prev_c=prev_c)
-    h_seq, cache = _forward_with_cache(x3, prev_h, prev_c, Wx, Wh, b,
-                                       BatchOrder(None, N, 1), is_step=True)
+    order = BatchOrder(None, N, 1)
+    if single_worker_step(N, D, H, 4, x3.dtype):
+        next_h, next_c, gates, x_rows = lstm_step_small(x3.reshape(N, D), prev_h, prev_c, Wx,
+                                                        Wh, b)
+        cache = LSTMCache(x_rows=x_rows, h0=prev_h.copy(), c0=prev_c.copy(), Wx=Wx, Wh=Wh,
+                          gates=gates, c_hist=next_c, final_h=next_h, final_c=next_c,
+                          order=order, is_step=True)
+        # Copies: the cache keeps its own (the caller may write into what it gets).
+        return next_h.copy(), next_c.copy(), cache
+    h_seq, cache = _forward_with_cache(x3, prev_h, prev_c, Wx, Wh, b, order, is_step=True)
     return h_seq.reshape(N, H), cache.final_c.copy(), cache
 
 

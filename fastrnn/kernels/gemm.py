@@ -388,6 +388,24 @@ def pack_panels(W):
 
 
 @njit(inline="always", **JIT_OPTIONS)
+def _step_tiles(A, k0, kc, B, b_off, ldb, out, col, worker, workers, M, rows_apart):
+    """One NR-column block of a per-step product, out[m, col:col + NR] (+)= A[m, k0:k0 + kc]
+    @ (the kc x NR block of B at b_off, row stride ldb), for this worker's row tiles below M:
+    a tile holding only row M - 1, or every row when ``rows_apart``, goes through the
+    one-row kernel, the others through the MR_STEP-row one (see step_product)."""
+    K = A.shape[-1]
+    ldc = out.shape[-1]
+    for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
+        if rows_apart or M - m0 == 1:
+            for n in range(m0, min(m0 + MR_STEP, M)):
+                row_kernel(A, n * K + k0, K, 1, B, b_off, ldb, out, n * ldc + col, ldc, kc,
+                           k0 > 0)
+        else:
+            step_kernel(A, m0 * K + k0, K, 1, B, b_off, ldb, out, m0 * ldc + col, ldc, kc,
+                        k0 > 0)
+
+
+@njit(inline="always", **JIT_OPTIONS)
 def step_product(A, panels, out, worker, workers, M):
     """out[m0:m0 + MR_STEP] = A[m0:m0 + MR_STEP] @ W, W (K, P) given as pack_panels(W), for
     this worker's row tiles m0 = worker * MR_STEP, (worker + workers) * MR_STEP, ... below M
@@ -402,7 +420,6 @@ def step_product(A, panels, out, worker, workers, M):
     through the caches.
     """
     K = A.shape[1]
-    ldc = out.shape[1]
     NR = panel_width(out)
     # k-pieces as deep as the big GEMM's (a piece of a panel read from L2 by each tile):
     # quarter-deep pieces that stayed in L1 were slower (docs/performance.md).
@@ -412,14 +429,31 @@ def step_product(A, panels, out, worker, workers, M):
     for k0 in range(0, K, KC):
         kc = min(KC, K - k0)
         for j in range(panels.shape[0] // (K * NR)):
-            b_off = j * K * NR + k0 * NR
-            for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
-                if M - m0 == 1:
-                    row_kernel(A, m0 * K + k0, K, 1, panels, b_off, NR, out,
-                               m0 * ldc + j * NR, ldc, kc, k0 > 0)
-                else:
-                    step_kernel(A, m0 * K + k0, K, 1, panels, b_off, NR, out,
-                                m0 * ldc + j * NR, ldc, kc, k0 > 0)
+            _step_tiles(A, k0, kc, panels, j * K * NR + k0 * NR, NR, out, j * NR, worker,
+                        workers, M, False)
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def step_product_in_place(A, W, out, M, rows_apart):
+    """out[:M, :P] = A[:M] @ W, reading W (K, P), C-contiguous, P >= NR, where it lies: for
+    a single step, packing W into panels first would copy more than the product reads.
+
+    The column blocks start at 0, NR, 2 NR, ... and, when NR does not divide P, at P - NR:
+    the last block overlaps the one before it instead of reading past the end of W, and
+    recomputes those columns with the same operations in the same order, so to the same
+    bits. Each element gets the arithmetic step_product gives it (same kernel for its row,
+    same k-blocks), so a step computed here equals the sequence kernels' to the bit.
+    A: (rows, K), rows padded to MR_STEP unless rows_apart (every row through the one-row
+    kernel, as steps_product takes a single step's input projection); out: (rows, >= P).
+    """
+    K, P = W.shape
+    NR = panel_width(out)
+    KC = k_block(out)
+    for k0 in range(0, K, KC):
+        kc = min(KC, K - k0)
+        for j in range((P + NR - 1) // NR):
+            col = min(j * NR, P - NR)
+            _step_tiles(A, k0, kc, W, k0 * P + col, P, out, col, 0, 1, M, rows_apart)
 
 
 @njit(inline="always", **JIT_OPTIONS)

@@ -19,7 +19,8 @@ from numba import njit, prange
 
 from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from ._math import one_of, sigmoid, tanh
-from .gemm import MR_STEP, chunk_scratch_like, pack_panels, step_product, steps_product
+from .gemm import (MR_STEP, chunk_scratch_like, pack_panels, step_product,
+                   step_product_in_place, steps_product)
 from .stream import copy_row, store_fence
 
 
@@ -163,6 +164,33 @@ def lstm_train_small(x, h0, c0, Wx, Wh, b, S, R, offsets, active, ragged):
                      chunk_scratch_like(h, S, G), chunk_scratch_like(h, 1, G)[0], x_rows,
                      gates, h_out, c_hist, np.empty(c.shape, c.dtype), offsets, active, False)
     return h_out, x_rows, gates, c_hist, h, c
+
+
+@njit(**JIT_OPTIONS)
+def lstm_step_small(x, h0, c0, Wx, Wh, b):
+    """One LSTM step for batches too small to share out, in one call: the products read Wx
+    and Wh where they lie (step_product_in_place), as a single step uses each weight once.
+    Same bits as lstm_train_small over one step.
+
+    x: (N, D); h0, c0: (N, H); Wx: (D, 4H), Wh: (H, 4H), both 4H >= NR; b: (4H,)
+    Returns h (N, H), c (N, H), gates (N, 4H) activated i, f, o, g, and x_rows, a copy of x
+    (the cache's rows, as lstm_train_steps fills them).
+    """
+    N, D = x.shape
+    H = h0.shape[1]
+    G = Wx.shape[1]
+    h = np.zeros(((N + MR_STEP - 1) // MR_STEP * MR_STEP, H), x.dtype)
+    h[:N] = h0
+    c = c0.copy()
+    projected = np.empty((N, G), x.dtype)
+    recurrent = np.empty((h.shape[0], G), x.dtype)
+    step_product_in_place(x, Wx, projected, N, True)
+    step_product_in_place(h, Wh, recurrent, N, False)
+    gates = np.empty((N, G), x.dtype)
+    tanh_c = np.empty(H, x.dtype)
+    for n in range(N):
+        lstm_cell(projected[n], recurrent[n], b, gates[n], c[n], h[n], tanh_c)
+    return h[:N], c, gates, x.copy()
 
 
 @njit(**JIT_OPTIONS)
