@@ -8,6 +8,7 @@ import numpy as np
 from . import _isa, _memory
 from . import _validate as v
 from ._isa import MR, MR_STEP
+from ._threads import _parallel_launch, get_num_threads
 from .kernels.gemm import (columns_per_panel, gemm_parallel, gemm_part, gemm_worker_count,
                            pack_panels, padded_columns, padded_rows, worker_count)
 
@@ -18,6 +19,17 @@ def _full_batch(N, T):
     (otherwise every call would pay to build them). Shared between calls: no kernel writes
     them, and CellCache.lengths hands out a copy."""
     return (np.full(N, T, np.int64), np.full(T, N, np.int64), np.arange(T, dtype=np.int64) * N)
+
+
+def batch_order(lengths, N, T):
+    """BatchOrder(lengths, N, T); without lengths one shared instance per (N, T), made once
+    (nothing writes to a BatchOrder after it is made, and this runs on every call)."""
+    return _full_order(N, T) if lengths is None else BatchOrder(lengths, N, T)
+
+
+@functools.lru_cache(maxsize=32)
+def _full_order(N, T):
+    return BatchOrder(None, N, T)
 
 
 class BatchOrder:
@@ -227,6 +239,40 @@ def run_steps(steps, parallel, threads, rows, *args):
         steps(0, 1, *args)
     else:
         parallel(workers, *args)
+
+
+class step_split:
+    """``with step_split(N, D, H, gates, dtype) as unit_bounds:`` how a single step of N
+    sequences shares its hidden units out between numba's threads: (workers + 1,) bounds,
+    worker w taking units unit_bounds[w]..unit_bounds[w + 1] (each at least a panel wide,
+    see kernels/lstm.lstm_step_units), or None to run the step as one worker. Split when the
+    rows make one tile (nothing to share out by rows) and the step has at least
+    STEP_SPLIT_MIN_FLOPS; never while another Python thread's parallel kernels run (the
+    lock kernel_threads takes)."""
+
+    __slots__ = ("bounds", "locked")
+
+    def __init__(self, N, D, H, gates, dtype):
+        self.bounds = None
+        self.locked = False
+        if N <= MR_STEP and 2 * N * (D + H) * gates * H >= _isa.STEP_SPLIT_MIN_FLOPS:
+            workers = min(get_num_threads(), H // columns_per_panel(dtype))
+            if workers > 1 and _parallel_launch.acquire(blocking=False):
+                self.bounds, self.locked = _unit_bounds(H, workers), True
+
+    def __enter__(self):
+        return self.bounds
+
+    def __exit__(self, *exc_info):
+        if self.locked:
+            _parallel_launch.release()
+
+
+@functools.lru_cache(maxsize=64)
+def _unit_bounds(H, workers):
+    """H hidden units in ``workers`` contiguous slices as equal as can be (shared between
+    calls: no kernel writes it)."""
+    return np.array([w * H // workers for w in range(workers + 1)], np.int64)
 
 
 def single_worker_step(N, D, H, gates, dtype):

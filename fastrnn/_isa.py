@@ -46,6 +46,10 @@ class Target:
     # Calls with fewer floating-point operations than this in their forward run on one
     # thread: below it, waking numba's threads costs more than it saves.
     parallel_min_flops: int = 4_000_000
+    # A single step of one row tile splits its hidden units between the threads from this
+    # many floating-point operations (about 1 MB of float32 weights): each worker then reads
+    # only its share of the weights, from its own core's cache.
+    step_split_min_flops: int = 500_000
     # The training forward writes its cache with non-temporal stores (kernels/stream.py)
     # from this many bytes: rows that big would not stay in the caches anyway.
     stream_min_bytes: int = 8 << 20
@@ -140,6 +144,7 @@ MR_STEP = TARGET.mr_step
 KC_BYTES = TARGET.kc_bytes
 FMA = TARGET.fma
 PARALLEL_MIN_FLOPS = TARGET.parallel_min_flops
+STEP_SPLIT_MIN_FLOPS = TARGET.step_split_min_flops
 STREAM_MIN_BYTES = TARGET.stream_min_bytes
 CHUNK_BYTES_PER_ROW = TARGET.chunk_bytes_per_row
 MAX_CHUNK_STEPS = TARGET.max_chunk_steps

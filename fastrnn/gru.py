@@ -12,7 +12,7 @@ bh = bias_hh_l0.
 import numpy as np
 
 from . import _validate as v
-from ._core import (BatchOrder, CellCache, check_backward_cache, chunk_scratch, chunk_steps,
+from ._core import (CellCache, batch_order, check_backward_cache, chunk_scratch, chunk_steps,
                     input_grad, run_steps, state_grad, step_operand, step_scratch, streamed,
                     weight_grads, weight_panels)
 from ._threads import kernel_threads
@@ -36,9 +36,9 @@ def _validate(x, h0, Wx, Wh, bx, bh, lengths, step=False):
     biases = (("bx", bx), ("bh", bh))
     if step:
         (x, h0, _, Wx, Wh, (bx, bh)), (N, T, D, H) = v.validate_step(x, h0, Wx, Wh, biases, 3)
-        return (x, h0, Wx, Wh, bx, bh), BatchOrder(None, N, 1)
+        return (x, h0, Wx, Wh, bx, bh), batch_order(None, N, 1)
     (x, h0, _, Wx, Wh, (bx, bh)), (N, T, D, H) = v.validate_sequence(x, h0, Wx, Wh, biases, 3)
-    return (x, h0, Wx, Wh, bx, bh), BatchOrder(lengths, N, T)
+    return (x, h0, Wx, Wh, bx, bh), batch_order(lengths, N, T)
 
 
 def _forward_infer(x, h0, Wx, Wh, bx, bh, order):

@@ -8,13 +8,13 @@ c_t = f * c_{t-1} + i * g and h_t = o * tanh(c_t).
 import numpy as np
 
 from . import _validate as v
-from ._core import (BatchOrder, CellCache, backward_dx, check_backward_cache, chunk_scratch,
+from ._core import (CellCache, batch_order, backward_dx, check_backward_cache, chunk_scratch,
                     chunk_steps, finish_dx, run_steps, single_worker_step, state_grad,
-                    step_operand, step_scratch, streamed, weight_grads, weight_panels)
+                    step_operand, step_split, step_scratch, streamed, weight_grads, weight_panels)
 from ._threads import kernel_threads
 from .kernels.lstm import (lstm_backward_parallel, lstm_backward_steps, lstm_infer_parallel,
                            lstm_infer_small, lstm_infer_steps, lstm_step_small,
-                           lstm_train_parallel, lstm_train_small, lstm_train_steps)
+                           lstm_step_split, lstm_train_parallel, lstm_train_small, lstm_train_steps)
 
 
 class LSTMCache(CellCache):
@@ -88,7 +88,7 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, lengths=None):
     """
     (x, h0, c0, Wx, Wh, (b,)), (N, T, D, H) = v.validate_sequence(
         x, h0, Wx, Wh, (("b", b),), gates=4, c0=c0)
-    order = BatchOrder(lengths, N, T)
+    order = batch_order(lengths, N, T)
     return _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step=False)
 
 
@@ -180,7 +180,7 @@ def lstm_inference(x, h0, Wx, Wh, b, *, c0=None, lengths=None, return_state=Fals
     """
     (x, h0, c0, Wx, Wh, (b,)), (N, T, D, H) = v.validate_sequence(
         x, h0, Wx, Wh, (("b", b),), gates=4, c0=c0)
-    order = BatchOrder(lengths, N, T)
+    order = batch_order(lengths, N, T)
     h, final_h, final_c = _forward_infer(x, h0, c0, Wx, Wh, b, order)
     return (h, (final_h, final_c)) if return_state else h
 
@@ -201,10 +201,16 @@ def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
         raise TypeError("prev_c must be a float32 or float64 array of shape (N, H), got None")
     (x3, prev_h, prev_c, Wx, Wh, (b,)), (N, T, D, H) = v.validate_step(
         x, prev_h, Wx, Wh, (("b", b),), gates=4, prev_c=prev_c)
-    order = BatchOrder(None, N, 1)
-    if single_worker_step(N, D, H, 4, x3.dtype):
-        next_h, next_c, gates, x_rows = lstm_step_small(x3.reshape(N, D), prev_h, prev_c, Wx,
-                                                        Wh, b)
+    order = batch_order(None, N, 1)
+    x = x3.reshape(N, D)
+    step = None
+    with step_split(N, D, H, 4, x.dtype) as unit_bounds:
+        if unit_bounds is not None:
+            step = lstm_step_split(x, prev_h, prev_c, Wx, Wh, b, unit_bounds)
+        elif single_worker_step(N, D, H, 4, x.dtype):
+            step = lstm_step_small(x, prev_h, prev_c, Wx, Wh, b)
+    if step is not None:
+        next_h, next_c, gates, x_rows = step
         cache = LSTMCache(x_rows=x_rows, h0=prev_h.copy(), c0=prev_c.copy(), Wx=Wx, Wh=Wh,
                           gates=gates, c_hist=next_c, final_h=next_h, final_c=next_c,
                           order=order, is_step=True)

@@ -7,7 +7,7 @@ The relu derivative at exactly 0 is taken as 0.
 import numpy as np
 
 from . import _validate as v
-from ._core import (BatchOrder, CellCache, backward_dx, check_backward_cache, chunk_scratch,
+from ._core import (CellCache, batch_order, backward_dx, check_backward_cache, chunk_scratch,
                     chunk_steps, finish_dx, run_steps, state_grad, step_operand, step_scratch,
                     streamed, weight_grads, weight_panels)
 from ._threads import kernel_threads
@@ -62,7 +62,7 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", lengths=None):
     v.check_nonlinearity(nonlinearity)
     (x, h0, _, Wx, Wh, (b,)), (N, T, D, H) = v.validate_sequence(
         x, h0, Wx, Wh, (("b", b),), gates=1)
-    order = BatchOrder(lengths, N, T)
+    order = batch_order(lengths, N, T)
     return _forward_with_cache(x, h0, Wx, Wh, b, order, nonlinearity, is_step=False)
 
 
@@ -131,7 +131,7 @@ def rnn_inference(x, h0, Wx, Wh, b, *, nonlinearity="tanh", lengths=None, return
     v.check_nonlinearity(nonlinearity)
     (x, h0, _, Wx, Wh, (b,)), (N, T, D, H) = v.validate_sequence(
         x, h0, Wx, Wh, (("b", b),), gates=1)
-    order = BatchOrder(lengths, N, T)
+    order = batch_order(lengths, N, T)
     h, final_h = _forward_infer(x, h0, Wx, Wh, b, order, nonlinearity == "relu")
     return (h, final_h) if return_state else h
 
@@ -153,7 +153,7 @@ def rnn_step_forward(x, prev_h, Wx, Wh, b, *, nonlinearity="tanh"):
     (x3, prev_h, _, Wx, Wh, (b,)), (N, T, D, H) = v.validate_step(
         x, prev_h, Wx, Wh, (("b", b),), gates=1)
     h_seq, cache = _forward_with_cache(x3, prev_h, Wx, Wh, b,
-                                       BatchOrder(None, N, 1), nonlinearity, is_step=True)
+                                       batch_order(None, N, 1), nonlinearity, is_step=True)
     return h_seq.reshape(N, H), cache
 
 

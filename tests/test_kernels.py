@@ -135,8 +135,12 @@ def test_inference_matches_forward(cell, shape, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
-@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 7), (8, 17, 37)], ids=str)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 7), (8, 17, 37), (2, 9, 70), (1, 64, 256)],
+                         ids=str)
 def test_lstm_step_matches_reference(shape, dtype):
+    """Shapes for each way a step runs: weights packed (4H under a panel, or rows for more
+    than one tile), read in place on one thread (2, 9, 70: a last column block overlapping
+    the one before it on every target), and split by hidden units (1, 64, 256)."""
     N, D, H = shape
     x, h0, c0, Wx, Wh, b = make_inputs(N, 1, D, H, 4, dtype)
     x = x[:, 0]
@@ -295,6 +299,40 @@ def test_set_num_threads_and_results_are_bit_identical_for_any_thread_count(cell
         fastrnn.set_num_threads(0)
     with pytest.raises(TypeError, match="n must be an integer >= 1, got 1.5"):
         fastrnn.set_num_threads(1.5)
+
+
+def test_split_step_is_bit_identical_for_any_thread_count_and_to_the_sequence_kernels():
+    """A single step of one sequence with big H shares its hidden units out between the
+    threads (_core.step_split): the same bits on one thread, on two, from four Python
+    threads at once, and as lstm_forward over one step."""
+    from concurrent.futures import ThreadPoolExecutor
+    before = fastrnn.get_num_threads()
+    N, D, H = 1, 64, 256
+    inputs = [make_inputs(N, 1, D, H, 4, np.float32, seed=s) for s in range(4)]
+
+    def step(x, h0, c0, Wx, Wh, b):
+        return fastrnn.lstm_step_forward(x[:, 0], h0, c0, Wx, Wh, b)[:2]
+    try:
+        fastrnn.set_num_threads(1)
+        one = [step(*p) for p in inputs]
+        fastrnn.set_num_threads(2)
+        two = [step(*p) for p in inputs]
+        if numba.config.NUMBA_NUM_THREADS > 1:  # the split ran (else this test proves little)
+            from fastrnn.kernels.lstm import lstm_step_split
+            assert lstm_step_split.signatures
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            concurrent = list(pool.map(lambda p: step(*p), inputs * 3))
+    finally:
+        fastrnn.set_num_threads(before)
+    for p, a, b in zip(inputs, one, two):
+        x, h0, c0, Wx, Wh, b_ = p
+        h, cache = fastrnn.lstm_forward(x, h0, Wx, Wh, b_, c0=c0)
+        for got in (b, (h[:, 0], cache.final_c)):
+            for u, v in zip(a, got):
+                np.testing.assert_array_equal(u, v)
+    for a, b in zip(one * 3, concurrent):
+        for u, v in zip(a, b):
+            np.testing.assert_array_equal(u, v)
 
 
 def test_concurrent_calls_from_python_threads_agree_with_serial_ones():

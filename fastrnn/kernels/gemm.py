@@ -434,15 +434,17 @@ def step_product(A, panels, out, worker, workers, M):
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def step_product_in_place(A, W, out, M, rows_apart):
-    """out[:M, :P] = A[:M] @ W, reading W (K, P), C-contiguous, P >= NR, where it lies: for
-    a single step, packing W into panels first would copy more than the product reads.
+def step_product_in_place(A, W, out, M, rows_apart, p_lo, p_hi):
+    """out[:M, p_lo:p_hi] = A[:M] @ W[:, p_lo:p_hi], reading W (K, P), C-contiguous, where
+    it lies: for a single step, packing W into panels first would copy more than the
+    product reads. p_hi - p_lo >= NR.
 
-    The column blocks start at 0, NR, 2 NR, ... and, when NR does not divide P, at P - NR:
-    the last block overlaps the one before it instead of reading past the end of W, and
-    recomputes those columns with the same operations in the same order, so to the same
-    bits. Each element gets the arithmetic step_product gives it (same kernel for its row,
-    same k-blocks), so a step computed here equals the sequence kernels' to the bit.
+    The column blocks start at p_lo, p_lo + NR, ... and, when NR does not divide the range,
+    at p_hi - NR: the last block overlaps the one before it instead of reading past the
+    range, and recomputes those columns with the same operations in the same order, so to
+    the same bits. Each element gets the arithmetic step_product gives it (same kernel for
+    its row, same k-blocks, wherever its block starts), so a step computed here equals the
+    sequence kernels' to the bit, however the columns are split between workers.
     A: (rows, K), rows padded to MR_STEP unless rows_apart (every row through the one-row
     kernel, as steps_product takes a single step's input projection); out: (rows, >= P).
     """
@@ -451,8 +453,8 @@ def step_product_in_place(A, W, out, M, rows_apart):
     KC = k_block(out)
     for k0 in range(0, K, KC):
         kc = min(KC, K - k0)
-        for j in range((P + NR - 1) // NR):
-            col = min(j * NR, P - NR)
+        for j in range((p_hi - p_lo + NR - 1) // NR):
+            col = min(p_lo + j * NR, p_hi - NR)
             _step_tiles(A, k0, kc, W, k0 * P + col, P, out, col, 0, 1, M, rows_apart)
 
 

@@ -40,14 +40,32 @@ def lstm_cell(xp, hp, b, a, c, h, tanh_c):
     H = h.shape[0]
     for k in range(3 * H):
         a[k] = sigmoid(xp[k] + hp[k] + b[k])
-    # Indexed from 0, not range(3 * H, 4 * H): LLVM left that form scalar.
-    for j in range(H):
+    _lstm_cell_update(xp, hp, b, a, c, h, tanh_c, 0, H)
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def lstm_cell_units(xp, hp, b, a, c, h, tanh_c, j0, j1):
+    """lstm_cell for the hidden units j0 <= j < j1 only (their columns of each gate block):
+    a worker's share of a step split by columns. Same operations per unit, same bits."""
+    H = h.shape[0]
+    for gate in range(3):
+        for j in range(gate * H + j0, gate * H + j1):
+            a[j] = sigmoid(xp[j] + hp[j] + b[j])
+    _lstm_cell_update(xp, hp, b, a, c, h, tanh_c, j0, j1)
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _lstm_cell_update(xp, hp, b, a, c, h, tanh_c, j0, j1):
+    """The rest of the cell for units j0..j1, once i, f, o are in a: g, c_t, tanh(c_t), h_t."""
+    H = h.shape[0]
+    # Indexed from j0, not range(3 * H + j0, ...): LLVM left that form scalar.
+    for j in range(j0, j1):
         a[3 * H + j] = tanh(xp[3 * H + j] + hp[3 * H + j] + b[3 * H + j])
-    for j in range(H):
+    for j in range(j0, j1):
         c[j] = a[H + j] * c[j] + a[j] * a[3 * H + j]
-    for j in range(H):
+    for j in range(j0, j1):
         tanh_c[j] = tanh(c[j])
-    for j in range(H):
+    for j in range(j0, j1):
         h[j] = a[2 * H + j] * tanh_c[j]
 
 
@@ -166,31 +184,84 @@ def lstm_train_small(x, h0, c0, Wx, Wh, b, S, R, offsets, active, ragged):
     return h_out, x_rows, gates, c_hist, h, c
 
 
+@njit(inline="always", **JIT_OPTIONS)
+def lstm_step_units(x, h_prev, Wx, Wh, b, projected, recurrent, gates, c, h_next, tanh_c,
+                    j0, j1):
+    """Hidden units j0..j1 of one LSTM step of N = x.shape[0] sequences: their columns of
+    every gate block of x Wx and h_prev Wh (read in place), then the cell on those units.
+    Different ranges touch different columns and units only, so workers can take them at
+    once: h_prev is read whole, h_next is written by units (two buffers).
+
+    x: (N, D); h_prev: (N rounded up to MR_STEP, H); Wx: (D, 4H), Wh: (H, 4H); b: (4H,)
+    projected, gates: (N, 4H), recurrent: (rows of h_prev, 4H) scratch / out
+    c: (N, H) in: c_{t-1}, out: c_t; h_next: (N, H) out; tanh_c: (N, H) scratch
+    j1 - j0 >= NR, or all units with 4H >= NR (step_product_in_place's column blocks).
+    """
+    N = x.shape[0]
+    H = c.shape[1]
+    if j0 == 0 and j1 == H:  # all units: the 4H columns as one range (needs only 4H >= NR)
+        step_product_in_place(x, Wx, projected, N, True, 0, 4 * H)
+        step_product_in_place(h_prev, Wh, recurrent, N, False, 0, 4 * H)
+    else:
+        for gate in range(4):
+            step_product_in_place(x, Wx, projected, N, True, gate * H + j0, gate * H + j1)
+            step_product_in_place(h_prev, Wh, recurrent, N, False, gate * H + j0,
+                                  gate * H + j1)
+    for n in range(N):
+        lstm_cell_units(projected[n], recurrent[n], b, gates[n], c[n], h_next[n], tanh_c[n],
+                        j0, j1)
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _step_buffers(x, h0, c0, G):
+    """The allocations of a single step: h_prev (h0 in rows padded to MR_STEP), c (a copy of
+    c0 the cell updates), projected, recurrent, gates, h_next, tanh_c (see lstm_step_units)."""
+    N, H = h0.shape
+    h_prev = np.zeros(((N + MR_STEP - 1) // MR_STEP * MR_STEP, H), x.dtype)
+    h_prev[:N] = h0
+    return (h_prev, c0.copy(), np.empty((N, G), x.dtype), np.empty((h_prev.shape[0], G), x.dtype),
+            np.empty((N, G), x.dtype), np.empty((N, H), x.dtype), np.empty((N, H), x.dtype))
+
+
 @njit(**JIT_OPTIONS)
 def lstm_step_small(x, h0, c0, Wx, Wh, b):
-    """One LSTM step for batches too small to share out, in one call: the products read Wx
-    and Wh where they lie (step_product_in_place), as a single step uses each weight once.
-    Same bits as lstm_train_small over one step.
+    """One LSTM step on the calling thread, in one call: products reading Wx and Wh where
+    they lie (a single step uses each weight once, so packing them would cost more than it
+    saves). Same bits as lstm_train_small over one step.
 
-    x: (N, D); h0, c0: (N, H); Wx: (D, 4H), Wh: (H, 4H), both 4H >= NR; b: (4H,)
+    x: (N, D); h0, c0: (N, H); Wx: (D, 4H), Wh: (H, 4H), 4H >= NR; b: (4H,)
     Returns h (N, H), c (N, H), gates (N, 4H) activated i, f, o, g, and x_rows, a copy of x
     (the cache's rows, as lstm_train_steps fills them).
     """
-    N, D = x.shape
-    H = h0.shape[1]
-    G = Wx.shape[1]
-    h = np.zeros(((N + MR_STEP - 1) // MR_STEP * MR_STEP, H), x.dtype)
-    h[:N] = h0
-    c = c0.copy()
-    projected = np.empty((N, G), x.dtype)
-    recurrent = np.empty((h.shape[0], G), x.dtype)
-    step_product_in_place(x, Wx, projected, N, True)
-    step_product_in_place(h, Wh, recurrent, N, False)
-    gates = np.empty((N, G), x.dtype)
-    tanh_c = np.empty(H, x.dtype)
-    for n in range(N):
-        lstm_cell(projected[n], recurrent[n], b, gates[n], c[n], h[n], tanh_c)
-    return h[:N], c, gates, x.copy()
+    h_prev, c, projected, recurrent, gates, h_next, tanh_c = _step_buffers(x, h0, c0,
+                                                                           Wx.shape[1])
+    lstm_step_units(x, h_prev, Wx, Wh, b, projected, recurrent, gates, c, h_next, tanh_c, 0,
+                    c.shape[1])
+    return h_next, c, gates, x.copy()
+
+
+@njit(**PARALLEL_JIT_OPTIONS)
+def lstm_step_split(x, h0, c0, Wx, Wh, b, unit_bounds):
+    """lstm_step_small with the hidden units split between numba threads, worker w taking
+    units unit_bounds[w]..unit_bounds[w + 1] (each slice >= NR wide): for a step whose rows
+    make one tile, the only way to share it out. Each worker streams only its columns of
+    Wx and Wh, which stay in its core's cache from one call to the next. Same bits for any
+    split (see lstm_step_units)."""
+    h_prev, c, projected, recurrent, gates, h_next, tanh_c = _step_buffers(x, h0, c0,
+                                                                           Wx.shape[1])
+    for w in prange(unit_bounds.shape[0] - 1):
+        lstm_step_worker(x, h_prev, Wx, Wh, b, projected, recurrent, gates, c, h_next, tanh_c,
+                         unit_bounds[w], unit_bounds[w + 1])
+    return h_next, c, gates, x.copy()
+
+
+@njit(**JIT_OPTIONS)
+def lstm_step_worker(x, h_prev, Wx, Wh, b, projected, recurrent, gates, c, h_next, tanh_c, j0,
+                     j1):
+    """lstm_step_units as a function of its own: inlined into the parallel loop's body, the
+    same code ran 1.4x slower (as the other parallel drivers, which call their time loop)."""
+    lstm_step_units(x, h_prev, Wx, Wh, b, projected, recurrent, gates, c, h_next, tanh_c, j0,
+                    j1)
 
 
 @njit(**JIT_OPTIONS)
