@@ -7,13 +7,16 @@ c_t = f * c_{t-1} + i * g and h_t = o * tanh(c_t).
 
 import numpy as np
 
+from . import _memory
 from . import _validate as v
 from ._core import (CellCache, batch_order, backward_dx, check_backward_cache, chunk_scratch,
                     chunk_steps, finish_dx, run_steps, single_worker_step, state_grad,
                     step_operand, step_split, step_scratch, streamed, weight_grads, weight_panels)
+from ._isa import MR_STEP
 from ._threads import kernel_threads
 from .kernels.lstm import (lstm_backward_parallel, lstm_backward_steps, lstm_infer_parallel,
-                           lstm_infer_small, lstm_infer_steps, lstm_step_small,
+                           lstm_infer_small, lstm_infer_steps, lstm_step_backward_small,
+                           lstm_step_small,
                            lstm_step_split, lstm_train_parallel, lstm_train_small, lstm_train_steps)
 
 
@@ -234,6 +237,12 @@ def lstm_step_backward(dnext_h, dnext_c, cache):
     D = cache.x_rows.shape[1]
     dnext_h = v.validate_upstream("dnext_h", dnext_h, (N, H), "(N, H)", dtype)
     dnext_c = v.validate_upstream("dnext_c", dnext_c, (N, H), "(N, H)", dtype)
+    if 0 < N <= MR_STEP:
+        dWx, dWh = _memory.empty(cache.Wx.shape, dtype), _memory.empty(cache.Wh.shape, dtype)
+        dx, dprev_h, dprev_c, db = lstm_step_backward_small(
+            dnext_h, dnext_c, cache.gates, cache.c_hist, cache.c0, cache.h0, cache.x_rows,
+            cache.Wx, cache.Wh, dWx, dWh)
+        return dx, dprev_h, dprev_c, dWx, dWh, db
     dx, dprev_h, dWx, dWh, db, dprev_c = _backward(
         dnext_h.reshape(N, 1, H), cache, None, dnext_c, "dh_last", "dnext_c")
     return dx.reshape(N, D), dprev_h, dprev_c, dWx, dWh, db

@@ -223,6 +223,160 @@ def _make_micro_kernel(MR):
     return micro_kernel
 
 
+DOT_ROWS = 4  # rows of A per dot_kernel call: each load of x serves this many rows
+DOT_VECTORS = 2  # vectors per row and step: independent sums per row, over the FMA latency
+
+
+def _dot_function(module, rows, scalar, lanes):
+    """The LLVM function for ``rows`` dot products with one vector, noinline (as the tile):
+
+    void dots(A*, lda, x*, n, out*):  out[r] = sum_g A[r * lda + g] * x[g], r < rows, g < n.
+
+    Each row's sum runs in DOT_VECTORS vectors of partial sums over g in steps of
+    DOT_VECTORS * lanes, then adds them, reduces the lanes in order and takes the last
+    n mod (DOT_VECTORS * lanes) terms one by one: a fixed order, whatever calls it.
+    """
+    suffix = "f32" if isinstance(scalar, ir.FloatType) else "f64"
+    name = f"fastrnn_dots_{rows}x{DOT_VECTORS}_{lanes}{suffix}_{'fma' if FMA else 'muladd'}"
+    if name in module.globals:
+        return module.globals[name]
+    intp = ir.IntType(64)
+    pointer = scalar.as_pointer()
+    function = ir.Function(module, ir.FunctionType(ir.VoidType(), [
+        pointer, intp, pointer, intp, pointer]), name)
+    function.linkage = "linkonce_odr"
+    function.attributes.add("noinline")
+    a_base, lda, x_base, n, out = function.args
+    builder = ir.IRBuilder(function.append_basic_block("entry"))
+    vec = ir.VectorType(scalar, lanes)
+    step = DOT_VECTORS * lanes
+    zero = ir.Constant(vec, None)
+    entry = builder.basic_block
+    main = builder.append_basic_block("main")
+    reduce = builder.append_basic_block("reduce")
+    tail = builder.append_basic_block("tail")
+    done = builder.append_basic_block("done")
+    n_main = builder.sub(n, builder.srem(n, ir.Constant(intp, step)))
+    row_bases = [builder.gep(a_base, [builder.mul(ir.Constant(intp, r), lda)])
+                 for r in range(rows)]
+    builder.cbranch(builder.icmp_signed(">", n_main, ir.Constant(intp, 0)), main, reduce)
+
+    def load_vec(base, index):
+        return builder.load(builder.bitcast(builder.gep(base, [index]), vec.as_pointer()),
+                            align=4)
+
+    builder.position_at_end(main)
+    g = builder.phi(intp)
+    g.add_incoming(ir.Constant(intp, 0), entry)
+    acc = [builder.phi(vec) for _ in range(rows * DOT_VECTORS)]
+    for phi in acc:
+        phi.add_incoming(zero, entry)
+    x_vecs = [load_vec(x_base, builder.add(g, ir.Constant(intp, v * lanes)))
+              for v in range(DOT_VECTORS)]
+    updated = []
+    for r in range(rows):
+        for v in range(DOT_VECTORS):
+            a = load_vec(row_bases[r], builder.add(g, ir.Constant(intp, v * lanes)))
+            updated.append(emit_multiply_add(builder, a, x_vecs[v], acc[r * DOT_VECTORS + v]))
+    g_next = builder.add(g, ir.Constant(intp, step))
+    g.add_incoming(g_next, main)
+    for phi, value in zip(acc, updated):
+        phi.add_incoming(value, main)
+    builder.cbranch(builder.icmp_signed("<", g_next, n_main), main, reduce)
+
+    builder.position_at_end(reduce)
+    partial = []  # every phi first: LLVM requires them at the top of the block
+    for value in updated:
+        phi = builder.phi(vec)
+        phi.add_incoming(zero, entry)
+        phi.add_incoming(value, main)
+        partial.append(phi)
+    totals = []
+    for r in range(rows):
+        parts = partial[r * DOT_VECTORS:(r + 1) * DOT_VECTORS]
+        total = parts[0]
+        for part in parts[1:]:
+            total = builder.fadd(total, part)
+        s = builder.extract_element(total, ir.Constant(ir.IntType(32), 0))
+        for lane in range(1, lanes):
+            s = builder.fadd(s, builder.extract_element(total, ir.Constant(ir.IntType(32), lane)))
+        totals.append(s)
+    builder.cbranch(builder.icmp_signed("<", n_main, n), tail, done)
+
+    builder.position_at_end(tail)
+    k = builder.phi(intp)
+    k.add_incoming(n_main, reduce)
+    tail_acc = [builder.phi(scalar) for _ in range(rows)]
+    for phi, total in zip(tail_acc, totals):
+        phi.add_incoming(total, reduce)
+    x_k = builder.load(builder.gep(x_base, [k]))
+    tail_updated = [emit_multiply_add(builder, builder.load(builder.gep(row_bases[r], [k])), x_k,
+                                      tail_acc[r]) for r in range(rows)]
+    k_next = builder.add(k, ir.Constant(intp, 1))
+    k.add_incoming(k_next, tail)
+    for phi, value in zip(tail_acc, tail_updated):
+        phi.add_incoming(value, tail)
+    builder.cbranch(builder.icmp_signed("<", k_next, n), tail, done)
+
+    builder.position_at_end(done)
+    results = []
+    for r in range(rows):
+        result = builder.phi(scalar)
+        result.add_incoming(totals[r], reduce)
+        result.add_incoming(tail_updated[r], tail)
+        results.append(result)
+    for r, result in enumerate(results):
+        builder.store(result, builder.gep(out, [ir.Constant(intp, r)]))
+    builder.ret_void()
+    return function
+
+
+def _make_dot_kernel(rows):
+    """dot_kernel(A, a_off, lda, x, x_off, n, out, out_off): out[out_off + r] = sum_g
+    A[a_off + r * lda + g] * x[x_off + g] for r < rows, g < n (offsets in elements from
+    each C-contiguous array's first element), by _dot_function."""
+    @intrinsic
+    def dot_kernel(typingctx, A, a_off, lda, x, x_off, n, out, out_off):
+        sig = types.void(A, types.intp, types.intp, x, types.intp, types.intp, out, types.intp)
+
+        def codegen(context, builder, signature, args):
+            A_, a_off_, lda_, x_, x_off_, n_, out_, out_off_ = args
+            dtype = signature.args[0].dtype
+            lanes = VECTOR_BYTES // (4 if dtype == types.float32 else 8)
+
+            def data(index, value):
+                return context.make_array(signature.args[index])(context, builder, value).data
+
+            dots = _dot_function(builder.module, rows, context.get_value_type(dtype), lanes)
+            builder.call(dots, [builder.gep(data(0, A_), [a_off_]), lda_,
+                                builder.gep(data(3, x_), [x_off_]), n_,
+                                builder.gep(data(6, out_), [out_off_])])
+            return context.get_dummy_value()
+
+        return sig, codegen
+    return dot_kernel
+
+
+dot_rows_kernel = _make_dot_kernel(DOT_ROWS)
+dot_row_kernel = _make_dot_kernel(1)
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def times_transposed(A, W, out):
+    """out[n, j] = sum_g A[n, g] W[j, g] for n < A.shape[0], j < W.shape[0]: A @ W.T reading W
+    (J, G), C-contiguous, where it lies (row by row dot products, DOT_ROWS rows of W per
+    call sharing the loads of A's row). For a few rows of A, such as a single step's
+    gradient, where packing W.T would copy more than the product reads."""
+    J, G = W.shape
+    for n in range(A.shape[0]):
+        j = 0
+        while j + DOT_ROWS <= J:
+            dot_rows_kernel(W, j * G, G, A, n * G, G, out, n * J + j)
+            j += DOT_ROWS
+        for j in range(j, J):
+            dot_row_kernel(W, j * G, G, A, n * G, G, out, n * J + j)
+
+
 micro_kernel = _make_micro_kernel(MR)         # the big GEMM's tiles
 step_kernel = _make_micro_kernel(MR_STEP)     # the per-step products' tiles
 row_kernel = _make_micro_kernel(1)  # a per-step tile holding one real row (N = 1)

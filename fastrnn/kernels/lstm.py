@@ -20,7 +20,7 @@ from numba import njit, prange
 from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from ._math import one_of, sigmoid, tanh
 from .gemm import (MR_STEP, chunk_scratch_like, pack_panels, step_product,
-                   step_product_in_place, steps_product)
+                   step_product_in_place, steps_product, times_transposed)
 from .stream import copy_row, store_fence
 
 
@@ -274,6 +274,89 @@ def lstm_infer_small(x, Wx, Wh, b, h, c, S, h_out, active):
                      np.empty(c.shape, c.dtype), h_out, active)
 
 
+@njit(inline="always", **JIT_OPTIONS)
+def lstm_cell_backward(gate, c_prev, tanh_c, dh_row, dc_row, da_row):
+    """The backward of one step of one sequence, given the total gradients of its outputs.
+
+    gate: (4H,) activated i, f, o, g; c_prev: (H,) c_{t-1}; tanh_c: (H,) tanh(c_t)
+    dh_row: (H,) gradient of h_t; dc_row: (H,) in: gradient of c_t from later steps,
+        out: gradient of c_{t-1}
+    da_row: (4H,) out: gradient of the gate pre-activations
+    Short loops, one per gate block, as in lstm_cell, so that each vectorises.
+    """
+    H = dh_row.shape[0]
+    one = one_of(dh_row)
+    for j in range(H):
+        dc_row[j] += dh_row[j] * gate[2 * H + j] * (one - tanh_c[j] * tanh_c[j])
+    for j in range(H):
+        da_row[j] = dc_row[j] * gate[3 * H + j] * gate[j] * (one - gate[j])
+    for j in range(H):
+        da_row[H + j] = dc_row[j] * c_prev[j] * gate[H + j] * (one - gate[H + j])
+    for j in range(H):
+        o = gate[2 * H + j]
+        da_row[2 * H + j] = dh_row[j] * tanh_c[j] * o * (one - o)
+    for j in range(H):
+        g = gate[3 * H + j]
+        da_row[3 * H + j] = dc_row[j] * gate[j] * (one - g * g)
+    for j in range(H):
+        dc_row[j] *= gate[H + j]
+
+
+@njit(**JIT_OPTIONS)
+def lstm_step_backward_small(dnext_h, dnext_c, gates, c_next, c_prev, h_prev, x, Wx, Wh, dWx,
+                             dWh):
+    """The backward of one LSTM step of a few sequences (one row tile), in one call, reading
+    Wx and Wh where they lie: dx = da Wx.T and dh_prev = da Wh.T as dot products with the
+    rows of the weights (gemm.times_transposed), where packing Wh.T and Wx.T into panels
+    cost more than the whole step; the weight gradients as outer products.
+
+    dnext_h, dnext_c: (N, H); gates: (N, 4H); c_next, c_prev, h_prev: (N, H); x: (N, D)
+    Wx: (D, 4H); Wh: (H, 4H)
+    dWx: (D, 4H), dWh: (H, 4H) out: the weight gradients (given, so that Python takes them
+        from fastrnn's memory pool: fresh pages cost more than filling them)
+    Returns dx (N, D), dprev_h (N, H), dprev_c (N, H), db (4H,).
+    Each sum over the rows runs n = 0, 1, ... in order.
+    """
+    N, H = dnext_h.shape
+    D = x.shape[1]
+    G = 4 * H
+    da = np.empty((N, G), x.dtype)
+    dprev_c = dnext_c.copy()
+    tanh_c = np.empty(H, x.dtype)
+    for n in range(N):
+        for j in range(H):
+            tanh_c[j] = tanh(c_next[n, j])
+        lstm_cell_backward(gates[n], c_prev[n], tanh_c, dnext_h[n], dprev_c[n], da[n])
+    dx = np.empty((N, D), x.dtype)
+    dprev_h = np.empty((N, H), x.dtype)
+    times_transposed(da, Wx, dx)
+    times_transposed(da, Wh, dprev_h)
+    outer_sum(x, da, dWx)
+    outer_sum(h_prev, da, dWh)
+    db = np.empty((1, G), x.dtype)
+    outer_sum(np.ones((N, 1), x.dtype), da, db)
+    return dx, dprev_h, dprev_c, db[0]
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def outer_sum(u, v, out):
+    """out = u.T @ v for a few rows: out[k, g] = sum_n u[n, k] v[n, g], n in order.
+    u: (N, K); v: (N, G); out: (K, G)."""
+    N, K = u.shape
+    G = v.shape[1]
+    for k in range(K):
+        row = out[k]
+        first = u[0, k]
+        v0 = v[0]
+        for g in range(G):
+            row[g] = first * v0[g]
+        for n in range(1, N):
+            weight = u[n, k]
+            vn = v[n]
+            for g in range(G):
+                row[g] += weight * vn[g]
+
+
 @njit(**JIT_OPTIONS)
 def lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_rows, h0, c0, WT_panels,
                         dh_next, dc_next, da, h_prev, dx, da_step, rec, offsets, active):
@@ -307,7 +390,6 @@ def lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_rows, h0, c0,
     """
     H = dh.shape[2]
     D = dx.shape[2]
-    one = one_of(dh)
     for t in range(active.shape[0] - 1, -1, -1):
         M = active[t]
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
@@ -333,20 +415,7 @@ def lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_rows, h0, c0,
                 da_row = da_step[n]
                 for j in range(H):
                     dh_row[j] += dh_t[j]
-                for j in range(H):
-                    dc_row[j] += dh_row[j] * gate[2 * H + j] * (one - tanh_c[j] * tanh_c[j])
-                for j in range(H):
-                    da_row[j] = dc_row[j] * gate[3 * H + j] * gate[j] * (one - gate[j])
-                for j in range(H):
-                    da_row[H + j] = dc_row[j] * c_prev[j] * gate[H + j] * (one - gate[H + j])
-                for j in range(H):
-                    o = gate[2 * H + j]
-                    da_row[2 * H + j] = dh_row[j] * tanh_c[j] * o * (one - o)
-                for j in range(H):
-                    g = gate[3 * H + j]
-                    da_row[3 * H + j] = dc_row[j] * gate[j] * (one - g * g)
-                for j in range(H):
-                    dc_row[j] *= gate[H + j]
+                lstm_cell_backward(gate, c_prev, tanh_c, dh_row, dc_row, da_row)
                 copy_row(da[row], da_row, False)
         step_product(da_step, WT_panels, rec, worker, workers, M)
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
