@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 from fastrnn._core import matmul
-from fastrnn.kernels.gemm import pack_panels
+from numba import njit
+
+from fastrnn.kernels.gemm import (columns_per_panel, pack_panels, padded_columns, step_product,
+                                  step_product_in_place, times_transposed)
 
 # (M, K, P): ones, primes, edges of every target's row tiles (4 or 6 rows) and column panels
 # (8 to 64 columns, _isa.py), several k-blocks (512 float32, 256 float64 deep), row splits
@@ -71,3 +74,55 @@ def test_matmul_empty_dimensions():
     assert (C == 3.0).all()
     matmul(np.empty((0, 3), np.float32), np.empty((3, 5), np.float32),
            np.empty((0, 5), np.float32), 2)
+
+
+@njit
+def _times_transposed(A, W, out):
+    times_transposed(A, W, out)
+
+
+@njit
+def _in_place(A, W, out, M, rows_apart, p_lo, p_hi):
+    step_product_in_place(A, W, out, M, rows_apart, p_lo, p_hi)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 320, 1024), (3, 7, 37), (2, 13, 70),
+                                   (5, 5, 3), (4, 9, 64)], ids=str)
+def test_times_transposed_matches_numpy(shape, dtype):
+    """A @ W.T by row dot products (the small steps' backward): row counts around DOT_ROWS,
+    lengths around its vectors (tails of every length on every target)."""
+    N, J, G = shape
+    A, Wt = operands(N, G, J, dtype)
+    W = np.ascontiguousarray(Wt.T)
+    out = np.full((N, J), np.nan, dtype)
+    _times_transposed(A, W, out)
+    assert_product(out, A, Wt, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows_apart", [False, True])
+def test_step_product_in_place_matches_packed_to_the_bit(dtype, rows_apart):
+    """Reading W where it lies gives step_product's bits, for the whole width and for a
+    column range whose last block overlaps the one before it."""
+    from fastrnn.kernels.gemm import padded_rows
+    M, K = 3, 37
+    NR = columns_per_panel(dtype)
+    P = 2 * NR + NR // 2 + 1
+    A, W = operands(padded_rows(M), K, P, dtype)
+    want = np.zeros((padded_rows(M), padded_columns(P, dtype)), dtype)
+    _packed(A, pack_panels(W), want, M, rows_apart)
+    for p_lo, p_hi in ((0, P), (1, NR + 3)):
+        got = np.full((padded_rows(M), P), np.nan, dtype)
+        _in_place(A, W, got, M, rows_apart, p_lo, p_hi)
+        np.testing.assert_array_equal(got[:M, p_lo:p_hi], want[:M, p_lo:p_hi])
+    assert_product(got[:M, 1:NR + 3], A[:M], W[:, 1:NR + 3], dtype)
+
+
+@njit
+def _packed(A, panels, out, M, rows_apart):
+    if rows_apart:  # as steps_product takes one step: each row by the one-row kernel
+        for m in range(M):
+            step_product(A[m:m + 1], panels, out[m:m + 1], 0, 1, 1)
+    else:
+        step_product(A, panels, out, 0, 1, M)

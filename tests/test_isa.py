@@ -18,7 +18,7 @@ from numba.core import config as numba_config
 import fastrnn
 from fastrnn import _isa
 from fastrnn.kernels._math import sigmoid, tanh
-from fastrnn.kernels.gemm import micro_kernel, panel_width
+from fastrnn.kernels.gemm import micro_kernel, panel_width, times_transposed
 
 
 @pytest.mark.parametrize("machine, features, expected", [
@@ -83,11 +83,13 @@ def test_tile_override_replaces_the_tile_only():
 
 
 @njit(error_model="numpy")
-def _one_tile_and_gates(A, B, C, kc, x, y):
-    """One MR x NR micro-kernel tile, C = A @ B (A packed k-major, B one panel), and the gate
-    functions over x: compiled here, uncached, so its machine code can be read."""
+def _one_tile_and_gates(A, B, C, kc, x, y, dots):
+    """One MR x NR micro-kernel tile, C = A @ B (A packed k-major, B one panel), the dot
+    kernel (dots: B's rows with x's first NR values) and the gate functions over x:
+    compiled here, uncached, so its machine code can be read."""
     NR = panel_width(C)
     micro_kernel(A, 0, 1, _isa.MR, B, 0, NR, C, 0, NR, kc, False)
+    times_transposed(x[:NR].reshape(1, NR), B, dots)
     for i in range(x.shape[0]):
         y[i] = sigmoid(x[i]) + tanh(x[i])
 
@@ -96,7 +98,7 @@ def _one_tile_and_gates(A, B, C, kc, x, y):
                     reason="x86 register names")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_machine_code_is_of_the_chosen_isa(dtype):
-    """The micro-kernel's and the gate math's machine code use the target's vector registers
+    """The micro-kernel's, the dot kernel's and the gate math's machine code use the target's vector registers
     and no wider ones, and fused multiply-adds exactly where the configuration has them
     (never a libm fma call)."""
     NR = _isa.TARGET.columns_per_panel(np.dtype(dtype).itemsize)
@@ -107,8 +109,10 @@ def test_machine_code_is_of_the_chosen_isa(dtype):
     C = np.empty((_isa.MR, NR), dtype)
     x = np.linspace(-3, 3, 64).astype(dtype)
     y = np.empty_like(x)
-    _one_tile_and_gates(np.ascontiguousarray(A.T), B, C, kc, x, y)
+    dots = np.empty((1, kc), dtype)
+    _one_tile_and_gates(np.ascontiguousarray(A.T), B, C, kc, x, y, dots)
     np.testing.assert_allclose(C, A.astype(np.float64) @ B, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dots[0], B.astype(np.float64) @ x[:NR], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(y, 1 / (1 + np.exp(-x.astype(np.float64))) + np.tanh(x),
                                rtol=1e-5)
     asm = "\n".join(_one_tile_and_gates.inspect_asm().values())
