@@ -13,11 +13,11 @@ import numpy as np
 
 from . import _validate as v
 from ._core import (CellCache, batch_order, check_backward_cache, chunk_scratch, chunk_steps,
-                    input_grad, run_steps, state_grad, step_operand, step_scratch, streamed,
-                    weight_grads, weight_panels)
+                    input_grad, run_steps, single_worker_step, state_grad, step_operand,
+                    step_scratch, streamed, weight_grads, weight_panels)
 from ._threads import kernel_threads
 from .kernels.gru import (gru_backward_parallel, gru_backward_steps, gru_infer_parallel,
-                          gru_infer_steps, gru_train_parallel, gru_train_steps)
+                          gru_infer_steps, gru_step_small, gru_train_parallel, gru_train_steps)
 
 
 class GRUCache(CellCache):
@@ -156,8 +156,17 @@ def gru_step_forward(x, prev_h, Wx, Wh, bx, bh):
     - cache: for gru_step_backward
     """
     args, order = _validate(x, prev_h, Wx, Wh, bx, bh, None, step=True)
+    x3, prev_h, Wx, Wh, bx, bh = args
+    N, _, D = x3.shape
+    H = prev_h.shape[1]
+    if single_worker_step(N, D, H, 3, x3.dtype):
+        next_h, gates, hn, h_prev, x_rows = gru_step_small(x3.reshape(N, D), prev_h, Wx, Wh,
+                                                           bx, bh)
+        cache = GRUCache(x_rows=x_rows, h0=prev_h, Wx=Wx, Wh=Wh, gates=gates, hn_hist=hn,
+                         h_prev=h_prev, final_h=next_h, order=order, is_step=True)
+        return next_h.copy(), cache  # a copy: the cache keeps its own
     h_seq, cache = _forward_with_cache(*args, order, is_step=True)
-    return h_seq.reshape(args[1].shape), cache
+    return h_seq.reshape(prev_h.shape), cache
 
 
 def gru_step_backward(dnext_h, cache):

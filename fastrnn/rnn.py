@@ -8,11 +8,11 @@ import numpy as np
 
 from . import _validate as v
 from ._core import (CellCache, batch_order, backward_dx, check_backward_cache, chunk_scratch,
-                    chunk_steps, finish_dx, run_steps, state_grad, step_operand, step_scratch,
-                    streamed, weight_grads, weight_panels)
+                    chunk_steps, finish_dx, run_steps, single_worker_step, state_grad,
+                    step_operand, step_scratch, streamed, weight_grads, weight_panels)
 from ._threads import kernel_threads
 from .kernels.rnn import (rnn_backward_parallel, rnn_backward_steps, rnn_infer_parallel,
-                          rnn_infer_steps, rnn_train_parallel, rnn_train_steps)
+                          rnn_infer_steps, rnn_step_small, rnn_train_parallel, rnn_train_steps)
 
 
 class RNNCache(CellCache):
@@ -152,8 +152,16 @@ def rnn_step_forward(x, prev_h, Wx, Wh, b, *, nonlinearity="tanh"):
     v.check_nonlinearity(nonlinearity)
     (x3, prev_h, _, Wx, Wh, (b,)), (N, T, D, H) = v.validate_step(
         x, prev_h, Wx, Wh, (("b", b),), gates=1)
-    h_seq, cache = _forward_with_cache(x3, prev_h, Wx, Wh, b,
-                                       batch_order(None, N, 1), nonlinearity, is_step=True)
+    order = batch_order(None, N, 1)
+    if single_worker_step(N, D, H, 1, x3.dtype):
+        relu = nonlinearity == "relu"
+        next_h, x_rows = rnn_step_small(x3.reshape(N, D), prev_h, Wx, Wh, b, relu)
+        # h_rows (the backward's h_t) and final_h share next_h; the caller gets a copy.
+        cache = RNNCache(x_rows=x_rows, h0=prev_h.copy(), Wx=Wx, Wh=Wh, h_rows=next_h,
+                         final_h=next_h, relu=relu, order=order, is_step=True)
+        return next_h.copy(), cache
+    h_seq, cache = _forward_with_cache(x3, prev_h, Wx, Wh, b, order, nonlinearity,
+                                       is_step=True)
     return h_seq.reshape(N, H), cache
 
 

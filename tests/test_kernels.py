@@ -159,8 +159,10 @@ def test_lstm_step_matches_reference(shape, dtype):
 
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
-@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 7), (8, 17, 37)], ids=str)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 7), (8, 17, 37), (2, 9, 70), (1, 64, 256)],
+                         ids=str)
 def test_rnn_step_matches_reference(shape, dtype, nonlinearity):
+    """Weights packed, and read in place (2, 9, 70; 1, 64, 256) on every target."""
     N, D, H = shape
     x, h0, _, Wx, Wh, b = make_inputs(N, 1, D, H, 1, dtype)
     x = x[:, 0]

@@ -106,8 +106,10 @@ def test_bad_lengths(cell, bad, exc, match):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
-@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 7), (13, 17, 37)], ids=str)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 7), (13, 17, 37), (2, 9, 70), (1, 64, 256)],
+                         ids=str)
 def test_gru_step_matches_reference(shape, dtype):
+    """Weights packed, and read in place (2, 9, 70; 1, 64, 256) on every target."""
     N, D, H = shape
     x, h0, _, Wx, Wh, b = make_inputs(N, 1, D, H, 3, dtype)
     p = GRU.params(x[:, 0], h0, None, Wx, Wh, b)

@@ -10,11 +10,12 @@ gates packed r, z, n along the 3H axis:
 Work is split over row tiles as in kernels/lstm.py.
 """
 
+import numpy as np
 from numba import njit, prange
 
 from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from ._math import one_of, sigmoid, tanh
-from .gemm import MR_STEP, step_product, steps_product
+from .gemm import MR_STEP, step_product, step_product_in_place, steps_product
 from .stream import copy_row, store_fence
 
 
@@ -81,6 +82,31 @@ def gru_train_parallel(workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, rec, h
     for worker in prange(workers):
         gru_train_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, rec, hn,
                         x_rows, gates, h_out, h_prev, hn_hist, offsets, active, stream)
+
+
+@njit(**JIT_OPTIONS)
+def gru_step_small(x, h0, Wx, Wh, bx, bh):
+    """One GRU step of a few sequences on the calling thread, in one call, the products
+    reading Wx and Wh where they lie (as kernels/lstm.lstm_step_small; same bits as
+    gru_train_steps over one step).
+
+    x: (N, D); h0: (N, H); Wx: (D, 3H), Wh: (H, 3H), 3H >= NR; bx, bh: (3H,)
+    Returns h (N, H), gates (N, 3H) r, z, n, hn (N, H) h0 Wh_n + bh_n, and copies of h0 and
+    x (the cache's rows, as gru_train_steps fills them).
+    """
+    N, D = x.shape
+    H = h0.shape[1]
+    G = Wx.shape[1]
+    h = np.zeros(((N + MR_STEP - 1) // MR_STEP * MR_STEP, H), x.dtype)
+    h[:N] = h0
+    gates = np.empty((N, G), x.dtype)  # x Wx, then the activated gates (gru_cell)
+    recurrent = np.empty((h.shape[0], G), x.dtype)
+    step_product_in_place(x, Wx, gates, N, True, 0, G)
+    step_product_in_place(h, Wh, recurrent, N, False, 0, G)
+    hn = np.empty((N, H), x.dtype)
+    for n in range(N):
+        gru_cell(gates[n], recurrent[n], bx, bh, h[n], hn[n])
+    return h[:N], gates, hn, h0.copy(), x.copy()
 
 
 @njit(**JIT_OPTIONS)

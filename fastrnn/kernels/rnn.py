@@ -6,11 +6,12 @@ h_t = act(x_t Wx + h_{t-1} Wh + b), act = tanh
 or relu. Work is split over row tiles as in kernels/lstm.py.
 """
 
+import numpy as np
 from numba import njit, prange
 
 from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from ._math import one_of, tanh, zero_of
-from .gemm import MR_STEP, step_product, steps_product
+from .gemm import MR_STEP, step_product, step_product_in_place, steps_product
 from .stream import copy_row, store_fence
 
 
@@ -69,6 +70,28 @@ def rnn_train_parallel(workers, x, Wx_panels, Wh_panels, b, h, proj, rec, x_rows
     for worker in prange(workers):
         rnn_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, proj, rec, x_rows,
                         h_out, h_rows, relu, offsets, active, stream)
+
+
+@njit(**JIT_OPTIONS)
+def rnn_step_small(x, h0, Wx, Wh, b, relu):
+    """One RNN step of a few sequences on the calling thread, in one call, the products
+    reading Wx and Wh where they lie (as kernels/lstm.lstm_step_small; same bits as
+    rnn_train_steps over one step).
+
+    x: (N, D); h0: (N, H); Wx: (D, H), Wh: (H, H), H >= NR; b: (H,)
+    Returns h (N, H) and x_rows, a copy of x (the cache's rows).
+    """
+    N, D = x.shape
+    H = h0.shape[1]
+    h = np.zeros(((N + MR_STEP - 1) // MR_STEP * MR_STEP, H), x.dtype)
+    h[:N] = h0
+    projected = np.empty((N, H), x.dtype)
+    recurrent = np.empty((h.shape[0], H), x.dtype)
+    step_product_in_place(x, Wx, projected, N, True, 0, H)
+    step_product_in_place(h, Wh, recurrent, N, False, 0, H)
+    for n in range(N):
+        rnn_cell(projected[n], recurrent[n], b, h[n], relu)
+    return h[:N], x.copy()
 
 
 @njit(**JIT_OPTIONS)
