@@ -47,9 +47,10 @@ class Target:
     # thread: below it, waking numba's threads costs more than it saves.
     parallel_min_flops: int = 4_000_000
     # A single step of one row tile splits its hidden units between the threads from this
-    # many floating-point operations (about 1 MB of float32 weights): each worker then reads
-    # only its share of the weights, from its own core's cache.
-    step_split_min_flops: int = 500_000
+    # many floating-point operations (4 MB of float32 weights): each worker then reads only
+    # its share. Below, the weights stay in one core's L2 and waking a second thread cost
+    # more than halving the reads (docs/performance.md).
+    step_split_min_flops: int = 2_000_000
     # The training forward writes its cache with non-temporal stores (kernels/stream.py)
     # from this many bytes: rows that big would not stay in the caches anyway.
     stream_min_bytes: int = 8 << 20

@@ -9,6 +9,7 @@ shows as a drop. Run under `scripts/isa --bench avx2` (or x86-64) for another IS
   gradients for x, h0 and all weights.
 - GemmOverNumpy: fastrnn's GEMM rate over NumPy's matmul on (4096, 1024) @ (1024, 1024),
   in blocks with a pause between them (bench.gemm_rates); issue 11 asks >= 0.85 on AVX2.
+- StepSpeedup: single steps at N = 1 (issue 12) vs torch's cells and the reference.
 - FractionOfGemm: fastrnn's LSTM forward rate over the rate of one matrix product with the
   same FLOP count, (T*N, D+H) @ (D+H, 4H), the faster of NumPy's and fastrnn's GEMM.
 """
@@ -24,9 +25,9 @@ from fastrnn import bench
 from .common import parse, setup_impl
 
 SHAPES = ["(50, 1, 32, 32)", "(100, 16, 64, 128)", "(100, 64, 256, 256)", "(200, 32, 512, 512)"]
-# Where torch is still faster (README, Speed): one sequence with big weights, whose time loop
-# runs on one core while torch splits each step's product over both.
-SMALL_BATCH_BIG_WEIGHTS = ["(100, 1, 256, 256)"]
+# One to four sequences with big weights (issue 12), where torch is still faster (README,
+# Speed): the time loop runs on one core while torch splits each step's product over both.
+SMALL_BATCH_BIG_WEIGHTS = ["(100, 1, 256, 256)", "(100, 4, 256, 256)", "(100, 1, 512, 512)"]
 KINDS = ["forward", "inference", "forward_backward"]
 
 
@@ -99,3 +100,80 @@ class FractionOfGemm:
         product_gflops, _ = bench.product_gflops(T * N, D + H, 4 * H, "float32")
         forward_gflops = 2 * T * N * (D + H) * 4 * H / forward_seconds / 1e9
         return forward_gflops / product_gflops
+
+
+class StepSpeedup:
+    """One step of one sequence, as a sampling loop runs it (issue 12): N = 1, D = 64,
+    H = 256, float32. Ratio other time / fastrnn time, interleaved. "torch": torch.nn.
+    LSTMCell / GRUCell / RNNCell under no_grad ("forward") or forward + autograd backward
+    of all inputs and weights ("forward_backward"); "reference": fastrnn.reference's step
+    functions. (The GRU and RNN backward through torch are not timed here.)"""
+    params = (["lstm", "gru", "rnn"], ["torch", "reference"], ["forward", "forward_backward"])
+    param_names = ["cell", "other", "kind"]
+    unit = "other time / fastrnn time"
+    number = 1
+    repeat = 1
+    timeout = 300
+
+    def setup(self, cell, other, kind):
+        import fastrnn.reference as reference
+        if kind == "forward_backward" and cell != "lstm":
+            raise NotImplementedError("forward_backward timed for the LSTM step")
+        N, D, H = 1, 64, 256
+        gates = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((N, D)).astype(np.float32)
+        h = rng.standard_normal((N, H)).astype(np.float32)
+        c = rng.standard_normal((N, H)).astype(np.float32)
+        Wx = (rng.standard_normal((D, gates * H)) / np.sqrt(D)).astype(np.float32)
+        Wh = (rng.standard_normal((H, gates * H)) / np.sqrt(H)).astype(np.float32)
+        b = np.zeros(gates * H, np.float32)
+        args = {"lstm": (x, h, c, Wx, Wh, b), "gru": (x, h, Wx, Wh, b, b),
+                "rnn": (x, h, Wx, Wh, b)}[cell]
+
+        def step_pair(lib):
+            forward = getattr(lib, f"{cell}_step_forward")
+            if kind == "forward":
+                return lambda: forward(*args)
+            backward = lib.lstm_step_backward
+
+            def forward_backward():
+                next_h, next_c, cache = forward(*args)
+                backward(next_h, next_c, cache)
+            return forward_backward
+        ours = step_pair(fastrnn)
+        if other == "reference":
+            theirs = step_pair(reference)
+        else:
+            theirs = _torch_cell_step(cell, kind, x, h, c, D, H)
+        ours()
+        theirs()
+        self.pair = (ours, theirs)
+
+    def track_speedup(self, cell, other, kind):
+        ours, theirs = interleaved_medians(self.pair, 300)
+        return theirs / ours
+
+
+def _torch_cell_step(cell, kind, x, h, c, D, H):
+    """torch.nn.LSTMCell / GRUCell / RNNCell on the same shapes (its own weights: only the
+    time is compared), as a function of no arguments; NotImplementedError without torch."""
+    try:
+        import torch
+    except ImportError:
+        raise NotImplementedError("torch is not installed") from None
+    module = {"lstm": torch.nn.LSTMCell, "gru": torch.nn.GRUCell,
+              "rnn": torch.nn.RNNCell}[cell](D, H)
+    tx, th, tc = (torch.from_numpy(a) for a in (x, h, c))
+    state = (th, tc) if cell == "lstm" else th
+    if kind == "forward":
+        def forward():
+            with torch.no_grad():
+                module(tx, state)
+        return forward
+
+    def forward_backward():
+        xs, hs, cs = (a.clone().requires_grad_() for a in (tx, th, tc))
+        next_h, next_c = module(xs, (hs, cs))
+        (next_h.sum() + next_c.sum()).backward()
+    return forward_backward
