@@ -16,8 +16,8 @@ from ._isa import MR_STEP
 from ._threads import kernel_threads
 from .kernels.lstm import (lstm_backward_parallel, lstm_backward_steps, lstm_infer_parallel,
                            lstm_infer_small, lstm_infer_steps, lstm_step_backward_small,
-                           lstm_step_small,
-                           lstm_step_split, lstm_train_parallel, lstm_train_small, lstm_train_steps)
+                           lstm_step_small, lstm_step_split, lstm_train_parallel,
+                           lstm_train_small, lstm_train_steps)
 
 
 class LSTMCache(CellCache):
@@ -123,9 +123,8 @@ def _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step):
     # h0 and c0 copied (small): the backward reads them, and the caller may change theirs
     # (c0 made here, zeros, is nobody else's).
     cache = LSTMCache(x_rows=x_rows, h0=h0.copy(), c0=c0.copy() if c0_given else c0, Wx=Wx,
-                      Wh=Wh, gates=gates,
-                      c_hist=c_hist, final_h=order.final(h), final_c=order.final(c),
-                      order=order, is_step=is_step)
+                      Wh=Wh, gates=gates, c_hist=c_hist, final_h=order.final(h),
+                      final_c=order.final(c), order=order, is_step=is_step)
     return order.unsort(h_out), cache
 
 
