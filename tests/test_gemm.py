@@ -104,9 +104,15 @@ def test_times_transposed_matches_numpy(shape, dtype):
 @pytest.mark.parametrize("rows_apart", [False, True])
 def test_step_product_in_place_matches_packed_to_the_bit(dtype, rows_apart):
     """Reading W where it lies gives step_product's bits, for the whole width and for a
-    column range whose last block overlaps the one before it."""
+    column range whose last block overlaps the one before it, with one k-block and with
+    several (the overlap must not add a k-block twice)."""
+    from fastrnn import _isa
+    for K in (37, 2 * _isa.KC_BYTES // np.dtype(dtype).itemsize + 5):
+        _check_in_place_against_packed(dtype, rows_apart, 3, K)
+
+
+def _check_in_place_against_packed(dtype, rows_apart, M, K):
     from fastrnn.kernels.gemm import padded_rows
-    M, K = 3, 37
     NR = columns_per_panel(dtype)
     P = 2 * NR + NR // 2 + 1
     A, W = operands(padded_rows(M), K, P, dtype)

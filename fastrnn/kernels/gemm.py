@@ -605,10 +605,13 @@ def step_product_in_place(A, W, out, M, rows_apart, p_lo, p_hi):
     K, P = W.shape
     NR = panel_width(out)
     KC = k_block(out)
-    for k0 in range(0, K, KC):
-        kc = min(KC, K - k0)
-        for j in range((p_hi - p_lo + NR - 1) // NR):
-            col = min(p_lo + j * NR, p_hi - NR)
+    # Blocks outer, k-blocks inner: each block's columns are summed over all of K before the
+    # next block starts, so the overlapping last block overwrites finished columns with the
+    # same values. (k-blocks outer would add the overlap's later k-blocks in twice.)
+    for j in range((p_hi - p_lo + NR - 1) // NR):
+        col = min(p_lo + j * NR, p_hi - NR)
+        for k0 in range(0, K, KC):
+            kc = min(KC, K - k0)
             _step_tiles(A, k0, kc, W, k0 * P + col, P, out, col, 0, 1, M, rows_apart)
 
 
