@@ -70,6 +70,21 @@ overload(panel_width)(_constant_per_dtype(panel_width))
 overload(k_block)(_constant_per_dtype(k_block))
 
 
+def _kernel_function(module, kind, scalar, lanes, arguments):
+    """(function, new): the module's void function fastrnn_{kind}_{lanes}{f32|f64}_{fma|muladd}
+    of the given argument types, the one already made there (new False), or a new one,
+    linkonce_odr and noinline, for the caller to fill (new True): the tile and the dot
+    kernel are defined once per module."""
+    suffix = "f32" if isinstance(scalar, ir.FloatType) else "f64"
+    name = f"fastrnn_{kind}_{lanes}{suffix}_{'fma' if FMA else 'muladd'}"
+    if name in module.globals:
+        return module.globals[name], False
+    function = ir.Function(module, ir.FunctionType(ir.VoidType(), arguments), name)
+    function.linkage = "linkonce_odr"
+    function.attributes.add("noinline")
+    return function, True
+
+
 def _tile_function(module, MR, scalar, lanes):
     """The LLVM function computing one MR x NR tile, defined once per module, noinline:
     inlined at every call site, the unrolled loop made LLVM spend seconds per kernel.
@@ -77,16 +92,12 @@ def _tile_function(module, MR, scalar, lanes):
     void tile(A*, a_rs, a_ks, B*, ldb, C*, ldc, kc, accumulate):
     C[r * ldc + q] (+)= sum_k A[r * a_rs + k * a_ks] * B[k * ldb + q], r < MR, q < NR, k < kc.
     """
-    suffix = "f32" if isinstance(scalar, ir.FloatType) else "f64"
-    name = f"fastrnn_tile_{MR}x{VECTORS}_{lanes}{suffix}_{'fma' if FMA else 'muladd'}"
-    if name in module.globals:
-        return module.globals[name]
     intp = ir.IntType(64)
     pointer = scalar.as_pointer()
-    function = ir.Function(module, ir.FunctionType(ir.VoidType(), [
-        pointer, intp, intp, pointer, intp, pointer, intp, intp, ir.IntType(1)]), name)
-    function.linkage = "linkonce_odr"
-    function.attributes.add("noinline")
+    function, new = _kernel_function(module, f"tile_{MR}x{VECTORS}", scalar, lanes, [
+        pointer, intp, intp, pointer, intp, pointer, intp, intp, ir.IntType(1)])
+    if not new:
+        return function
     a_base, a_rs, a_ks, b_base, ldb, c_base, ldc, kc, accumulate = function.args
     builder = ir.IRBuilder(function.append_basic_block("entry"))
     vec = ir.VectorType(scalar, lanes)
@@ -236,16 +247,12 @@ def _dot_function(module, rows, scalar, lanes):
     DOT_VECTORS * lanes, then adds them, reduces the lanes in order and takes the last
     n mod (DOT_VECTORS * lanes) terms one by one: a fixed order, whatever calls it.
     """
-    suffix = "f32" if isinstance(scalar, ir.FloatType) else "f64"
-    name = f"fastrnn_dots_{rows}x{DOT_VECTORS}_{lanes}{suffix}_{'fma' if FMA else 'muladd'}"
-    if name in module.globals:
-        return module.globals[name]
     intp = ir.IntType(64)
     pointer = scalar.as_pointer()
-    function = ir.Function(module, ir.FunctionType(ir.VoidType(), [
-        pointer, intp, pointer, intp, pointer]), name)
-    function.linkage = "linkonce_odr"
-    function.attributes.add("noinline")
+    function, new = _kernel_function(module, f"dots_{rows}x{DOT_VECTORS}", scalar, lanes,
+                                     [pointer, intp, pointer, intp, pointer])
+    if not new:
+        return function
     a_base, lda, x_base, n, out = function.args
     builder = ir.IRBuilder(function.append_basic_block("entry"))
     vec = ir.VectorType(scalar, lanes)

@@ -250,18 +250,9 @@ def lstm_step_split(x, h0, c0, Wx, Wh, b, unit_bounds):
     h_prev, c, projected, recurrent, gates, h_next, tanh_c = _step_buffers(x, h0, c0,
                                                                            Wx.shape[1])
     for w in prange(unit_bounds.shape[0] - 1):
-        lstm_step_worker(x, h_prev, Wx, Wh, b, projected, recurrent, gates, c, h_next, tanh_c,
-                         unit_bounds[w], unit_bounds[w + 1])
+        lstm_step_units(x, h_prev, Wx, Wh, b, projected, recurrent, gates, c, h_next, tanh_c,
+                        unit_bounds[w], unit_bounds[w + 1])
     return h_next, c, gates, x.copy()
-
-
-@njit(**JIT_OPTIONS)
-def lstm_step_worker(x, h_prev, Wx, Wh, b, projected, recurrent, gates, c, h_next, tanh_c, j0,
-                     j1):
-    """lstm_step_units as a function of its own: inlined into the parallel loop's body, the
-    same code ran 1.4x slower (as the other parallel drivers, which call their time loop)."""
-    lstm_step_units(x, h_prev, Wx, Wh, b, projected, recurrent, gates, c, h_next, tanh_c, j0,
-                    j1)
 
 
 @njit(**JIT_OPTIONS)
