@@ -268,6 +268,40 @@ class step_split:
             _parallel_launch.release()
 
 
+def loop_split(N, D, H, gates, threads):
+    """How a time loop over N sequences shares its hidden units out between ``threads``
+    threads (kernels/split.py): (parts + 1,) unit bounds as step_split gives them, or None
+    to share out by rows (kernels/lstm.lstm_infer_steps). Split when the rows leave threads
+    idle (fewer row tiles than threads) and a step has at least LOOP_SPLIT_MIN_FLOPS; each
+    part keeps at least MIN_SPLIT_UNITS units. ``threads`` comes from kernel_threads, which
+    holds the parallel-launch lock when it is above 1."""
+    if threads == 1 or worker_count(N, threads) == threads:
+        return None
+    if 2 * N * (D + H) * gates * H < _isa.LOOP_SPLIT_MIN_FLOPS:
+        return None
+    parts = min(threads, H // MIN_SPLIT_UNITS)
+    return _unit_bounds(H, parts) if parts > 1 else None
+
+
+MIN_SPLIT_UNITS = 16  # hidden units per part, at least, in a split time loop
+
+
+def split_scratch(bounds, gates, N, D, H, S, dtype):
+    """The per-part arrays of a split time loop (kernels/split.py), each indexed by part
+    first and sized for the widest part (U units): Wx_parts, Wh_parts (the part's packed
+    weight columns), b_parts (gates * U), c_parts (N, U), proj (S, rows, gates * U
+    rounded up to a panel), rec (rows, likewise), tanh_c (N, U); rows = padded_rows(N).
+    The big ones from the memory pool: fresh pages on every call cost more than packing."""
+    parts = bounds.shape[0] - 1
+    U = int(np.max(np.diff(bounds)))
+    width = padded_columns(gates * U, dtype)
+    rows = padded_rows(N)
+    return (_memory.empty((parts, D * width), dtype), _memory.empty((parts, H * width), dtype),
+            np.empty((parts, gates * U), dtype), np.empty((parts, N, U), dtype),
+            _memory.empty((parts, S, rows, width), dtype), np.empty((parts, rows, width), dtype),
+            np.empty((parts, N, U), dtype))
+
+
 @functools.lru_cache(maxsize=64)
 def _unit_bounds(H, workers):
     """H hidden units in ``workers`` contiguous slices as equal as can be (shared between

@@ -51,6 +51,11 @@ class Target:
     # its share. Below, the weights stay in one core's L2 and waking a second thread cost
     # more than halving the reads (docs/performance.md).
     step_split_min_flops: int = 2_000_000
+    # A time loop over one row tile (too few sequences to share out by rows) splits its
+    # hidden units between the threads from this many floating-point operations per step:
+    # the threads are woken once per call, and the workers then meet once per step at a
+    # barrier costing a fraction of a microsecond (kernels/sync.py).
+    loop_split_min_flops: int = 250_000
     # The training forward writes its cache with non-temporal stores (kernels/stream.py)
     # from this many bytes: rows that big would not stay in the caches anyway.
     stream_min_bytes: int = 8 << 20
@@ -146,6 +151,7 @@ KC_BYTES = TARGET.kc_bytes
 FMA = TARGET.fma
 PARALLEL_MIN_FLOPS = TARGET.parallel_min_flops
 STEP_SPLIT_MIN_FLOPS = TARGET.step_split_min_flops
+LOOP_SPLIT_MIN_FLOPS = TARGET.loop_split_min_flops
 STREAM_MIN_BYTES = TARGET.stream_min_bytes
 CHUNK_BYTES_PER_ROW = TARGET.chunk_bytes_per_row
 MAX_CHUNK_STEPS = TARGET.max_chunk_steps

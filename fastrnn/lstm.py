@@ -10,14 +10,15 @@ import numpy as np
 from . import _memory
 from . import _validate as v
 from ._core import (CellCache, batch_order, backward_dx, check_backward_cache, chunk_scratch,
-                    chunk_steps, finish_dx, run_steps, single_worker_step, state_grad,
+                    chunk_steps, finish_dx, loop_split, run_steps, single_worker_step, split_scratch, state_grad,
                     step_operand, step_split, step_scratch, streamed, weight_grads, weight_panels)
 from ._isa import MR_STEP
 from ._threads import kernel_threads
 from .kernels.lstm import (lstm_backward_parallel, lstm_backward_steps, lstm_infer_parallel,
-                           lstm_infer_small, lstm_infer_steps, lstm_step_backward_small,
+                           lstm_infer_small, lstm_infer_split, lstm_infer_steps, lstm_step_backward_small,
                            lstm_step_small, lstm_step_split, lstm_train_parallel,
                            lstm_train_small, lstm_train_steps)
+from .kernels.sync import sync_slots
 
 
 class LSTMCache(CellCache):
@@ -58,8 +59,13 @@ def _forward_infer(x, h0, c0, Wx, Wh, b, order):
     if order.real_steps:
         with kernel_threads(N, T, D, H, 4) as threads:
             S = chunk_steps(order, D, 4 * H, dtype, threads)
+            bounds = loop_split(N, D, H, 4, threads)
             if threads == 1:
                 lstm_infer_small(x, Wx, Wh, b, h, c, S, h_out, order.active)
+            elif bounds is not None:
+                lstm_infer_split(x, Wx, Wh, b, h, c, S, h_out, order.active, bounds,
+                                 np.zeros(sync_slots(bounds.shape[0] - 1), np.int64),
+                                 split_scratch(bounds, 4, N, D, H, S, dtype))
             else:
                 run_steps(lstm_infer_steps, lstm_infer_parallel, threads, order.active[0], x,
                           weight_panels(Wx), weight_panels(Wh), b, h, c,

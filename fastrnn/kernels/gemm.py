@@ -567,7 +567,7 @@ def _step_tiles(A, k0, kc, B, b_off, ldb, out, col, worker, workers, M, rows_apa
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def step_product(A, panels, out, worker, workers, M):
+def step_product(A, panels, out, worker, workers, M, backwards=False):
     """out[m0:m0 + MR_STEP] = A[m0:m0 + MR_STEP] @ W, W (K, P) given as pack_panels(W), for
     this worker's row tiles m0 = worker * MR_STEP, (worker + workers) * MR_STEP, ... below M
     (a tile holding only row M - 1 uses the one-row kernel; which kernel a row gets depends
@@ -587,9 +587,11 @@ def step_product(A, panels, out, worker, workers, M):
     KC = k_block(out)
     # A and out go to the micro-kernel as they are (it takes element offsets from their
     # data pointers): a reshape(-1) per step called into numba's C helper.
+    n_panels = panels.shape[0] // (K * NR)
     for k0 in range(0, K, KC):
         kc = min(KC, K - k0)
-        for j in range(panels.shape[0] // (K * NR)):
+        for i in range(n_panels):
+            j = n_panels - 1 - i if backwards else i
             _step_tiles(A, k0, kc, panels, j * K * NR + k0 * NR, NR, out, j * NR, worker,
                         workers, M, False)
 

@@ -21,6 +21,7 @@ from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from ._math import one_of, sigmoid, tanh
 from .gemm import (MR_STEP, chunk_scratch_like, pack_panels, step_product,
                    step_product_in_place, steps_product, times_transposed)
+from .split import BEGIN, CHUNK, STEP, driver, pack_unit_part, part_panel_length
 from .stream import copy_row, store_fence
 
 
@@ -182,6 +183,70 @@ def lstm_train_small(x, h0, c0, Wx, Wh, b, S, R, offsets, active, ragged):
                      chunk_scratch_like(h, S, G), chunk_scratch_like(h, 1, G)[0], x_rows,
                      gates, h_out, c_hist, np.empty(c.shape, c.dtype), offsets, active, False)
     return h_out, x_rows, gates, c_hist, h, c
+
+
+@njit(**JIT_OPTIONS)
+def lstm_infer_part(stage, p, t, s, state):
+    """The inference time loop split by hidden units (kernels/split.py): what part p does
+    at each stage. state = (x, Wx, Wh, b, bounds, Wx_parts, Wh_parts, b_parts, h_steps, h,
+    c, c_parts, proj, rec, tanh_c, h_out, active):
+
+    x: (N, T, D); Wx: (D, 4H); Wh: (H, 4H); b: (4H,); bounds: (parts + 1,) unit bounds
+    Wx_parts, Wh_parts: (parts, >= panel length) scratch: each part's columns, packed;
+        b_parts: (parts, >= 4 U) each part's biases
+    h_steps: (2, N rounded up to MR_STEP, H) h_{t-1} in h_steps[t % 2], h_0 given in [0]
+    h, c: (N, H) out: final states (in: c_0); c_parts: (parts, N, >= U) each part's c
+    proj: (parts, S, rows of h_steps, >= 4 U rounded up to a panel), rec: (parts, rows of
+        h_steps, as proj) scratch: the parts' x_t Wx and h_{t-1} Wh, then gates
+    tanh_c: (parts, N, >= U) scratch; h_out: (N, T, H) out; active: as lstm_infer_steps
+    """
+    (x, Wx, Wh, b, bounds, Wx_parts, Wh_parts, b_parts, h_steps, h, c, c_parts, proj, rec,
+     tanh_c, h_out, active) = state
+    j0 = bounds[p]
+    j1 = bounds[p + 1]
+    U = j1 - j0
+    H = h.shape[1]
+    if stage == BEGIN:
+        pack_unit_part(Wx, bounds, p, 4, Wx_parts[p])
+        pack_unit_part(Wh, bounds, p, 4, Wh_parts[p])
+        for g in range(4):
+            b_parts[p, g * U:(g + 1) * U] = b[g * H + j0:g * H + j1]
+        c_parts[p, :, :U] = c[:, j0:j1]
+    elif stage == CHUNK:
+        steps_product(x, t, s, Wx_parts[p, :part_panel_length(x.shape[2], U, 4, x)],
+                      proj[p], 0, 1, active)
+    elif stage == STEP:
+        M = active[t]
+        h_next = h_steps[(t + 1) % 2]
+        step_product(h_steps[t % 2], Wh_parts[p, :part_panel_length(H, U, 4, x)], rec[p],
+                     0, 1, M, t % 2 == 1)
+        for n in range(M):
+            a = rec[p, n]
+            lstm_cell(proj[p, s, n], a, b_parts[p], a, c_parts[p, n, :U], h_next[n, j0:j1],
+                      tanh_c[p, n, :U])
+            copy_row(h_out[n, t, j0:j1], h_next[n, j0:j1], False)
+            copy_row(h[n, j0:j1], h_next[n, j0:j1], False)
+    else:
+        c[:, j0:j1] = c_parts[p, :, :U]
+
+
+lstm_infer_run = driver(lstm_infer_part, "lstm_infer")
+
+
+@njit(**JIT_OPTIONS)
+def lstm_infer_split(x, Wx, Wh, b, h, c, S, h_out, active, bounds, sync, scratch):
+    """The whole inference forward with the hidden units split between
+    bounds.shape[0] - 1 parts on numba's threads (lstm_infer_part), in one call.
+    h: (N rounded up to MR_STEP, H) in: h_0, out: final h; c: (N, H) likewise;
+    sync: sync.sync_slots(parts) zeros; scratch: _core.split_scratch's arrays
+    (Wx_parts, Wh_parts, b_parts, c_parts, proj, rec, tanh_c). Same bits as
+    lstm_infer_small."""
+    h_steps = np.zeros((2,) + h.shape, x.dtype)
+    h_steps[0] = h
+    Wx_parts, Wh_parts, b_parts, c_parts, proj, rec, tanh_c = scratch
+    lstm_infer_run(bounds.shape[0] - 1, sync, x.shape[1], S,
+                   (x, Wx, Wh, b, bounds, Wx_parts, Wh_parts, b_parts, h_steps, h, c, c_parts,
+                    proj, rec, tanh_c, h_out, active))
 
 
 @njit(inline="always", **JIT_OPTIONS)

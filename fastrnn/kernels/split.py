@@ -1,0 +1,144 @@
+"""The column-split schedule: one time loop shared by hidden units between workers, for
+batches too small to share out by rows (a single sequence, or a few, with big H).
+
+Worker (part) p owns the hidden units j0 = bounds[p] <= j < j1 = bounds[p + 1] and the
+matching columns of every gate block. Its weights are packed on their own
+(``pack_unit_parts``): the columns g * H + j0 ... g * H + j1 of each gate g side by side,
+as one small cell of U = j1 - j0 units, so its products are ordinary panel products and its
+slice of Wh (512 KB of float32 at H = 256 on 2 workers) stays in its core's cache for the
+whole loop. Each step reads the whole previous h (every part wrote a slice of it) from one
+of two buffers and writes its slice of the next into the other, then the parts meet at one
+barrier (sync.py).
+
+Each output element gets the same arithmetic as in the row schedule (the same kernel for
+its row, the same k-blocks; only which panel its column sits in differs), so results equal
+the row schedule's to the bit, for any number of parts.
+
+One driver for every cell: the cell gives a ``part_work(stage, p, t, s, state)`` function
+(``driver`` makes the driver's copy for it) doing, for part p,
+  BEGIN: set up (pack the part's weights, copy its slice of the state in)
+  CHUNK: the input projection of the steps t .. t + s (the chunk's length is s)
+  STEP:  step t, the s-th of its chunk
+  END:   copy the part's slice of the state out
+and ``state``, a tuple of the cell's arrays.
+"""
+
+import types
+
+import numpy as np
+from numba import njit, prange
+
+from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
+from .gemm import pack_panels, panel_width
+from .sync import CALLED_OFF, SPLIT, rendezvous, wait_for_step
+
+BEGIN, CHUNK, STEP, END = 0, 1, 2, 3
+
+
+@njit(**JIT_OPTIONS)
+def pack_unit_part(W, bounds, p, gates, out):
+    """Part p's columns of W (K, gates * H), gate blocks side by side (gates * U columns),
+    packed as pack_panels would pack them as a matrix, into out[:part_panel_length(...)].
+    Straight from W: a segment of a gate block that falls in one panel is a contiguous
+    copy for every k."""
+    K = W.shape[0]
+    H = W.shape[1] // gates
+    j0 = bounds[p]
+    U = bounds[p + 1] - j0
+    NR = panel_width(W)
+    width = gates * U
+    n_panels = (width + NR - 1) // NR
+    for j in range(n_panels):  # the zero padding of the last panel
+        if (j + 1) * NR > width:
+            for k in range(K):
+                out[j * K * NR + k * NR + width - j * NR:(j + 1) * K * NR - (K - k - 1) * NR] = 0
+    for g in range(gates):
+        c = g * U
+        while c < (g + 1) * U:
+            j = c // NR
+            length = min((j + 1) * NR, (g + 1) * U) - c
+            source = g * H + j0 + c - g * U
+            at = j * K * NR + c - j * NR
+            for k in range(K):
+                out[at + k * NR:at + k * NR + length] = W[k, source:source + length]
+            c += length
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def part_panel_length(K, units, gates, like):
+    """Length of pack_panels of a (K, gates * units) matrix of like's dtype."""
+    NR = panel_width(like)
+    return (gates * units + NR - 1) // NR * NR * K
+
+
+@njit(**JIT_OPTIONS)
+def split_loop(p_lo, p_hi, workers, sync, T, S, state):
+    """Parts p_lo .. p_hi - 1 of the time loop on this thread: one part when the split
+    goes ahead (meeting the others after every step), all of them when it was called off
+    (one after the other, no waiting). A template: ``driver`` binds part_work."""
+    alone = p_hi - p_lo == workers
+    for p in range(p_lo, p_hi):
+        part_work(BEGIN, p, 0, 0, state)
+    for t0 in range(0, T, S):
+        steps = min(S, T - t0)
+        for p in range(p_lo, p_hi):
+            part_work(CHUNK, p, t0, steps, state)
+        for t in range(t0, t0 + steps):
+            for p in range(p_lo, p_hi):
+                part_work(STEP, p, t, t - t0, state)
+            if not alone and t + 1 < T:
+                wait_for_step(sync, p_lo, workers, t + 1)
+    for p in range(p_lo, p_hi):
+        part_work(END, p, 0, 0, state)
+
+
+@njit(**PARALLEL_JIT_OPTIONS)
+def split_run(workers, sync, T, S, state):
+    """The time loop split between ``workers`` parts on numba's threads (see sync.py for
+    when it runs on one thread after all). sync: sync.sync_slots(workers) zeros. A
+    template: ``driver`` binds split_loop."""
+    for w in prange(workers):
+        role = rendezvous(sync, w, workers)
+        if role == SPLIT:
+            split_loop(w, w + 1, workers, sync, T, S, state)
+        elif role == CALLED_OFF:
+            split_loop(0, workers, workers, sync, T, S, state)
+
+
+@njit(**JIT_OPTIONS)
+def run_parts(workers, sync, T, S, state):
+    """split_run, or split_loop on this thread for one part (no parallel launch). A
+    template: ``driver`` binds both."""
+    if workers == 1:
+        split_loop(0, 1, 1, sync, T, S, state)
+    else:
+        split_run(workers, sync, T, S, state)
+
+
+def part_work(stage, p, t, s, state):
+    """Placeholder for the cell's function in the templates above."""
+    raise NotImplementedError("bound by split.driver")
+
+
+def _bind(template, suffix, **names):
+    """A copy of the jitted function ``template`` whose global ``names`` are rebound, under
+    its own name (so numba caches it in files of its own). numba cannot cache a kernel
+    that takes a jitted function as an argument (it recompiles it in every process), so
+    the driver is specialised this way instead, once per cell."""
+    source = template.py_func
+    namespace = dict(source.__globals__, **names)
+    function = types.FunctionType(source.__code__, namespace, f"{source.__name__}_{suffix}",
+                                  source.__defaults__, source.__closure__)
+    function.__qualname__ = function.__name__
+    function.__module__ = source.__module__
+    function.__doc__ = source.__doc__
+    options = {k: v for k, v in template.targetoptions.items() if k != "nopython"}
+    return njit(**options)(function)
+
+
+def driver(cell_part, suffix):
+    """``run(workers, sync, T, S, state)``: the split time loop (run_parts) for a cell
+    whose part function is ``cell_part``, e.g. driver(lstm_infer_part, "lstm_infer")."""
+    loop = _bind(split_loop, suffix, part_work=cell_part)
+    parallel = _bind(split_run, suffix, split_loop=loop)
+    return _bind(run_parts, suffix, split_loop=loop, split_run=parallel)

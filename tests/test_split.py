@@ -1,0 +1,128 @@
+"""The column-split time loops (kernels/split.py): a few sequences with big H, their hidden
+units shared out between threads that meet once per step. The same bits as the row
+schedule for any number of parts, on one thread when the split is called off, and from
+several Python threads at once."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+import pytest
+
+import fastrnn
+from fastrnn import _core, reference
+from fastrnn.kernels.sync import sync_slots
+from cells import CELLS
+from helpers import assert_close, make_inputs
+
+SPLIT_CELLS = [c for c in CELLS if c.is_lstm]
+
+# (N, T, D, H): odd H (parts of unequal width, panels straddling gate blocks), a partial
+# row tile, a chunk boundary (T over the projection chunk), H = 256 as in the benchmarks.
+KERNEL_SHAPES = [(1, 9, 70, 90), (3, 13, 5, 37), (4, 8, 33, 64), (2, 40, 16, 256)]
+
+
+def _sorted_batch(N, T, ragged, seed):
+    """lengths in kernel order (longest first) and the BatchOrder the kernels take."""
+    if not ragged:
+        return None, _core.batch_order(None, N, T)
+    lengths = -np.sort(-np.random.default_rng(seed).integers(0, T + 1, N))
+    lengths[0] = T
+    return lengths, _core.BatchOrder(lengths, N, T)
+
+
+def _infer(kernel_inputs, order, parts):
+    """lstm_inference's kernel on given inputs: the row schedule (parts None) or the split
+    one with ``parts`` parts. Returns h_out, h, c."""
+    from fastrnn.kernels.lstm import lstm_infer_small, lstm_infer_split
+    x, h0, c0, Wx, Wh, b = kernel_inputs
+    N, T, D = x.shape
+    H = h0.shape[1]
+    x_, h0_, c0_, h, c, h_out = fastrnn.lstm._start(x, h0, c0, order)
+    S = min(T, 6)
+    if parts is None:
+        lstm_infer_small(x_, Wx, Wh, b, h, c, S, h_out, order.active)
+    else:
+        bounds = _core._unit_bounds(H, parts)
+        lstm_infer_split(x_, Wx, Wh, b, h, c, S, h_out, order.active, bounds,
+                         np.zeros(sync_slots(parts), np.int64),
+                         _core.split_scratch(bounds, 4, N, D, H, S, x.dtype))
+    return h_out, h[:N], c
+
+
+@pytest.mark.parametrize("ragged", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", KERNEL_SHAPES, ids=lambda s: "N{}T{}D{}H{}".format(*s))
+def test_split_inference_kernel_equals_row_schedule_for_any_part_count(shape, dtype, ragged):
+    N, T, D, H = shape
+    inputs = make_inputs(N, T, D, H, 4, dtype)
+    _, order = _sorted_batch(N, T, ragged, seed=N + T)
+    want = _infer(inputs, order, None)
+    for parts in (1, 2, 3):
+        for name, a, b in zip(("h", "final h", "final c"), want, _infer(inputs, order, parts)):
+            np.testing.assert_array_equal(a, b, err_msg=f"{name}, {parts} parts")
+
+
+def test_split_called_off_runs_every_part_on_one_thread():
+    """With numba on one thread both prange iterations run on it, one after the other: the
+    first worker must call the split off (not wait forever for the second) and do every
+    part itself, to the same bits."""
+    inputs = make_inputs(2, 11, 20, 64, 4, np.float32)
+    order = _core.batch_order(None, 2, 11)
+    want = _infer(inputs, order, None)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        got = _infer(inputs, order, 2)
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(want, got):
+        np.testing.assert_array_equal(a, b)
+
+
+# Through the API: enough work per step for _core.loop_split (N within one row tile).
+API_SHAPES = [(1, 12, 40, 256), (3, 7, 64, 129)]
+
+
+@pytest.mark.parametrize("ragged", [False, True])
+@pytest.mark.parametrize("shape", API_SHAPES, ids=lambda s: "N{}T{}D{}H{}".format(*s))
+@pytest.mark.parametrize("cell", SPLIT_CELLS, ids=lambda c: c.name)
+def test_split_loops_through_the_api_match_reference_and_any_thread_count(cell, shape,
+                                                                          ragged):
+    N, T, D, H = shape
+    assert _core.loop_split(N, D, H, cell.gates, 2) is not None  # the split is what runs
+    lengths, _ = _sorted_batch(N, T, ragged, seed=3)
+    for dtype in (np.float64, np.float32):
+        p = cell.params(*make_inputs(N, T, D, H, cell.gates, dtype))
+        before = fastrnn.get_num_threads()
+        try:
+            fastrnn.set_num_threads(1)
+            one = cell.inference(fastrnn, p, lengths)
+            fastrnn.set_num_threads(2)
+            two = cell.inference(fastrnn, p, lengths)
+        finally:
+            fastrnn.set_num_threads(before)
+        want = cell.inference(reference, {k: v.astype(np.float64) for k, v in p.items()},
+                              lengths)
+        np.testing.assert_array_equal(one[0], two[0])
+        for a, b in zip(one[1], two[1]):
+            np.testing.assert_array_equal(a, b)
+        assert_close("h", two[0], want[0], dtype)
+        for name, a, b in zip(cell.state_names, two[1], want[1]):
+            assert_close(name, a, b, dtype)
+
+
+@pytest.mark.parametrize("cell", SPLIT_CELLS, ids=lambda c: c.name)
+def test_split_loops_from_four_python_threads_at_once(cell):
+    """One call holds numba's threads (the others run on their own thread, see _threads.py);
+    none waits forever, and all give the serial bits."""
+    N, T, D, H = 1, 30, 64, 256
+    inputs = [cell.params(*make_inputs(N, T, D, H, cell.gates, np.float32, seed=s))
+              for s in range(4)]
+    expected = [cell.inference(fastrnn, p) for p in inputs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(lambda p: cell.inference(fastrnn, p), inputs * 3))
+    for want, have in zip(expected * 3, got):
+        np.testing.assert_array_equal(want[0], have[0])
+        for a, b in zip(want[1], have[1]):
+            np.testing.assert_array_equal(a, b)
