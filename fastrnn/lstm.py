@@ -15,8 +15,8 @@ from ._core import (CellCache, batch_order, backward_dx, check_backward_cache, c
 from ._isa import MR_STEP
 from ._threads import kernel_threads
 from .kernels.lstm import (lstm_backward_parallel, lstm_backward_steps, lstm_infer_parallel,
-                           lstm_infer_small, lstm_infer_split, lstm_infer_steps, lstm_step_backward_small,
-                           lstm_step_small, lstm_step_split, lstm_train_parallel,
+                           lstm_infer_small, lstm_infer_steps, lstm_split_forward,
+                           lstm_step_backward_small, lstm_step_small, lstm_step_split, lstm_train_parallel,
                            lstm_train_small, lstm_train_steps)
 from .kernels.sync import sync_slots
 
@@ -63,15 +63,29 @@ def _forward_infer(x, h0, c0, Wx, Wh, b, order):
             if threads == 1:
                 lstm_infer_small(x, Wx, Wh, b, h, c, S, h_out, order.active)
             elif bounds is not None:
-                lstm_infer_split(x, Wx, Wh, b, h, c, S, h_out, order.active, bounds,
-                                 np.zeros(sync_slots(bounds.shape[0] - 1), np.int64),
-                                 split_scratch(bounds, 4, N, D, H, S, dtype))
+                _split_forward(x, Wx, Wh, b, h, c, S, h_out, order, bounds,
+                               *_NO_ROWS[dtype.char])
             else:
                 run_steps(lstm_infer_steps, lstm_infer_parallel, threads, order.active[0], x,
                           weight_panels(Wx), weight_panels(Wh), b, h, c,
                           chunk_scratch(S, N, 4 * H, dtype), step_scratch(N, 4 * H, dtype),
                           np.empty((N, H), dtype), h_out, order.active)
     return order.unsort(h_out), order.final(h), order.final(c)
+
+
+# What lstm_split_forward keeps for the backward when nothing is kept (inference).
+_NO_ROWS = {np.dtype(t).char: (np.empty((0, 0), t),) * 3 for t in (np.float32, np.float64)}
+
+
+def _split_forward(x, Wx, Wh, b, h, c, S, h_out, order, bounds, x_rows, gates, c_hist):
+    """The forward's time loop with the hidden units split between the threads (bounds
+    from _core.loop_split; arguments as kernels/lstm.lstm_split_forward)."""
+    N, T, D = x.shape
+    H = h.shape[1]
+    lstm_split_forward(x, Wx, Wh, b, h, c, S, h_out, order.active, bounds,
+                       np.zeros(sync_slots(bounds.shape[0] - 1), np.int64),
+                       split_scratch(bounds, 4, N, D, H, S, x.dtype), x_rows, gates, c_hist,
+                       order.offsets)
 
 
 def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, lengths=None):
@@ -118,11 +132,15 @@ def _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step):
             x, h0, c0, h, c, h_out = _start(x, h0, c0, order)
             # x_rows: x in packed rows for the backward's dWx, filled by the time loop.
             x_rows, gates, c_hist = order.rows(dtype, D, 4 * H, H)
-            if order.real_steps:
+            bounds = loop_split(N, D, H, 4, threads)
+            S = chunk_steps(order, D, 4 * H, dtype, threads)
+            if order.real_steps and bounds is not None:
+                _split_forward(x, Wx, Wh, b, h, c, S, h_out, order, bounds, x_rows, gates,
+                               c_hist)
+            elif order.real_steps:
                 run_steps(lstm_train_steps, lstm_train_parallel, threads, order.active[0], x,
                           weight_panels(Wx), weight_panels(Wh), b, h, c,
-                          chunk_scratch(chunk_steps(order, D, 4 * H, dtype, threads), N, 4 * H,
-                                        dtype),
+                          chunk_scratch(S, N, 4 * H, dtype),
                           step_scratch(N, 4 * H, dtype), x_rows, gates, h_out, c_hist,
                           np.empty((N, H), dtype), order.offsets, order.active,
                           streamed(order, dtype, D + 6 * H))

@@ -11,9 +11,8 @@ import pytest
 
 import fastrnn
 from fastrnn import _core, reference
-from fastrnn.kernels.sync import sync_slots
 from cells import CELLS
-from helpers import assert_close, make_inputs
+from helpers import assert_close, make_inputs, upstream
 
 SPLIT_CELLS = [c for c in CELLS if c.is_lstm]
 
@@ -34,7 +33,7 @@ def _sorted_batch(N, T, ragged, seed):
 def _infer(kernel_inputs, order, parts):
     """lstm_inference's kernel on given inputs: the row schedule (parts None) or the split
     one with ``parts`` parts. Returns h_out, h, c."""
-    from fastrnn.kernels.lstm import lstm_infer_small, lstm_infer_split
+    from fastrnn.kernels.lstm import lstm_infer_small
     x, h0, c0, Wx, Wh, b = kernel_inputs
     N, T, D = x.shape
     H = h0.shape[1]
@@ -43,10 +42,8 @@ def _infer(kernel_inputs, order, parts):
     if parts is None:
         lstm_infer_small(x_, Wx, Wh, b, h, c, S, h_out, order.active)
     else:
-        bounds = _core._unit_bounds(H, parts)
-        lstm_infer_split(x_, Wx, Wh, b, h, c, S, h_out, order.active, bounds,
-                         np.zeros(sync_slots(parts), np.int64),
-                         _core.split_scratch(bounds, 4, N, D, H, S, x.dtype))
+        fastrnn.lstm._split_forward(x_, Wx, Wh, b, h, c, S, h_out, order,
+                                    _core._unit_bounds(H, parts), *fastrnn.lstm._NO_ROWS[x.dtype.char])
     return h_out, h[:N], c
 
 
@@ -84,6 +81,14 @@ def test_split_called_off_runs_every_part_on_one_thread():
 API_SHAPES = [(1, 12, 40, 256), (3, 7, 64, 129)]
 
 
+def _all_results(cell, p, lengths, dh, dstates, mod=fastrnn):
+    """Everything a training step and an inference call give, in a flat list."""
+    h, states, cache = cell.forward(mod, p, lengths)
+    h_inferred, states_inferred = cell.inference(mod, p, lengths)
+    grads = cell.backward(mod, dh, dstates, cache)
+    return [h, *states, h_inferred, *states_inferred, *grads.values()], list(grads)
+
+
 @pytest.mark.parametrize("ragged", [False, True])
 @pytest.mark.parametrize("shape", API_SHAPES, ids=lambda s: "N{}T{}D{}H{}".format(*s))
 @pytest.mark.parametrize("cell", SPLIT_CELLS, ids=lambda c: c.name)
@@ -92,24 +97,28 @@ def test_split_loops_through_the_api_match_reference_and_any_thread_count(cell, 
     N, T, D, H = shape
     assert _core.loop_split(N, D, H, cell.gates, 2) is not None  # the split is what runs
     lengths, _ = _sorted_batch(N, T, ragged, seed=3)
+    if lengths is not None:
+        lengths = lengths[::-1].copy()  # any order: the API sorts
     for dtype in (np.float64, np.float32):
         p = cell.params(*make_inputs(N, T, D, H, cell.gates, dtype))
+        dh = upstream((N, T, H), dtype)
+        dstates = (upstream((N, H), dtype, 2), upstream((N, H), dtype, 3))
         before = fastrnn.get_num_threads()
         try:
             fastrnn.set_num_threads(1)
-            one = cell.inference(fastrnn, p, lengths)
+            one, names = _all_results(cell, p, lengths, dh, dstates)
             fastrnn.set_num_threads(2)
-            two = cell.inference(fastrnn, p, lengths)
+            two, _ = _all_results(cell, p, lengths, dh, dstates)
         finally:
             fastrnn.set_num_threads(before)
-        want = cell.inference(reference, {k: v.astype(np.float64) for k, v in p.items()},
-                              lengths)
-        np.testing.assert_array_equal(one[0], two[0])
-        for a, b in zip(one[1], two[1]):
+        for a, b in zip(one, two):
             np.testing.assert_array_equal(a, b)
-        assert_close("h", two[0], want[0], dtype)
-        for name, a, b in zip(cell.state_names, two[1], want[1]):
-            assert_close(name, a, b, dtype)
+        p64 = {k: v.astype(np.float64) for k, v in p.items()}
+        want, _ = _all_results(cell, p64, lengths, dh.astype(np.float64),
+                               tuple(d.astype(np.float64) for d in dstates), reference)
+        labels = ["h", *cell.state_names, "inferred h", *cell.state_names, *names]
+        for label, a, b in zip(labels, two, want):
+            assert_close(label, a, b, dtype)
 
 
 @pytest.mark.parametrize("cell", SPLIT_CELLS, ids=lambda c: c.name)

@@ -186,10 +186,10 @@ def lstm_train_small(x, h0, c0, Wx, Wh, b, S, R, offsets, active, ragged):
 
 
 @njit(**JIT_OPTIONS)
-def lstm_infer_part(stage, p, t, s, state):
-    """The inference time loop split by hidden units (kernels/split.py): what part p does
-    at each stage. state = (x, Wx, Wh, b, bounds, Wx_parts, Wh_parts, b_parts, h_steps, h,
-    c, c_parts, proj, rec, tanh_c, h_out, active):
+def lstm_split_part(stage, p, t, s, state):
+    """The forward time loop split by hidden units (kernels/split.py): what part p does at
+    each stage. state = (x, Wx, Wh, b, bounds, Wx_parts, Wh_parts, b_parts, h_steps, h, c,
+    c_parts, proj, rec, tanh_c, h_out, active, x_rows, gates, c_hist, offsets):
 
     x: (N, T, D); Wx: (D, 4H); Wh: (H, 4H); b: (4H,); bounds: (parts + 1,) unit bounds
     Wx_parts, Wh_parts: (parts, >= panel length) scratch: each part's columns, packed;
@@ -198,10 +198,13 @@ def lstm_infer_part(stage, p, t, s, state):
     h, c: (N, H) out: final states (in: c_0); c_parts: (parts, N, >= U) each part's c
     proj: (parts, S, rows of h_steps, >= 4 U rounded up to a panel), rec: (parts, rows of
         h_steps, as proj) scratch: the parts' x_t Wx and h_{t-1} Wh, then gates
-    tanh_c: (parts, N, >= U) scratch; h_out: (N, T, H) out; active: as lstm_infer_steps
+    tanh_c: (parts, N, >= U) scratch; h_out: (N, T, H) out; active, offsets: as
+        lstm_train_steps
+    x_rows (R, D), gates (R, 4H), c_hist (R, H): out, as lstm_train_steps fills them, for
+        the training forward; with no rows (inference) nothing is kept
     """
     (x, Wx, Wh, b, bounds, Wx_parts, Wh_parts, b_parts, h_steps, h, c, c_parts, proj, rec,
-     tanh_c, h_out, active) = state
+     tanh_c, h_out, active, x_rows, gates, c_hist, offsets) = state
     j0 = bounds[p]
     j1 = bounds[p + 1]
     U = j1 - j0
@@ -218,35 +221,46 @@ def lstm_infer_part(stage, p, t, s, state):
     elif stage == STEP:
         M = active[t]
         h_next = h_steps[(t + 1) % 2]
+        # Odd steps take the panels last to first: the panels the previous step read last
+        # are still in cache when a part's share of Wh is about the cache's size.
         step_product(h_steps[t % 2], Wh_parts[p, :part_panel_length(H, U, 4, x)], rec[p],
                      0, 1, M, t % 2 == 1)
         for n in range(M):
             a = rec[p, n]
-            lstm_cell(proj[p, s, n], a, b_parts[p], a, c_parts[p, n, :U], h_next[n, j0:j1],
+            c_n = c_parts[p, n, :U]
+            lstm_cell(proj[p, s, n], a, b_parts[p], a, c_n, h_next[n, j0:j1],
                       tanh_c[p, n, :U])
             copy_row(h_out[n, t, j0:j1], h_next[n, j0:j1], False)
             copy_row(h[n, j0:j1], h_next[n, j0:j1], False)
+            if gates.shape[0]:
+                row = offsets[t] + n
+                for g in range(4):
+                    copy_row(gates[row, g * H + j0:g * H + j1], a[g * U:(g + 1) * U], False)
+                copy_row(c_hist[row, j0:j1], c_n, False)
+                if p == 0:
+                    copy_row(x_rows[row], x[n, t], False)
     else:
         c[:, j0:j1] = c_parts[p, :, :U]
 
 
-lstm_infer_run = driver(lstm_infer_part, "lstm_infer")
+lstm_split_run = driver(lstm_split_part, "lstm")
 
 
 @njit(**JIT_OPTIONS)
-def lstm_infer_split(x, Wx, Wh, b, h, c, S, h_out, active, bounds, sync, scratch):
-    """The whole inference forward with the hidden units split between
-    bounds.shape[0] - 1 parts on numba's threads (lstm_infer_part), in one call.
-    h: (N rounded up to MR_STEP, H) in: h_0, out: final h; c: (N, H) likewise;
-    sync: sync.sync_slots(parts) zeros; scratch: _core.split_scratch's arrays
-    (Wx_parts, Wh_parts, b_parts, c_parts, proj, rec, tanh_c). Same bits as
-    lstm_infer_small."""
+def lstm_split_forward(x, Wx, Wh, b, h, c, S, h_out, active, bounds, sync, scratch, x_rows,
+                       gates, c_hist, offsets):
+    """The whole forward with the hidden units split between bounds.shape[0] - 1 parts on
+    numba's threads (lstm_split_part), in one call: lstm_infer_small's work, or with rows
+    in x_rows, gates and c_hist, lstm_train_steps'. h: (N rounded up to MR_STEP, H) in: h_0,
+    out: final h; c: (N, H) likewise; sync: sync.sync_slots(parts) zeros; scratch:
+    _core.split_scratch's arrays (Wx_parts, Wh_parts, b_parts, c_parts, proj, rec, tanh_c).
+    Same bits as the row schedule."""
     h_steps = np.zeros((2,) + h.shape, x.dtype)
     h_steps[0] = h
     Wx_parts, Wh_parts, b_parts, c_parts, proj, rec, tanh_c = scratch
-    lstm_infer_run(bounds.shape[0] - 1, sync, x.shape[1], S,
+    lstm_split_run(bounds.shape[0] - 1, sync, x.shape[1], S,
                    (x, Wx, Wh, b, bounds, Wx_parts, Wh_parts, b_parts, h_steps, h, c, c_parts,
-                    proj, rec, tanh_c, h_out, active))
+                    proj, rec, tanh_c, h_out, active, x_rows, gates, c_hist, offsets))
 
 
 @njit(inline="always", **JIT_OPTIONS)
