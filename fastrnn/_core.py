@@ -286,6 +286,13 @@ def loop_split(N, D, H, gates, threads):
 MIN_SPLIT_UNITS = 16  # hidden units per part, at least, in a split time loop
 
 
+def part_panels(bounds, K, gates, dtype):
+    """Scratch for the packed weight columns of each part of a split time loop: (parts,
+    K * (gates * U rounded up to a panel)), U the widest part's units; pooled."""
+    U = int(np.max(np.diff(bounds)))
+    return _memory.empty((bounds.shape[0] - 1, K * padded_columns(gates * U, dtype)), dtype)
+
+
 def split_scratch(bounds, gates, N, D, H, S, dtype):
     """The per-part arrays of a split time loop (kernels/split.py), each indexed by part
     first and sized for the widest part (U units): Wx_parts, Wh_parts (the part's packed
@@ -296,10 +303,16 @@ def split_scratch(bounds, gates, N, D, H, S, dtype):
     U = int(np.max(np.diff(bounds)))
     width = padded_columns(gates * U, dtype)
     rows = padded_rows(N)
-    return (_memory.empty((parts, D * width), dtype), _memory.empty((parts, H * width), dtype),
+    return (part_panels(bounds, D, gates, dtype), part_panels(bounds, H, gates, dtype),
             np.empty((parts, gates * U), dtype), np.empty((parts, N, U), dtype),
             _memory.empty((parts, S, rows, width), dtype), np.empty((parts, rows, width), dtype),
             np.empty((parts, N, U), dtype))
+
+
+def unit_bounds(H, parts):
+    """H units (or columns) in ``parts`` contiguous slices as equal as can be: (parts + 1,)
+    bounds (shared between calls: treat as read-only)."""
+    return _unit_bounds(H, parts)
 
 
 @functools.lru_cache(maxsize=64)

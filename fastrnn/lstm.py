@@ -10,12 +10,13 @@ import numpy as np
 from . import _memory
 from . import _validate as v
 from ._core import (CellCache, batch_order, backward_dx, check_backward_cache, chunk_scratch,
-                    chunk_steps, finish_dx, loop_split, run_steps, single_worker_step, split_scratch, state_grad,
+                    chunk_steps, dx_in_time_loop, finish_dx, loop_split, part_panels, run_steps, single_worker_step,
+                    split_scratch, state_grad, unit_bounds,
                     step_operand, step_split, step_scratch, streamed, weight_grads, weight_panels)
 from ._isa import MR_STEP
 from ._threads import kernel_threads
 from .kernels.lstm import (lstm_backward_parallel, lstm_backward_steps, lstm_infer_parallel,
-                           lstm_infer_small, lstm_infer_steps, lstm_split_forward,
+                           lstm_backward_split, lstm_infer_small, lstm_infer_steps, lstm_split_forward,
                            lstm_step_backward_small, lstm_step_small, lstm_step_split, lstm_train_parallel,
                            lstm_train_small, lstm_train_steps)
 from .kernels.sync import sync_slots
@@ -185,14 +186,26 @@ def _backward(dh, cache, dh_last, dc_last, dh_last_name, dc_last_name):
     dc_next = state_grad(dc_last_name, dc_last, N, H, dtype, order)
     D = cache.Wx.shape[0]
     da, h_prev = order.rows(dtype, 4 * H, H)  # h_prev: filled by the backward loop
-    dx, panels = backward_dx(order, cache.Wh, cache.Wx)
     with kernel_threads(N, T, D, H, 4) as threads:
-        if order.real_steps:
-            run_steps(lstm_backward_steps, lstm_backward_parallel, threads, order.active[0],
-                      order.sort(dh), cache.gates, cache.c_hist, np.empty((N, H), dtype),
-                      cache.h0, cache.c0, panels, dh_next, dc_next, da, h_prev, dx,
-                      step_operand(N, 4 * H, dtype), step_scratch(N, H + dx.shape[2], dtype),
-                      order.offsets, order.active)
+        bounds = loop_split(N, D, H, 4, threads) if order.real_steps else None
+        if bounds is not None:
+            # dx where the row schedule makes it (same bits), its columns split as the units.
+            dx = order.padded(D if dx_in_time_loop(D, H, dtype) else 0, dtype)
+            dx_bounds = unit_bounds(dx.shape[2], bounds.shape[0] - 1)
+            lstm_backward_split(order.sort(dh), cache.gates, cache.c_hist, cache.h0, cache.c0,
+                                cache.Wh, cache.Wx, dh_next, dc_next, da, h_prev, dx,
+                                order.offsets, order.active, bounds, dx_bounds,
+                                np.zeros(sync_slots(bounds.shape[0] - 1), np.int64),
+                                part_panels(bounds + dx_bounds, 4 * H, 1, dtype))
+        else:
+            dx, panels = backward_dx(order, cache.Wh, cache.Wx)
+            if order.real_steps:
+                run_steps(lstm_backward_steps, lstm_backward_parallel, threads,
+                          order.active[0], order.sort(dh), cache.gates, cache.c_hist,
+                          np.empty((N, H), dtype), cache.h0, cache.c0, panels, dh_next,
+                          dc_next, da, h_prev, dx, step_operand(N, 4 * H, dtype),
+                          step_scratch(N, H + dx.shape[2], dtype), order.offsets,
+                          order.active)
         dWx, dWh, db = weight_grads(da, cache.x_rows, h_prev, order, threads)
         dx = finish_dx(dx, da, cache.Wx, order, threads)
     return (order.unsort(dx), order.unsort(dh_next), dWx, dWh, db, order.unsort(dc_next))

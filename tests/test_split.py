@@ -78,7 +78,8 @@ def test_split_called_off_runs_every_part_on_one_thread():
 
 
 # Through the API: enough work per step for _core.loop_split (N within one row tile).
-API_SHAPES = [(1, 12, 40, 256), (3, 7, 64, 129)]
+API_SHAPES = [(1, 12, 40, 256), (3, 7, 64, 129), (2, 9, 40, 200)]  # the last: dx in the row
+# schedule's time loop (_core.dx_in_time_loop), from a GEMM in the split one
 
 
 def _all_results(cell, p, lengths, dh, dstates, mod=fastrnn):

@@ -19,9 +19,9 @@ from numba import njit, prange
 
 from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from ._math import one_of, sigmoid, tanh
-from .gemm import (MR_STEP, chunk_scratch_like, pack_panels, step_product,
+from .gemm import (MR_STEP, chunk_scratch_like, pack_panels, panel_width, step_product,
                    step_product_in_place, steps_product, times_transposed)
-from .split import BEGIN, CHUNK, STEP, driver, pack_unit_part, part_panel_length
+from .split import BEGIN, CHUNK, END, STEP, driver, pack_unit_part, part_panel_length
 from .stream import copy_row, store_fence
 
 
@@ -352,23 +352,31 @@ def lstm_cell_backward(gate, c_prev, tanh_c, dh_row, dc_row, da_row):
     dh_row: (H,) gradient of h_t; dc_row: (H,) in: gradient of c_t from later steps,
         out: gradient of c_{t-1}
     da_row: (4H,) out: gradient of the gate pre-activations
-    Short loops, one per gate block, as in lstm_cell, so that each vectorises.
     """
+    lstm_cell_backward_units(gate, c_prev, tanh_c, dh_row, dc_row, da_row, 0,
+                             dh_row.shape[0])
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def lstm_cell_backward_units(gate, c_prev, tanh_c, dh_row, dc_row, da_row, j0, j1):
+    """lstm_cell_backward for the hidden units j0 <= j < j1 only (their columns of each gate
+    block of da_row): a part's share of a step split by units. Same operations per unit.
+    Short loops, one per gate block, as in lstm_cell, so that each vectorises."""
     H = dh_row.shape[0]
     one = one_of(dh_row)
-    for j in range(H):
+    for j in range(j0, j1):
         dc_row[j] += dh_row[j] * gate[2 * H + j] * (one - tanh_c[j] * tanh_c[j])
-    for j in range(H):
+    for j in range(j0, j1):
         da_row[j] = dc_row[j] * gate[3 * H + j] * gate[j] * (one - gate[j])
-    for j in range(H):
+    for j in range(j0, j1):
         da_row[H + j] = dc_row[j] * c_prev[j] * gate[H + j] * (one - gate[H + j])
-    for j in range(H):
+    for j in range(j0, j1):
         o = gate[2 * H + j]
         da_row[2 * H + j] = dh_row[j] * tanh_c[j] * o * (one - o)
-    for j in range(H):
+    for j in range(j0, j1):
         g = gate[3 * H + j]
         da_row[3 * H + j] = dc_row[j] * gate[j] * (one - g * g)
-    for j in range(H):
+    for j in range(j0, j1):
         dc_row[j] *= gate[H + j]
 
 
@@ -502,3 +510,102 @@ def lstm_backward_parallel(workers, dh, gates, c_hist, tanh_c_rows, h0, c0, WT_p
         lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_rows, h0, c0,
                             WT_panels, dh_next, dc_next, da, h_prev, dx, da_step, rec,
                             offsets, active)
+
+
+@njit(**JIT_OPTIONS)
+def lstm_backward_part(stage, p, i, s, state):
+    """The backward time loop split by hidden units (kernels/split.py), step i being time
+    t = T - 1 - i: what part p does at each stage. state = (dh, gates, c_hist, tanh_c, h0,
+    c0, Wh, Wx, bounds, dx_bounds, WT_parts, dh_next, dc_next, da, h_prev, dx, da_steps,
+    rec, offsets, active), as lstm_backward_steps takes them but for:
+
+    WT_parts: (parts, >= panel length) scratch: part p's columns j0..j1 of Wh.T and
+        d0..d1 of Wx.T side by side, packed (dx_bounds: (parts + 1,) its columns of dx,
+        all zeros when dx has none)
+    da_steps: (2, rows, 4H) scratch: da_t in da_steps[t % 2], the operand of step t's
+        product, which the parts read whole (two buffers: see split.py)
+    rec: (parts, rows, U + d1 - d0 rounded up to a panel) scratch: a part's columns of
+        da_t [Wh.T | Wx.T]
+    tanh_c, dh_next, dc_next, h_prev, da: the part writes its units' columns only; dx its
+        columns d0..d1
+
+    Step t is the product of step t + 1 (dh_t's recurrent part, this part's units), then
+    the cell's backward of step t for the part's units; END makes step 0's product (dh_0).
+    """
+    (dh, gates, c_hist, tanh_c_rows, h0, c0, Wh, Wx, bounds, dx_bounds, WT_parts, dh_next,
+     dc_next, da, h_prev, dx, da_steps, rec, offsets, active) = state
+    j0 = bounds[p]
+    j1 = bounds[p + 1]
+    U = j1 - j0
+    d0 = dx_bounds[p]
+    d1 = dx_bounds[p + 1]
+    T = active.shape[0]
+    H = dh.shape[2]
+    t = T - 1 - i
+    if stage == BEGIN:
+        own = np.empty((4 * H, U + d1 - d0), dh.dtype)
+        own[:, :U] = Wh[j0:j1].T
+        own[:, U:] = Wx[d0:d1].T
+        panels = pack_panels(own)
+        WT_parts[p, :panels.shape[0]] = panels
+    elif stage == STEP or stage == END:
+        after = t + 1 if stage == STEP else 0  # the step whose product comes first
+        if after < T:
+            M = active[after]
+            length = part_panel_length(4 * H, U + d1 - d0, 1, dh)
+            step_product(da_steps[after % 2], WT_parts[p, :length], rec[p], 0, 1, M,
+                         after % 2 == 1)
+            for n in range(M):
+                copy_row(dh_next[n, j0:j1], rec[p, n, :U], False)
+                copy_row(dx[n, after, d0:d1], rec[p, n, U:U + d1 - d0], False)
+        if stage == END:
+            return
+        da_t = da_steps[t % 2]
+        for n in range(active[t]):
+            row = offsets[t] + n
+            gate = gates[row]
+            c_prev = c_hist[offsets[t - 1] + n] if t > 0 else c0[n]
+            c_t = c_hist[row]
+            tanh_c = tanh_c_rows[n]
+            for j in range(j0, j1):
+                tanh_c[j] = tanh(c_t[j])
+            if t + 1 < T and n < active[t + 1]:
+                h_next_prev = h_prev[offsets[t + 1] + n]
+                for j in range(j0, j1):
+                    h_next_prev[j] = gate[2 * H + j] * tanh_c[j]
+            if t == 0:
+                copy_row(h_prev[n, j0:j1], h0[n, j0:j1], False)
+            dh_t = dh[n, t]
+            dh_row = dh_next[n]
+            for j in range(j0, j1):
+                dh_row[j] += dh_t[j]
+            lstm_cell_backward_units(gate, c_prev, tanh_c, dh_row, dc_next[n], da_t[n], j0,
+                                     j1)
+            for g in range(4):
+                copy_row(da[row, g * H + j0:g * H + j1], da_t[n, g * H + j0:g * H + j1],
+                         False)
+
+
+lstm_backward_run = driver(lstm_backward_part, "lstm_backward")
+
+
+@njit(**JIT_OPTIONS)
+def lstm_backward_split(dh, gates, c_hist, h0, c0, Wh, Wx, dh_next, dc_next, da, h_prev, dx,
+                        offsets, active, bounds, dx_bounds, sync, WT_parts):
+    """The backward time loop with the hidden units split between bounds.shape[0] - 1
+    parts on numba's threads (lstm_backward_part), in one call; arguments as
+    lstm_backward_steps and lstm_backward_part; sync: sync.sync_slots(parts) zeros.
+    Same bits as the row schedule."""
+    N, T, H = dh.shape
+    rows = (N + MR_STEP - 1) // MR_STEP * MR_STEP
+    parts = bounds.shape[0] - 1
+    width = 0
+    for p in range(parts):
+        width = max(width, bounds[p + 1] - bounds[p] + dx_bounds[p + 1] - dx_bounds[p])
+    NR = panel_width(dh)
+    lstm_backward_run(parts, sync, T, T,
+                      (dh, gates, c_hist, np.empty((N, H), dh.dtype), h0, c0, Wh, Wx, bounds,
+                       dx_bounds, WT_parts, dh_next, dc_next, da, h_prev, dx,
+                       np.zeros((2, rows, 4 * H), dh.dtype),
+                       np.empty((parts, rows, (width + NR - 1) // NR * NR), dh.dtype),
+                       offsets, active))

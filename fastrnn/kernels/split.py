@@ -74,8 +74,9 @@ def part_panel_length(K, units, gates, like):
 @njit(**JIT_OPTIONS)
 def split_loop(p_lo, p_hi, workers, sync, T, S, state):
     """Parts p_lo .. p_hi - 1 of the time loop on this thread: one part when the split
-    goes ahead (meeting the others after every step), all of them when it was called off
-    (one after the other, no waiting). A template: ``driver`` binds part_work."""
+    goes ahead (meeting the others after every step, the last included, so that END sees
+    every part's steps), all of them when it was called off (one after the other, no
+    waiting). A template: ``driver`` binds part_work."""
     alone = p_hi - p_lo == workers
     for p in range(p_lo, p_hi):
         part_work(BEGIN, p, 0, 0, state)
@@ -86,7 +87,7 @@ def split_loop(p_lo, p_hi, workers, sync, T, S, state):
         for t in range(t0, t0 + steps):
             for p in range(p_lo, p_hi):
                 part_work(STEP, p, t, t - t0, state)
-            if not alone and t + 1 < T:
+            if not alone:
                 wait_for_step(sync, p_lo, workers, t + 1)
     for p in range(p_lo, p_hi):
         part_work(END, p, 0, 0, state)
