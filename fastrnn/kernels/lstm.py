@@ -361,23 +361,36 @@ def lstm_cell_backward(gate, c_prev, tanh_c, dh_row, dc_row, da_row):
 def lstm_cell_backward_units(gate, c_prev, tanh_c, dh_row, dc_row, da_row, j0, j1):
     """lstm_cell_backward for the hidden units j0 <= j < j1 only (their columns of each gate
     block of da_row): a part's share of a step split by units. Same operations per unit.
-    Short loops, one per gate block, as in lstm_cell, so that each vectorises."""
+    On views that start at the range: indexed from a j0 LLVM cannot prove non-negative,
+    every access carried numba's negative-index wraparound and the loops stayed scalar
+    (8 ns per unit)."""
     H = dh_row.shape[0]
-    one = one_of(dh_row)
-    for j in range(j0, j1):
-        dc_row[j] += dh_row[j] * gate[2 * H + j] * (one - tanh_c[j] * tanh_c[j])
-    for j in range(j0, j1):
-        da_row[j] = dc_row[j] * gate[3 * H + j] * gate[j] * (one - gate[j])
-    for j in range(j0, j1):
-        da_row[H + j] = dc_row[j] * c_prev[j] * gate[H + j] * (one - gate[H + j])
-    for j in range(j0, j1):
-        o = gate[2 * H + j]
-        da_row[2 * H + j] = dh_row[j] * tanh_c[j] * o * (one - o)
-    for j in range(j0, j1):
-        g = gate[3 * H + j]
-        da_row[3 * H + j] = dc_row[j] * gate[j] * (one - g * g)
-    for j in range(j0, j1):
-        dc_row[j] *= gate[H + j]
+    _cell_backward_blocks(gate[j0:j1], gate[H + j0:H + j1], gate[2 * H + j0:2 * H + j1],
+                          gate[3 * H + j0:3 * H + j1], c_prev[j0:j1], tanh_c[j0:j1],
+                          dh_row[j0:j1], dc_row[j0:j1], da_row[j0:j1],
+                          da_row[H + j0:H + j1], da_row[2 * H + j0:2 * H + j1],
+                          da_row[3 * H + j0:3 * H + j1])
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _cell_backward_blocks(i, f, o, g, c_prev, tanh_c, dh, dc, da_i, da_f, da_o, da_g):
+    """The LSTM cell's backward on (U,) views: activated gates i, f, o, g; c_{t-1}; tanh(c_t);
+    dh (gradient of h_t); dc (in: of c_t from later steps, out: of c_{t-1}); out: da_i ..
+    da_g, the gradients of the gate pre-activations. Short loops, one per gate block, as in
+    lstm_cell, so that each vectorises."""
+    one = one_of(dh)
+    for u in range(dh.shape[0]):
+        dc[u] += dh[u] * o[u] * (one - tanh_c[u] * tanh_c[u])
+    for u in range(dh.shape[0]):
+        da_i[u] = dc[u] * g[u] * i[u] * (one - i[u])
+    for u in range(dh.shape[0]):
+        da_f[u] = dc[u] * c_prev[u] * f[u] * (one - f[u])
+    for u in range(dh.shape[0]):
+        da_o[u] = dh[u] * tanh_c[u] * o[u] * (one - o[u])
+    for u in range(dh.shape[0]):
+        da_g[u] = dc[u] * i[u] * (one - g[u] * g[u])
+    for u in range(dh.shape[0]):
+        dc[u] *= f[u]
 
 
 @njit(**JIT_OPTIONS)
@@ -565,22 +578,24 @@ def lstm_backward_part(stage, p, i, s, state):
             row = offsets[t] + n
             gate = gates[row]
             c_prev = c_hist[offsets[t - 1] + n] if t > 0 else c0[n]
-            c_t = c_hist[row]
-            tanh_c = tanh_c_rows[n]
-            for j in range(j0, j1):
-                tanh_c[j] = tanh(c_t[j])
+            # Loops over views of the part's units, from 0 (see lstm_cell_backward_units).
+            c_t = c_hist[row, j0:j1]
+            tanh_c = tanh_c_rows[n, j0:j1]
+            for u in range(U):
+                tanh_c[u] = tanh(c_t[u])
             if t + 1 < T and n < active[t + 1]:
-                h_next_prev = h_prev[offsets[t + 1] + n]
-                for j in range(j0, j1):
-                    h_next_prev[j] = gate[2 * H + j] * tanh_c[j]
+                h_next_prev = h_prev[offsets[t + 1] + n, j0:j1]
+                o = gate[2 * H + j0:2 * H + j1]
+                for u in range(U):
+                    h_next_prev[u] = o[u] * tanh_c[u]
             if t == 0:
                 copy_row(h_prev[n, j0:j1], h0[n, j0:j1], False)
-            dh_t = dh[n, t]
-            dh_row = dh_next[n]
-            for j in range(j0, j1):
-                dh_row[j] += dh_t[j]
-            lstm_cell_backward_units(gate, c_prev, tanh_c, dh_row, dc_next[n], da_t[n], j0,
-                                     j1)
+            dh_t = dh[n, t, j0:j1]
+            dh_row = dh_next[n, j0:j1]
+            for u in range(U):
+                dh_row[u] += dh_t[u]
+            lstm_cell_backward_units(gate, c_prev, tanh_c_rows[n], dh_next[n], dc_next[n],
+                                     da_t[n], j0, j1)
             for g in range(4):
                 copy_row(da[row, g * H + j0:g * H + j1], da_t[n, g * H + j0:g * H + j1],
                          False)
