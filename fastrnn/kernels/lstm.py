@@ -50,24 +50,44 @@ def lstm_cell_units(xp, hp, b, a, c, h, tanh_c, j0, j1):
     a worker's share of a step split by columns. Same operations per unit, same bits."""
     H = h.shape[0]
     for gate in range(3):
-        for j in range(gate * H + j0, gate * H + j1):
-            a[j] = sigmoid(xp[j] + hp[j] + b[j])
+        lo = gate * H + j0
+        hi = gate * H + j1
+        _sigmoid_block(xp[lo:hi], hp[lo:hi], b[lo:hi], a[lo:hi])
     _lstm_cell_update(xp, hp, b, a, c, h, tanh_c, j0, j1)
 
 
 @njit(inline="always", **JIT_OPTIONS)
+def _sigmoid_block(xp, hp, b, a):
+    """a = sigmoid(xp + hp + b) on (U,) views."""
+    for u in range(a.shape[0]):
+        a[u] = sigmoid(xp[u] + hp[u] + b[u])
+
+
+@njit(inline="always", **JIT_OPTIONS)
 def _lstm_cell_update(xp, hp, b, a, c, h, tanh_c, j0, j1):
-    """The rest of the cell for units j0..j1, once i, f, o are in a: g, c_t, tanh(c_t), h_t."""
+    """The rest of the cell for units j0..j1, once i, f, o are in a: g, c_t, tanh(c_t), h_t.
+    On views that start at the range: indexed from a j0 LLVM cannot prove non-negative,
+    every access carries numba's negative-index wraparound and the loops stay scalar."""
     H = h.shape[0]
-    # Indexed from j0, not range(3 * H + j0, ...): LLVM left that form scalar.
-    for j in range(j0, j1):
-        a[3 * H + j] = tanh(xp[3 * H + j] + hp[3 * H + j] + b[3 * H + j])
-    for j in range(j0, j1):
-        c[j] = a[H + j] * c[j] + a[j] * a[3 * H + j]
-    for j in range(j0, j1):
-        tanh_c[j] = tanh(c[j])
-    for j in range(j0, j1):
-        h[j] = a[2 * H + j] * tanh_c[j]
+    g0 = 3 * H + j0
+    g1 = 3 * H + j1
+    _cell_update_blocks(xp[g0:g1], hp[g0:g1], b[g0:g1], a[j0:j1], a[H + j0:H + j1],
+                        a[2 * H + j0:2 * H + j1], a[g0:g1], c[j0:j1], h[j0:j1],
+                        tanh_c[j0:j1])
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _cell_update_blocks(xp_g, hp_g, b_g, i, f, o, g, c, h, tanh_c):
+    """On (U,) views: g = tanh(xp_g + hp_g + b_g); c = f * c + i * g; tanh_c = tanh(c);
+    h = o * tanh_c."""
+    for u in range(c.shape[0]):
+        g[u] = tanh(xp_g[u] + hp_g[u] + b_g[u])
+    for u in range(c.shape[0]):
+        c[u] = f[u] * c[u] + i[u] * g[u]
+    for u in range(c.shape[0]):
+        tanh_c[u] = tanh(c[u])
+    for u in range(c.shape[0]):
+        h[u] = o[u] * tanh_c[u]
 
 
 @njit(**JIT_OPTIONS)
