@@ -14,9 +14,10 @@ from ._core import (CellCache, batch_order, backward_dx, check_backward_cache, c
                     split_scratch, state_grad, unit_bounds,
                     step_operand, step_split, step_scratch, streamed, weight_grads, weight_panels)
 from ._isa import MR_STEP
+from .kernels.gemm import padded_columns, padded_rows
 from ._threads import kernel_threads
 from .kernels.lstm import (lstm_backward_parallel, lstm_backward_steps, lstm_infer_parallel,
-                           lstm_backward_split, lstm_infer_small, lstm_infer_steps, lstm_split_forward,
+                           lstm_backward_run, lstm_infer_small, lstm_infer_steps, lstm_split_run,
                            lstm_step_backward_small, lstm_step_small, lstm_step_split, lstm_train_parallel,
                            lstm_train_small, lstm_train_steps)
 from .kernels.sync import sync_slots
@@ -80,13 +81,42 @@ _NO_ROWS = {np.dtype(t).char: (np.empty((0, 0), t),) * 3 for t in (np.float32, n
 
 def _split_forward(x, Wx, Wh, b, h, c, S, h_out, order, bounds, x_rows, gates, c_hist):
     """The forward's time loop with the hidden units split between the threads (bounds
-    from _core.loop_split; arguments as kernels/lstm.lstm_split_forward)."""
+    from _core.loop_split): kernels/lstm.lstm_split_part says what each argument is.
+    h: (N rounded up to MR_STEP, H) in: h_0, out: final h; c: (N, H) likewise."""
     N, T, D = x.shape
     H = h.shape[1]
-    lstm_split_forward(x, Wx, Wh, b, h, c, S, h_out, order.active, bounds,
-                       np.zeros(sync_slots(bounds.shape[0] - 1), np.int64),
-                       split_scratch(bounds, 4, N, D, H, S, x.dtype), x_rows, gates, c_hist,
-                       order.offsets)
+    parts = bounds.shape[0] - 1
+    h_steps = np.zeros((2,) + h.shape, x.dtype)
+    h_steps[0] = h
+    Wx_parts, Wh_parts, b_parts, c_parts, proj, rec, tanh_c = split_scratch(
+        bounds, 4, N, D, H, S, x.dtype)
+    lstm_split_run(parts, np.zeros(sync_slots(parts), np.int64), T, S,
+                   (x, Wx, Wh, b, bounds, Wx_parts, Wh_parts, b_parts, h_steps, h, c, c_parts,
+                    proj, rec, tanh_c, h_out, order.active, x_rows, gates, c_hist,
+                    order.offsets))
+
+
+def _split_backward(dh, cache, dh_next, dc_next, da, h_prev, bounds):
+    """The backward's time loop with the hidden units split between the threads
+    (kernels/lstm.lstm_backward_part). Returns dx: (N, T, D) filled where the row schedule
+    fills it in its loop (_core.dx_in_time_loop; the same bits), else (N, T, 0)."""
+    order = cache.order
+    N, T = order.shape
+    D, H = cache.Wx.shape[0], cache.h0.shape[1]
+    dtype = cache.h0.dtype
+    parts = bounds.shape[0] - 1
+    dx = order.padded(D if dx_in_time_loop(D, H, dtype) else 0, dtype)
+    dx_bounds = unit_bounds(dx.shape[2], parts)  # dx's columns split as the units
+    widths = bounds + dx_bounds  # each part's columns of [Wh.T | Wx.T]: diff(widths)
+    lstm_backward_run(parts, np.zeros(sync_slots(parts), np.int64), T, T,
+                      (dh, cache.gates, cache.c_hist, np.empty((N, H), dtype), cache.h0,
+                       cache.c0, cache.Wh, cache.Wx, bounds, dx_bounds,
+                       part_panels(widths, 4 * H, 1, dtype), dh_next, dc_next, da, h_prev, dx,
+                       np.zeros((2, padded_rows(N), 4 * H), dtype),
+                       np.empty((parts, padded_rows(N), padded_columns(
+                           int(np.max(np.diff(widths))), dtype)), dtype),
+                       order.offsets, order.active))
+    return dx
 
 
 def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, lengths=None):
@@ -189,14 +219,7 @@ def _backward(dh, cache, dh_last, dc_last, dh_last_name, dc_last_name):
     with kernel_threads(N, T, D, H, 4) as threads:
         bounds = loop_split(N, D, H, 4, threads) if order.real_steps else None
         if bounds is not None:
-            # dx where the row schedule makes it (same bits), its columns split as the units.
-            dx = order.padded(D if dx_in_time_loop(D, H, dtype) else 0, dtype)
-            dx_bounds = unit_bounds(dx.shape[2], bounds.shape[0] - 1)
-            lstm_backward_split(order.sort(dh), cache.gates, cache.c_hist, cache.h0, cache.c0,
-                                cache.Wh, cache.Wx, dh_next, dc_next, da, h_prev, dx,
-                                order.offsets, order.active, bounds, dx_bounds,
-                                np.zeros(sync_slots(bounds.shape[0] - 1), np.int64),
-                                part_panels(bounds + dx_bounds, 4 * H, 1, dtype))
+            dx = _split_backward(order.sort(dh), cache, dh_next, dc_next, da, h_prev, bounds)
         else:
             dx, panels = backward_dx(order, cache.Wh, cache.Wx)
             if order.real_steps:

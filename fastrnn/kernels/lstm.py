@@ -263,24 +263,8 @@ def lstm_split_part(stage, p, t, s, state):
         c[:, j0:j1] = c_parts[p, :, :U]
 
 
+# The split forward, called from Python as lstm_split_run(parts, sync, T, S, state).
 lstm_split_run = driver(lstm_split_part, "lstm")
-
-
-@njit(**JIT_OPTIONS)
-def lstm_split_forward(x, Wx, Wh, b, h, c, S, h_out, active, bounds, sync, scratch, x_rows,
-                       gates, c_hist, offsets):
-    """The whole forward with the hidden units split between bounds.shape[0] - 1 parts on
-    numba's threads (lstm_split_part), in one call: lstm_infer_small's work, or with rows
-    in x_rows, gates and c_hist, lstm_train_steps'. h: (N rounded up to MR_STEP, H) in: h_0,
-    out: final h; c: (N, H) likewise; sync: sync.sync_slots(parts) zeros; scratch:
-    _core.split_scratch's arrays (Wx_parts, Wh_parts, b_parts, c_parts, proj, rec, tanh_c).
-    Same bits as the row schedule."""
-    h_steps = np.zeros((2,) + h.shape, x.dtype)
-    h_steps[0] = h
-    Wx_parts, Wh_parts, b_parts, c_parts, proj, rec, tanh_c = scratch
-    lstm_split_run(bounds.shape[0] - 1, sync, x.shape[1], S,
-                   (x, Wx, Wh, b, bounds, Wx_parts, Wh_parts, b_parts, h_steps, h, c, c_parts,
-                    proj, rec, tanh_c, h_out, active, x_rows, gates, c_hist, offsets))
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -621,26 +605,5 @@ def lstm_backward_part(stage, p, i, s, state):
                          False)
 
 
+# The split backward, called from Python as lstm_backward_run(parts, sync, T, T, state).
 lstm_backward_run = driver(lstm_backward_part, "lstm_backward")
-
-
-@njit(**JIT_OPTIONS)
-def lstm_backward_split(dh, gates, c_hist, h0, c0, Wh, Wx, dh_next, dc_next, da, h_prev, dx,
-                        offsets, active, bounds, dx_bounds, sync, WT_parts):
-    """The backward time loop with the hidden units split between bounds.shape[0] - 1
-    parts on numba's threads (lstm_backward_part), in one call; arguments as
-    lstm_backward_steps and lstm_backward_part; sync: sync.sync_slots(parts) zeros.
-    Same bits as the row schedule."""
-    N, T, H = dh.shape
-    rows = (N + MR_STEP - 1) // MR_STEP * MR_STEP
-    parts = bounds.shape[0] - 1
-    width = 0
-    for p in range(parts):
-        width = max(width, bounds[p + 1] - bounds[p] + dx_bounds[p + 1] - dx_bounds[p])
-    NR = panel_width(dh)
-    lstm_backward_run(parts, sync, T, T,
-                      (dh, gates, c_hist, np.empty((N, H), dh.dtype), h0, c0, Wh, Wx, bounds,
-                       dx_bounds, WT_parts, dh_next, dc_next, da, h_prev, dx,
-                       np.zeros((2, rows, 4 * H), dh.dtype),
-                       np.empty((parts, rows, (width + NR - 1) // NR * NR), dh.dtype),
-                       offsets, active))

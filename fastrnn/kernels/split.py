@@ -30,7 +30,7 @@ from numba import njit, prange
 
 from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from .gemm import pack_panels, panel_width
-from .sync import CALLED_OFF, SPLIT, rendezvous, wait_for_step
+from .sync import CALLED_OFF, UNDECIDED, rendezvous, wait_for_step
 
 BEGIN, CHUNK, STEP, END = 0, 1, 2, 3
 
@@ -71,49 +71,69 @@ def part_panel_length(K, units, gates, like):
     return (gates * units + NR - 1) // NR * NR * K
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def split_loop(p_lo, p_hi, workers, sync, T, S, state):
     """Parts p_lo .. p_hi - 1 of the time loop on this thread: one part when the split
     goes ahead (meeting the others after every step, the last included, so that END sees
     every part's steps), all of them when it was called off (one after the other, no
-    waiting). A template: ``driver`` binds part_work."""
+    waiting). A template: ``driver`` binds part_work.
+
+    Written as one loop over the stages with a single call of part_work, and inlined into
+    split_run's parallel body: LLVM re-optimises a called function's whole body inside
+    every caller, once per call site where it inlines it, and with four call sites and
+    three layers of callers the LSTM's loop took 55 s to compile (30 s now; the part
+    function itself is not inlined by numba: copying its IR into the parallel body made
+    the parfor passes as slow again).
+    """
     alone = p_hi - p_lo == workers
-    for p in range(p_lo, p_hi):
-        part_work(BEGIN, p, 0, 0, state)
-    for t0 in range(0, T, S):
-        steps = min(S, T - t0)
-        for p in range(p_lo, p_hi):
-            part_work(CHUNK, p, t0, steps, state)
-        for t in range(t0, t0 + steps):
-            for p in range(p_lo, p_hi):
-                part_work(STEP, p, t, t - t0, state)
+    stage = BEGIN
+    t = 0  # the step (STEP)
+    t0 = 0  # the chunk's first step
+    steps = 0  # the chunk's length
+    p = p_lo
+    while True:
+        part_work(stage, p, t0 if stage == CHUNK else t,
+                  t - t0 if stage == STEP else steps, state)
+        p += 1
+        if p < p_hi:
+            continue
+        p = p_lo
+        if stage == END:
+            return
+        if stage == CHUNK:
+            stage = STEP
+            t = t0
+            continue
+        if stage == STEP:
             if not alone:
                 wait_for_step(sync, p_lo, workers, t + 1)
-    for p in range(p_lo, p_hi):
-        part_work(END, p, 0, 0, state)
+            t += 1
+            if t < t0 + steps:
+                continue
+            t0 = t
+        # After BEGIN or a chunk's last step: the next chunk, or END.
+        if t0 >= T:
+            stage = END
+        else:
+            steps = min(S, T - t0)
+            stage = CHUNK
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
 def split_run(workers, sync, T, S, state):
     """The time loop split between ``workers`` parts on numba's threads (see sync.py for
     when it runs on one thread after all). sync: sync.sync_slots(workers) zeros. A
-    template: ``driver`` binds split_loop."""
+    template: ``driver`` binds split_loop (called once: see split_loop)."""
     for w in prange(workers):
-        role = rendezvous(sync, w, workers)
-        if role == SPLIT:
-            split_loop(w, w + 1, workers, sync, T, S, state)
-        elif role == CALLED_OFF:
-            split_loop(0, workers, workers, sync, T, S, state)
-
-
-@njit(**JIT_OPTIONS)
-def run_parts(workers, sync, T, S, state):
-    """split_run, or split_loop on this thread for one part (no parallel launch). A
-    template: ``driver`` binds both."""
-    if workers == 1:
-        split_loop(0, 1, 1, sync, T, S, state)
-    else:
-        split_run(workers, sync, T, S, state)
+        worker = np.int64(w)  # prange may type w unsigned, and int64 with uint64 is float
+        role = rendezvous(sync, worker, workers)
+        first = worker
+        last = worker + 1
+        if role == CALLED_OFF:
+            first = 0
+            last = workers
+        if role != UNDECIDED:
+            split_loop(first, last, workers, sync, T, S, state)
 
 
 def part_work(stage, p, t, s, state):
@@ -138,8 +158,8 @@ def _bind(template, suffix, **names):
 
 
 def driver(cell_part, suffix):
-    """``run(workers, sync, T, S, state)``: the split time loop (run_parts) for a cell
-    whose part function is ``cell_part``, e.g. driver(lstm_infer_part, "lstm_infer")."""
+    """``run(workers, sync, T, S, state)``: the split time loop (split_run) for a cell whose
+    part function is ``cell_part``, e.g. driver(lstm_split_part, "lstm"). Called from
+    Python: every jitted caller would compile the whole loop once more."""
     loop = _bind(split_loop, suffix, part_work=cell_part)
-    parallel = _bind(split_run, suffix, split_loop=loop)
-    return _bind(run_parts, suffix, split_loop=loop, split_run=parallel)
+    return _bind(split_run, suffix, split_loop=loop)
