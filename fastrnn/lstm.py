@@ -10,16 +10,18 @@ import numpy as np
 from . import _memory
 from . import _validate as v
 from ._core import (CellCache, batch_order, backward_dx, check_backward_cache, chunk_scratch,
-                    chunk_steps, dx_in_time_loop, finish_dx, loop_split, part_panels, run_steps, single_worker_step,
-                    split_scratch, state_grad, unit_bounds,
-                    step_operand, step_split, step_scratch, streamed, weight_grads, weight_panels)
+                    chunk_steps, dx_in_time_loop, finish_dx, loop_split, part_panels,
+                    run_steps, single_worker_step, split_scratch, state_grad, step_operand,
+                    step_split, step_scratch, streamed, unit_bounds, weight_grads,
+                    weight_panels)
 from ._isa import MR_STEP
-from .kernels.gemm import padded_columns, padded_rows
 from ._threads import kernel_threads
-from .kernels.lstm import (lstm_backward_parallel, lstm_backward_steps, lstm_infer_parallel,
-                           lstm_backward_run, lstm_infer_small, lstm_infer_steps, lstm_split_run,
-                           lstm_step_backward_small, lstm_step_small, lstm_step_split, lstm_train_parallel,
-                           lstm_train_small, lstm_train_steps)
+from .kernels.gemm import padded_columns, padded_rows
+from .kernels.lstm import (lstm_backward_parallel, lstm_backward_run, lstm_backward_steps,
+                           lstm_infer_parallel, lstm_infer_small, lstm_infer_steps,
+                           lstm_split_run, lstm_step_backward_small, lstm_step_small,
+                           lstm_step_split, lstm_train_parallel, lstm_train_small,
+                           lstm_train_steps)
 from .kernels.sync import sync_slots
 
 
@@ -163,8 +165,9 @@ def _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step):
             x, h0, c0, h, c, h_out = _start(x, h0, c0, order)
             # x_rows: x in packed rows for the backward's dWx, filled by the time loop.
             x_rows, gates, c_hist = order.rows(dtype, D, 4 * H, H)
-            bounds = loop_split(N, D, H, 4, threads)
-            S = chunk_steps(order, D, 4 * H, dtype, threads)
+            if order.real_steps:
+                S = chunk_steps(order, D, 4 * H, dtype, threads)
+                bounds = loop_split(N, D, H, 4, threads)
             if order.real_steps and bounds is not None:
                 _split_forward(x, Wx, Wh, b, h, c, S, h_out, order, bounds, x_rows, gates,
                                c_hist)

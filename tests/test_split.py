@@ -43,7 +43,8 @@ def _infer(kernel_inputs, order, parts):
         lstm_infer_small(x_, Wx, Wh, b, h, c, S, h_out, order.active)
     else:
         fastrnn.lstm._split_forward(x_, Wx, Wh, b, h, c, S, h_out, order,
-                                    _core._unit_bounds(H, parts), *fastrnn.lstm._NO_ROWS[x.dtype.char])
+                                    _core.unit_bounds(H, parts),
+                                    *fastrnn.lstm._NO_ROWS[x.dtype.char])
     return h_out, h[:N], c
 
 

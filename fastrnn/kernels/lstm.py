@@ -19,7 +19,7 @@ from numba import njit, prange
 
 from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from ._math import one_of, sigmoid, tanh
-from .gemm import (MR_STEP, chunk_scratch_like, pack_panels, panel_width, step_product,
+from .gemm import (MR_STEP, chunk_scratch_like, pack_panels, step_product,
                    step_product_in_place, steps_product, times_transposed)
 from .split import BEGIN, CHUNK, END, STEP, driver, pack_unit_part, part_panel_length
 from .stream import copy_row, store_fence

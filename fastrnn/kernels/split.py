@@ -29,7 +29,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
-from .gemm import pack_panels, panel_width
+from .gemm import panel_width
 from .sync import CALLED_OFF, UNDECIDED, rendezvous, wait_for_step
 
 BEGIN, CHUNK, STEP, END = 0, 1, 2, 3
