@@ -77,7 +77,7 @@ def _forward_infer(x, h0, c0, Wx, Wh, b, order):
     return order.unsort(h_out), order.final(h), order.final(c)
 
 
-# What lstm_split_forward keeps for the backward when nothing is kept (inference).
+# The cache rows _split_forward fills when nothing is kept (inference): none.
 _NO_ROWS = {np.dtype(t).char: (np.empty((0, 0), t),) * 3 for t in (np.float32, np.float64)}
 
 
