@@ -531,7 +531,7 @@ def gemm_parallel(A, B, B_panels, C, accumulate, workers):
     P = C.shape[1]
     NR = panel_width(C)
     for w in prange(workers):
-        m_lo, m_hi, p_lo, p_hi = split_bounds(M, P, NR, workers, w)
+        m_lo, m_hi, p_lo, p_hi = split_bounds(M, P, NR, workers, np.int64(w))
         gemm_part(A, B, B_panels, C, accumulate, m_lo, m_hi, p_lo, p_hi)
 
 

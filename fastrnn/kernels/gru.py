@@ -80,7 +80,7 @@ def gru_train_parallel(workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, rec, h
                        gates, h_out, h_prev, hn_hist, offsets, active, stream):
     """gru_train_steps on ``workers`` numba threads (arguments as there)."""
     for worker in prange(workers):
-        gru_train_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, rec, hn,
+        gru_train_steps(np.int64(worker), workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, rec, hn,
                         x_rows, gates, h_out, h_prev, hn_hist, offsets, active, stream)
 
 
@@ -133,7 +133,7 @@ def gru_infer_parallel(workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, rec, h
                        active):
     """gru_infer_steps on ``workers`` numba threads (arguments as there)."""
     for worker in prange(workers):
-        gru_infer_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, rec, hn,
+        gru_infer_steps(np.int64(worker), workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, rec, hn,
                         h_out, active)
 
 
@@ -196,5 +196,5 @@ def gru_backward_parallel(workers, dh, gates, hn_hist, h_prev, WhT_panels, dh_ne
                           da_step, rec, offsets, active):
     """gru_backward_steps on ``workers`` numba threads (arguments as there)."""
     for worker in prange(workers):
-        gru_backward_steps(worker, workers, dh, gates, hn_hist, h_prev, WhT_panels, dh_next,
+        gru_backward_steps(np.int64(worker), workers, dh, gates, hn_hist, h_prev, WhT_panels, dh_next,
                            da_x, da_h, da_step, rec, offsets, active)

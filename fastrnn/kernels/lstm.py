@@ -153,7 +153,7 @@ def lstm_train_parallel(workers, x, Wx_panels, Wh_panels, b, h, c, proj, rec, x_
                         h_out, c_hist, tanh_c, offsets, active, stream):
     """lstm_train_steps on ``workers`` numba threads (arguments as there)."""
     for worker in prange(workers):
-        lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, rec, x_rows,
+        lstm_train_steps(np.int64(worker), workers, x, Wx_panels, Wh_panels, b, h, c, proj, rec, x_rows,
                          gates, h_out, c_hist, tanh_c, offsets, active, stream)
 
 
@@ -182,7 +182,7 @@ def lstm_infer_parallel(workers, x, Wx_panels, Wh_panels, b, h, c, proj, rec, ta
                         active):
     """lstm_infer_steps on ``workers`` numba threads (arguments as there)."""
     for worker in prange(workers):
-        lstm_infer_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, rec, tanh_c,
+        lstm_infer_steps(np.int64(worker), workers, x, Wx_panels, Wh_panels, b, h, c, proj, rec, tanh_c,
                          h_out, active)
 
 
@@ -550,7 +550,7 @@ def lstm_backward_parallel(workers, dh, gates, c_hist, tanh_c_rows, h0, c0, WT_p
                            dh_next, dc_next, da, h_prev, dx, da_step, rec, offsets, active):
     """lstm_backward_steps on ``workers`` numba threads (arguments as there)."""
     for worker in prange(workers):
-        lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_rows, h0, c0,
+        lstm_backward_steps(np.int64(worker), workers, dh, gates, c_hist, tanh_c_rows, h0, c0,
                             WT_panels, dh_next, dc_next, da, h_prev, dx, da_step, rec,
                             offsets, active)
 

@@ -68,7 +68,7 @@ def rnn_train_parallel(workers, x, Wx_panels, Wh_panels, b, h, proj, rec, x_rows
                        h_rows, relu, offsets, active, stream):
     """rnn_train_steps on ``workers`` numba threads (arguments as there)."""
     for worker in prange(workers):
-        rnn_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, proj, rec, x_rows,
+        rnn_train_steps(np.int64(worker), workers, x, Wx_panels, Wh_panels, b, h, proj, rec, x_rows,
                         h_out, h_rows, relu, offsets, active, stream)
 
 
@@ -117,7 +117,7 @@ def rnn_infer_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, proj, rec, h
 def rnn_infer_parallel(workers, x, Wx_panels, Wh_panels, b, h, proj, rec, h_out, relu, active):
     """rnn_infer_steps on ``workers`` numba threads (arguments as there)."""
     for worker in prange(workers):
-        rnn_infer_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, proj, rec, h_out, relu,
+        rnn_infer_steps(np.int64(worker), workers, x, Wx_panels, Wh_panels, b, h, proj, rec, h_out, relu,
                         active)
 
 
@@ -177,5 +177,5 @@ def rnn_backward_parallel(workers, dh, h_rows, h0, WT_panels, dh_next, da, h_pre
                           da_step, rec, relu, offsets, active):
     """rnn_backward_steps on ``workers`` numba threads (arguments as there)."""
     for worker in prange(workers):
-        rnn_backward_steps(worker, workers, dh, h_rows, h0, WT_panels, dh_next, da, h_prev,
+        rnn_backward_steps(np.int64(worker), workers, dh, h_rows, h0, WT_panels, dh_next, da, h_prev,
                            dx, da_step, rec, relu, offsets, active)
