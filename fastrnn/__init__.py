@@ -27,6 +27,17 @@ from .stack import (StackCache, reverse_within_lengths, stack_backward, stack_fo
 __version__ = "0.1.0"
 
 
+def precompile(cells=("lstm", "gru", "rnn"), dtypes=("float32", "float64"), processes=None,
+               progress=True):
+    """Compile and cache every kernel the given cells can run in the given dtypes, in
+    parallel processes (``processes``, default the machine's cores), printing a line per
+    finished job to stderr when ``progress``; afterwards a new process's first calls load
+    the kernels from numba's cache instead of compiling them. Returns {(cell, dtype):
+    seconds}. Also ``python -m fastrnn.precompile``. See fastrnn._precompile."""
+    from ._precompile import precompile as run
+    return run(cells, dtypes, processes, progress)
+
+
 def show_config(file=None):
     """Print, and return as a dict, the target fastrnn's kernels are compiled for: the ISA
     configuration chosen from numba's target (``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES``
@@ -47,5 +58,5 @@ __all__ = [
     "gru_forward", "gru_backward", "gru_step_forward", "gru_step_backward", "gru_inference",
     "StackCache", "stack_forward", "stack_backward", "reverse_within_lengths",
     "weights_from_torch", "reference", "set_num_threads", "get_num_threads", "release_memory",
-    "show_config",
+    "show_config", "precompile",
 ]

@@ -58,8 +58,6 @@ def _cache_available():
 JIT_OPTIONS = dict(nogil=True, cache=not TILE_OVERRIDDEN and _cache_available(),
                    error_model="numpy",
                    fastmath=FASTMATH_FLAGS)
-# The kernels that split work over numba's threads (prange).
-PARALLEL_JIT_OPTIONS = dict(JIT_OPTIONS, parallel=True)
 
 # The thresholds that decide threading, streamed stores and projection chunks depend on the
 # target and live with the other ISA-dependent constants in _isa.py.

@@ -8,8 +8,8 @@ import numpy as np
 from . import _isa, _memory
 from . import _validate as v
 from ._isa import MR, MR_STEP
-from ._threads import _parallel_launch, get_num_threads
-from .kernels.gemm import (columns_per_panel, gemm_parallel, gemm_part, gemm_worker_count,
+from ._threads import _parallel_launch, get_num_threads, run_workers
+from .kernels.gemm import (columns_per_panel, gemm_share, gemm_worker_count,
                            pack_panels, padded_columns, padded_rows, worker_count)
 
 
@@ -211,34 +211,61 @@ def matmul(A, B, C, threads, accumulate=False, B_panels=None):
     calls inside that kernel, so the GEMM linked into each time loop made the first
     (compiling) call take tens of seconds.
     """
-    M, K = A.shape
-    P = C.shape[1]
-    if M == 0 or P == 0:
-        return
-    if K == 0:
-        if not accumulate:
-            C[...] = 0
-        return
-    if B_panels is None:
-        B_panels = _NOTHING[C.dtype.char][0]
-    else:
-        B = _NOTHING[C.dtype.char][1]
-    workers = gemm_worker_count(M, P, threads, C.dtype)
+    products([(A, B, C, accumulate, B_panels)], threads)
+
+
+def products(jobs, threads):
+    """Several independent matmuls, (A, B, C, accumulate, B_panels) each, in one launch of
+    the worker threads (each launch costs tens of microseconds): worker w computes its
+    share of every product split over more than w workers, each product split as matmul
+    alone would split it (so the same bits).
+
+    The kernel takes C-contiguous operands only (one compiled version): an A given as the
+    transpose of a C-contiguous array (x_rows.T) is passed as that array; other strides
+    are copied.
+    """
+    shares = []
+    for A, B, C, accumulate, B_panels in jobs:
+        M, K = A.shape
+        P = C.shape[1]
+        if M == 0 or P == 0:
+            continue
+        if K == 0:
+            if not accumulate:
+                C[...] = 0
+            continue
+        a_transposed = not A.flags.c_contiguous and A.T.flags.c_contiguous
+        A = A.T if a_transposed else np.ascontiguousarray(A)
+        if B_panels is None:
+            B_panels = _NOTHING[C.dtype.char][0]
+            B = np.ascontiguousarray(B)
+        else:
+            B = _NOTHING[C.dtype.char][1]
+        shares.append((gemm_worker_count(M, P, threads, C.dtype),
+                       (A, a_transposed, B, B_panels, C, accumulate)))
+    workers = max((w for w, _ in shares), default=1)
     if workers == 1:
-        gemm_part(A, B, B_panels, C, accumulate, 0, M, 0, P)
+        for _, args in shares:
+            gemm_share(0, 1, *args)
     else:
-        gemm_parallel(A, B, B_panels, C, accumulate, workers)
+        run_workers(_product_shares, workers, shares)
 
 
-def run_steps(steps, parallel, threads, rows, *args):
-    """A cell's time loop: steps(worker, workers, *args) for every worker, on numba's
-    threads through parallel(workers, *args), or called directly for one worker (no
-    parallel launch for a single sequence tile). rows: sequences running at the start."""
+def _product_shares(w, workers, shares):
+    for product_workers, args in shares:
+        if w < product_workers:
+            gemm_share(w, product_workers, *args)
+
+
+def run_steps(steps, threads, rows, *args):
+    """A cell's time loop: steps(worker, workers, *args) for every worker, on fastrnn's
+    worker threads (_threads.run_workers), or called directly for one worker (no launch
+    for a single sequence tile). rows: sequences running at the start."""
     workers = worker_count(rows, threads)
     if workers == 1:
         steps(0, 1, *args)
     else:
-        parallel(workers, *args)
+        run_workers(steps, workers, *args)
 
 
 class step_split:
@@ -385,16 +412,16 @@ def weight_grads(da_x, x_rows, h_prev, order, threads, da_h=None):
     db_x = np.zeros(G, dtype)
     db_h = np.zeros(G if da_h is not None else 0, dtype)
     if order.real_steps:
-        matmul(x_rows.T, da_x, dWx, threads)
-        matmul(h_prev.T, da_x if da_h is None else da_h, dWh, threads)
         # The bias gradients as products with a row of ones: the same compiled GEMM as the
         # GRU's dx (a column-sum kernel of their own added seconds of compile time) and as
         # fast, summed in blocks (so float32 rounding error grows less than with one running
-        # sum down all the rows).
+        # sum down all the rows). All in one launch of the threads.
         ones = np.ones((1, order.real_steps), dtype)
-        matmul(ones, da_x, db_x[None, :], threads)
+        jobs = [(x_rows.T, da_x, dWx), (h_prev.T, da_x if da_h is None else da_h, dWh),
+                (ones, da_x, db_x[None, :])]
         if da_h is not None:
-            matmul(ones, da_h, db_h[None, :], threads)
+            jobs.append((ones, da_h, db_h[None, :]))
+        products([job + (False, None) for job in jobs], threads)
     return (dWx, dWh, db_x) if da_h is None else (dWx, dWh, db_x, db_h)
 
 

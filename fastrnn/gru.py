@@ -16,8 +16,8 @@ from ._core import (CellCache, batch_order, check_backward_cache, chunk_scratch,
                     input_grad, run_steps, single_worker_step, state_grad, step_operand,
                     step_scratch, streamed, weight_grads, weight_panels)
 from ._threads import kernel_threads
-from .kernels.gru import (gru_backward_parallel, gru_backward_steps, gru_infer_parallel,
-                          gru_infer_steps, gru_step_small, gru_train_parallel, gru_train_steps)
+from .kernels.gru import (gru_backward_steps,
+                          gru_infer_steps, gru_step_small, gru_train_steps)
 
 
 class GRUCache(CellCache):
@@ -50,7 +50,7 @@ def _forward_infer(x, h0, Wx, Wh, bx, bh, order):
     if order.real_steps:
         with kernel_threads(N, T, D, H, 3) as threads:
             S = chunk_steps(order, D, 3 * H, dtype, threads)
-            run_steps(gru_infer_steps, gru_infer_parallel, threads, order.active[0], x,
+            run_steps(gru_infer_steps, threads, order.active[0], x,
                       weight_panels(Wx), weight_panels(Wh), bx, bh, h,
                       chunk_scratch(S, N, 3 * H, dtype), step_scratch(N, 3 * H, dtype),
                       np.empty((N, H), dtype), h_out, order.active)
@@ -86,7 +86,7 @@ def _forward_with_cache(x, h0, Wx, Wh, bx, bh, order, is_step):
     if order.real_steps:
         with kernel_threads(N, T, D, H, 3) as threads:
             S = chunk_steps(order, D, 3 * H, dtype, threads)
-            run_steps(gru_train_steps, gru_train_parallel, threads, order.active[0], x,
+            run_steps(gru_train_steps, threads, order.active[0], x,
                       weight_panels(Wx), weight_panels(Wh), bx, bh, h,
                       chunk_scratch(S, N, 3 * H, dtype), step_scratch(N, 3 * H, dtype),
                       np.empty((N, H), dtype), x_rows, gates, h_out, h_prev, hn_hist,
@@ -121,7 +121,7 @@ def _backward(dh, cache, dh_last, dh_last_name):
     da_x, da_h = order.rows(dtype, 3 * H, 3 * H)
     with kernel_threads(N, T, cache.Wx.shape[0], H, 3) as threads:
         if order.real_steps:
-            run_steps(gru_backward_steps, gru_backward_parallel, threads, order.active[0],
+            run_steps(gru_backward_steps, threads, order.active[0],
                       order.sort(dh), cache.gates, cache.hn_hist, cache.h_prev,
                       weight_panels(cache.Wh, transpose=True), dh_next, da_x, da_h,
                       step_operand(N, 3 * H, dtype), step_scratch(N, H, dtype), order.offsets,

@@ -15,12 +15,12 @@ from ._core import (CellCache, batch_order, backward_dx, check_backward_cache, c
                     step_split, step_scratch, streamed, unit_bounds, weight_grads,
                     weight_panels)
 from ._isa import MR_STEP
-from ._threads import kernel_threads
+from ._threads import kernel_threads, run_workers
 from .kernels.gemm import padded_columns, padded_rows
-from .kernels.lstm import (lstm_backward_parallel, lstm_backward_run, lstm_backward_steps,
-                           lstm_infer_parallel, lstm_infer_small, lstm_infer_steps,
+from .kernels.lstm import (lstm_backward_run, lstm_backward_steps,
+                           lstm_infer_small, lstm_infer_steps,
                            lstm_split_run, lstm_step_backward_small, lstm_step_small,
-                           lstm_step_split, lstm_train_parallel, lstm_train_small,
+                           lstm_step_buffers, lstm_step_part, lstm_train_small,
                            lstm_train_steps)
 from .kernels.sync import sync_slots
 
@@ -70,7 +70,7 @@ def _forward_infer(x, h0, c0, Wx, Wh, b, order):
                 _split_forward(x, Wx, Wh, b, h, c, S, h_out, order, bounds,
                                *_NO_ROWS[dtype.char])
             else:
-                run_steps(lstm_infer_steps, lstm_infer_parallel, threads, order.active[0], x,
+                run_steps(lstm_infer_steps, threads, order.active[0], x,
                           weight_panels(Wx), weight_panels(Wh), b, h, c,
                           chunk_scratch(S, N, 4 * H, dtype), step_scratch(N, 4 * H, dtype),
                           np.empty((N, H), dtype), h_out, order.active)
@@ -172,7 +172,7 @@ def _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step):
                 _split_forward(x, Wx, Wh, b, h, c, S, h_out, order, bounds, x_rows, gates,
                                c_hist)
             elif order.real_steps:
-                run_steps(lstm_train_steps, lstm_train_parallel, threads, order.active[0], x,
+                run_steps(lstm_train_steps, threads, order.active[0], x,
                           weight_panels(Wx), weight_panels(Wh), b, h, c,
                           chunk_scratch(S, N, 4 * H, dtype),
                           step_scratch(N, 4 * H, dtype), x_rows, gates, h_out, c_hist,
@@ -226,7 +226,7 @@ def _backward(dh, cache, dh_last, dc_last, dh_last_name, dc_last_name):
         else:
             dx, panels = backward_dx(order, cache.Wh, cache.Wx)
             if order.real_steps:
-                run_steps(lstm_backward_steps, lstm_backward_parallel, threads,
+                run_steps(lstm_backward_steps, threads,
                           order.active[0], order.sort(dh), cache.gates, cache.c_hist,
                           np.empty((N, H), dtype), cache.h0, cache.c0, panels, dh_next,
                           dc_next, da, h_prev, dx, step_operand(N, 4 * H, dtype),
@@ -271,7 +271,11 @@ def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
     step = None
     with step_split(N, D, H, 4, x.dtype) as unit_bounds:
         if unit_bounds is not None:
-            step = lstm_step_split(x, prev_h, prev_c, Wx, Wh, b, unit_bounds)
+            h_prev, c, projected, recurrent, gates, h_next, tanh_c = lstm_step_buffers(
+                x, prev_h, prev_c, 4 * H)
+            run_workers(lstm_step_part, unit_bounds.shape[0] - 1, x, h_prev, Wx, Wh, b,
+                        projected, recurrent, gates, c, h_next, tanh_c, unit_bounds)
+            step = h_next, c, gates, x.copy()
         elif single_worker_step(N, D, H, 4, x.dtype):
             step = lstm_step_small(x, prev_h, prev_c, Wx, Wh, b)
     if step is not None:

@@ -11,8 +11,8 @@ from ._core import (CellCache, batch_order, backward_dx, check_backward_cache, c
                     chunk_steps, finish_dx, run_steps, single_worker_step, state_grad,
                     step_operand, step_scratch, streamed, weight_grads, weight_panels)
 from ._threads import kernel_threads
-from .kernels.rnn import (rnn_backward_parallel, rnn_backward_steps, rnn_infer_parallel,
-                          rnn_infer_steps, rnn_step_small, rnn_train_parallel, rnn_train_steps)
+from .kernels.rnn import (rnn_backward_steps,
+                          rnn_infer_steps, rnn_step_small, rnn_train_steps)
 
 
 class RNNCache(CellCache):
@@ -37,7 +37,7 @@ def _forward_infer(x, h0, Wx, Wh, b, order, relu):
     if order.real_steps:
         with kernel_threads(N, T, D, H, 1) as threads:
             S = chunk_steps(order, D, H, dtype, threads)
-            run_steps(rnn_infer_steps, rnn_infer_parallel, threads, order.active[0], x,
+            run_steps(rnn_infer_steps, threads, order.active[0], x,
                       weight_panels(Wx), weight_panels(Wh), b, h, chunk_scratch(S, N, H, dtype),
                       step_scratch(N, H, dtype), h_out, relu, order.active)
     return order.unsort(h_out), order.final(h)
@@ -77,7 +77,7 @@ def _forward_with_cache(x, h0, Wx, Wh, b, order, nonlinearity, is_step):
     if order.real_steps:
         with kernel_threads(N, T, D, H, 1) as threads:
             S = chunk_steps(order, D, H, dtype, threads)
-            run_steps(rnn_train_steps, rnn_train_parallel, threads, order.active[0], x,
+            run_steps(rnn_train_steps, threads, order.active[0], x,
                       weight_panels(Wx), weight_panels(Wh), b, h, chunk_scratch(S, N, H, dtype),
                       step_scratch(N, H, dtype), x_rows, h_out, h_rows, relu,
                       order.offsets, order.active, streamed(order, dtype, D + 2 * H))
@@ -113,7 +113,7 @@ def _backward(dh, cache, dh_last, dh_last_name):
     dx, panels = backward_dx(order, cache.Wh, cache.Wx)
     with kernel_threads(N, T, D, H, 1) as threads:
         if order.real_steps:
-            run_steps(rnn_backward_steps, rnn_backward_parallel, threads, order.active[0],
+            run_steps(rnn_backward_steps, threads, order.active[0],
                       order.sort(dh), cache.h_rows, cache.h0, panels, dh_next, da, h_prev, dx,
                       step_operand(N, H, dh.dtype), step_scratch(N, H + dx.shape[2], dh.dtype),
                       cache.relu, order.offsets, order.active)

@@ -258,15 +258,15 @@ def test_results_are_bit_identical_run_to_run(cell):
 
 def test_kernels_actually_run_fused_code():
     """Guard against a silent fallback: the kernels are compiled dispatchers with cache on."""
-    from fastrnn.kernels.gemm import gemm_parallel, gemm_part
-    from fastrnn.kernels.lstm import lstm_train_parallel, lstm_train_small
+    from fastrnn.kernels.gemm import gemm_part
+    from fastrnn.kernels.lstm import lstm_train_small, lstm_train_steps
     small = make_inputs(2, 2, 2, 2, 4)
     h, cache = fastrnn.lstm_forward(*small[:2], *small[3:])  # one serial call
     fastrnn.lstm_backward(h, cache)  # the weight gradients: gemm_part
-    big = make_inputs(32, 8, 40, 64, 4)  # enough work for numba's threads
-    h, cache = fastrnn.lstm_forward(*big[:2], *big[3:])
-    fastrnn.lstm_backward(h, cache)  # gemm_parallel
-    for kernel in (lstm_train_small, gemm_part, lstm_train_parallel, gemm_parallel):
+    big = make_inputs(32, 8, 40, 64, 4)  # enough work for the worker threads
+    h, cache = fastrnn.lstm_forward(*big[:2], *big[3:])  # lstm_train_steps on each
+    fastrnn.lstm_backward(h, cache)
+    for kernel in (lstm_train_small, gemm_part, lstm_train_steps):
         assert kernel.signatures, kernel
         assert kernel._cache.__class__.__name__ == "FunctionCache", kernel
 
@@ -321,8 +321,8 @@ def test_split_step_is_bit_identical_for_any_thread_count_and_to_the_sequence_ke
         fastrnn.set_num_threads(2)
         two = [step(*p) for p in inputs]
         if numba.config.NUMBA_NUM_THREADS > 1:  # the split ran (else this test proves little)
-            from fastrnn.kernels.lstm import lstm_step_split
-            assert lstm_step_split.signatures
+            from fastrnn.kernels.lstm import lstm_step_part
+            assert lstm_step_part.signatures
         with ThreadPoolExecutor(max_workers=4) as pool:
             concurrent = list(pool.map(lambda p: step(*p), inputs * 3))
     finally:
@@ -340,7 +340,7 @@ def test_split_step_is_bit_identical_for_any_thread_count_and_to_the_sequence_ke
 
 def test_concurrent_calls_from_python_threads_agree_with_serial_ones():
     """The kernels release the GIL; calls from several threads at once (one of them gets
-    numba's threads, the others run serially) give the same bits as one at a time."""
+    the worker threads, the others run serially) give the same bits as one at a time."""
     from concurrent.futures import ThreadPoolExecutor
     cell = CELLS[0]
     inputs = [cell.params(*make_inputs(24, 7, 33, 50, 4, np.float32, seed=s)) for s in range(6)]

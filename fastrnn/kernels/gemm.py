@@ -21,10 +21,10 @@ unpacked rows (the per-step hidden state) directly.
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import njit, types
 from numba.extending import intrinsic, overload
 
-from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
+from .._config import JIT_OPTIONS
 from .._isa import FMA, KC_BYTES, MR, MR_STEP, VECTOR_BYTES, VECTORS
 from ._math import emit_multiply_add, zero_of
 
@@ -52,18 +52,6 @@ def _constant_per_dtype(python_impl):
         value = python_impl(np.empty(0, np.dtype(str(arr.dtype))))
         return lambda arr: value
     return typer
-
-
-def row_major_view(arr):
-    """arr.reshape(-1) when numba types arr as C-contiguous, else an empty array: lets a
-    kernel read row-major operands in place and pack the others (decided at compile time)."""
-
-
-@overload(row_major_view)
-def _row_major_view(arr):
-    if arr.layout == "C":
-        return lambda arr: arr.reshape(-1)
-    return lambda arr: np.empty(0, arr.dtype)
 
 
 overload(panel_width)(_constant_per_dtype(panel_width))
@@ -409,29 +397,36 @@ def pack_b_panel(B, k0, kc, p0, p_end, panel):
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def pack_a_tile(A, m0, m_end, k0, kc, tile):
+def pack_a_tile(A, a_transposed, m0, m_end, k0, kc, tile):
     """tile[k * MR + r] = A[m0 + r, k0 + k] for r < MR, k < kc; zero from row m_end.
-    A: (M, K) any strides (k outer: transposed operands are read along their rows);
-    tile: (>= kc * MR,)"""
+    A: (M, K) C-contiguous, or given as its transpose (K, M) when a_transposed (k outer:
+    transposed operands are read along their rows); tile: (>= kc * MR,)"""
     rows = min(MR, m_end - m0)
     zero = zero_of(tile)
     if rows == MR:  # a whole tile: fixed-length columns, unrolled by LLVM
-        for k in range(kc):
-            for r in range(MR):
-                tile[k * MR + r] = A[m0 + r, k0 + k]
+        if a_transposed:
+            for k in range(kc):
+                for r in range(MR):
+                    tile[k * MR + r] = A[k0 + k, m0 + r]
+        else:
+            for k in range(kc):
+                for r in range(MR):
+                    tile[k * MR + r] = A[m0 + r, k0 + k]
         return
     for k in range(kc):
         for r in range(rows):
-            tile[k * MR + r] = A[m0 + r, k0 + k]
+            tile[k * MR + r] = A[k0 + k, m0 + r] if a_transposed else A[m0 + r, k0 + k]
         for r in range(rows, MR):
             tile[k * MR + r] = zero
 
 
 @njit(**JIT_OPTIONS)
-def gemm_part(A, B, B_panels, C, accumulate, m_lo, m_hi, p_lo, p_hi):
+def gemm_part(A, a_transposed, B, B_panels, C, accumulate, m_lo, m_hi, p_lo, p_hi):
     """C[m_lo:m_hi, p_lo:p_hi] (+)= A[m_lo:m_hi] @ B[:, p_lo:p_hi] on one thread.
-    A: (M, K), B: (K, P), any strides; C: (M, P) C-contiguous. B_panels: pack_panels(B)
-    when the caller has it (then B itself is not read), else empty.
+    A: (M, K), or its transpose (K, M) when a_transposed (the weight gradients' x_rows.T:
+    one compiled kernel for both, where a Fortran-ordered A compiled a second); B: (K, P);
+    both C-contiguous; C: (M, P) C-contiguous. B_panels: pack_panels(B) when the caller has
+    it (then B itself is not read), else empty.
 
     k-blocks of KC run one after another, so every element of C is summed in the same
     order however the rows and columns are shared out. Within a k-block, B is cut into
@@ -441,16 +436,16 @@ def gemm_part(A, B, B_panels, C, accumulate, m_lo, m_hi, p_lo, p_hi):
     row-major B that is small or meets at most two row tiles; the others, and the tiles and
     panels that cross an edge, are packed.
     """
-    K = A.shape[1]
+    K = A.shape[0] if a_transposed else A.shape[1]
     P = C.shape[1]
     NR = panel_width(C)
     KC = k_block(C)
     n_tiles = (m_hi - m_lo + MR - 1) // MR
     n_panels = (p_hi - p_lo + NR - 1) // NR
     kc_max = min(KC, K)
-    A_flat = row_major_view(A)
-    B_flat = row_major_view(B)
-    direct_A = A_flat.shape[0] > 0
+    A_flat = A.reshape(-1)
+    B_flat = B.reshape(-1)
+    direct_A = not a_transposed
     # B read in place only when it is small or meets few row tiles (the bias gradients'
     # row of ones): there packing would cost more than it saves. Read in place, a panel's
     # rows lie a row of B apart: for the weight gradients (K = R rows of 4H values,
@@ -472,7 +467,7 @@ def gemm_part(A, B, B_panels, C, accumulate, m_lo, m_hi, p_lo, p_hi):
             i1 = min(i0 + ROW_TILES_PER_JOB, n_tiles)
             for i in range(i0, i1):
                 if not direct_A or m_lo + (i + 1) * MR > m_hi:
-                    pack_a_tile(A, m_lo + i * MR, m_hi, k0, kc, A_packed[(i - i0) * MR * kc:])
+                    pack_a_tile(A, a_transposed, m_lo + i * MR, m_hi, k0, kc, A_packed[(i - i0) * MR * kc:])
             for j in range(n_panels):
                 p0 = p_lo + j * NR
                 full_panel = p0 + NR <= p_hi
@@ -510,7 +505,6 @@ def gemm_part(A, B, B_panels, C, accumulate, m_lo, m_hi, p_lo, p_hi):
                                     C[m0 + r, p0 + q] = edge_block[r * NR + q]
 
 
-@njit(**JIT_OPTIONS)
 def split_bounds(M, P, NR, workers, w):
     """The share of C worker w of ``workers`` computes: (m_lo, m_hi, p_lo, p_hi). By rows of
     C when M >= P (each worker packs all of B, the smaller operand, itself), else by
@@ -522,17 +516,12 @@ def split_bounds(M, P, NR, workers, w):
     return (0, M, w * units // workers * NR, min((w + 1) * units // workers * NR, P))
 
 
-@njit(**PARALLEL_JIT_OPTIONS)
-def gemm_parallel(A, B, B_panels, C, accumulate, workers):
-    """gemm_part over ``workers`` numba threads, each on its share of C (split_bounds): one
-    parallel launch, one call site (every call site of gemm_part in a function costs about
-    a second of compilation). Arguments as gemm_part."""
-    M = A.shape[0]
-    P = C.shape[1]
-    NR = panel_width(C)
-    for w in prange(workers):
-        m_lo, m_hi, p_lo, p_hi = split_bounds(M, P, NR, workers, np.int64(w))
-        gemm_part(A, B, B_panels, C, accumulate, m_lo, m_hi, p_lo, p_hi)
+def gemm_share(w, workers, A, a_transposed, B, B_panels, C, accumulate):
+    """gemm_part on worker w's share of C (split_bounds): what each of ``workers`` threads
+    runs (_threads.run_workers). Arguments as gemm_part."""
+    M = C.shape[0]
+    gemm_part(A, a_transposed, B, B_panels, C, accumulate,
+              *split_bounds(M, C.shape[1], columns_per_panel(C.dtype), workers, w))
 
 
 @njit(**JIT_OPTIONS)

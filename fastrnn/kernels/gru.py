@@ -11,9 +11,9 @@ Work is split over row tiles as in kernels/lstm.py.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
+from .._config import JIT_OPTIONS
 from ._math import one_of, sigmoid, tanh
 from .gemm import MR_STEP, step_product, step_product_in_place, steps_product
 from .stream import copy_row, store_fence
@@ -75,15 +75,6 @@ def gru_train_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, r
         store_fence()
 
 
-@njit(**PARALLEL_JIT_OPTIONS)
-def gru_train_parallel(workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, rec, hn, x_rows,
-                       gates, h_out, h_prev, hn_hist, offsets, active, stream):
-    """gru_train_steps on ``workers`` numba threads (arguments as there)."""
-    for worker in prange(workers):
-        gru_train_steps(np.int64(worker), workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, rec, hn,
-                        x_rows, gates, h_out, h_prev, hn_hist, offsets, active, stream)
-
-
 @njit(**JIT_OPTIONS)
 def gru_step_small(x, h0, Wx, Wh, bx, bh):
     """One GRU step of a few sequences on the calling thread, in one call, the products
@@ -126,15 +117,6 @@ def gru_infer_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, r
                 for n in range(m0, min(m0 + MR_STEP, M)):
                     gru_cell(proj[t - t0, n], rec[n], bx, bh, h[n], hn[n])
                     copy_row(h_out[n, t], h[n], False)
-
-
-@njit(**PARALLEL_JIT_OPTIONS)
-def gru_infer_parallel(workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, rec, hn, h_out,
-                       active):
-    """gru_infer_steps on ``workers`` numba threads (arguments as there)."""
-    for worker in prange(workers):
-        gru_infer_steps(np.int64(worker), workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, rec, hn,
-                        h_out, active)
 
 
 @njit(**JIT_OPTIONS)
@@ -189,12 +171,3 @@ def gru_backward_steps(worker, workers, dh, gates, hn_hist, h_prev, WhT_panels, 
                 dh_row = dh_next[n]
                 for j in range(H):
                     dh_row[j] += rec[n, j]
-
-
-@njit(**PARALLEL_JIT_OPTIONS)
-def gru_backward_parallel(workers, dh, gates, hn_hist, h_prev, WhT_panels, dh_next, da_x, da_h,
-                          da_step, rec, offsets, active):
-    """gru_backward_steps on ``workers`` numba threads (arguments as there)."""
-    for worker in prange(workers):
-        gru_backward_steps(np.int64(worker), workers, dh, gates, hn_hist, h_prev, WhT_panels, dh_next,
-                           da_x, da_h, da_step, rec, offsets, active)

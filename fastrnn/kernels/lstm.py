@@ -15,9 +15,9 @@ Nothing is summed across tiles, so results do not depend on the number of worker
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
+from .._config import JIT_OPTIONS
 from ._math import one_of, sigmoid, tanh
 from .gemm import (MR_STEP, chunk_scratch_like, pack_panels, step_product,
                    step_product_in_place, steps_product, times_transposed)
@@ -148,15 +148,6 @@ def lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, re
         store_fence()
 
 
-@njit(**PARALLEL_JIT_OPTIONS)
-def lstm_train_parallel(workers, x, Wx_panels, Wh_panels, b, h, c, proj, rec, x_rows, gates,
-                        h_out, c_hist, tanh_c, offsets, active, stream):
-    """lstm_train_steps on ``workers`` numba threads (arguments as there)."""
-    for worker in prange(workers):
-        lstm_train_steps(np.int64(worker), workers, x, Wx_panels, Wh_panels, b, h, c, proj, rec, x_rows,
-                         gates, h_out, c_hist, tanh_c, offsets, active, stream)
-
-
 @njit(**JIT_OPTIONS)
 def lstm_infer_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, rec, tanh_c,
                      h_out, active):
@@ -175,15 +166,6 @@ def lstm_infer_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, re
                 for n in range(m0, min(m0 + MR_STEP, M)):
                     lstm_cell(proj[t - t0, n], rec[n], b, rec[n], c[n], h[n], tanh_c[n])
                     copy_row(h_out[n, t], h[n], False)
-
-
-@njit(**PARALLEL_JIT_OPTIONS)
-def lstm_infer_parallel(workers, x, Wx_panels, Wh_panels, b, h, c, proj, rec, tanh_c, h_out,
-                        active):
-    """lstm_infer_steps on ``workers`` numba threads (arguments as there)."""
-    for worker in prange(workers):
-        lstm_infer_steps(np.int64(worker), workers, x, Wx_panels, Wh_panels, b, h, c, proj, rec, tanh_c,
-                         h_out, active)
 
 
 @njit(**JIT_OPTIONS)
@@ -333,19 +315,22 @@ def lstm_step_small(x, h0, c0, Wx, Wh, b):
     return h_next, c, gates, x.copy()
 
 
-@njit(**PARALLEL_JIT_OPTIONS)
-def lstm_step_split(x, h0, c0, Wx, Wh, b, unit_bounds):
-    """lstm_step_small with the hidden units split between numba threads, worker w taking
-    units unit_bounds[w]..unit_bounds[w + 1] (each slice >= NR wide): for a step whose rows
-    make one tile, the only way to share it out. Each worker streams only its columns of
-    Wx and Wh, which stay in its core's cache from one call to the next. Same bits for any
-    split (see lstm_step_units)."""
-    h_prev, c, projected, recurrent, gates, h_next, tanh_c = _step_buffers(x, h0, c0,
-                                                                           Wx.shape[1])
-    for w in prange(unit_bounds.shape[0] - 1):
-        lstm_step_units(x, h_prev, Wx, Wh, b, projected, recurrent, gates, c, h_next, tanh_c,
-                        unit_bounds[w], unit_bounds[w + 1])
-    return h_next, c, gates, x.copy()
+@njit(**JIT_OPTIONS)
+def lstm_step_buffers(x, h0, c0, G):
+    """_step_buffers, for a step split between threads (lstm_step_part)."""
+    return _step_buffers(x, h0, c0, G)
+
+
+@njit(**JIT_OPTIONS)
+def lstm_step_part(w, workers, x, h_prev, Wx, Wh, b, projected, recurrent, gates, c, h_next,
+                   tanh_c, unit_bounds):
+    """Worker w's share of one LSTM step split between ``workers`` threads: units
+    unit_bounds[w]..unit_bounds[w + 1] (each slice >= NR wide), on lstm_step_buffers'
+    arrays. For a step whose rows make one tile, the only way to share it out. Each worker
+    streams only its columns of Wx and Wh, which stay in its core's cache from one call to
+    the next. Same bits as lstm_step_small for any split (see lstm_step_units)."""
+    lstm_step_units(x, h_prev, Wx, Wh, b, projected, recurrent, gates, c, h_next, tanh_c,
+                    unit_bounds[w], unit_bounds[w + 1])
 
 
 @njit(**JIT_OPTIONS)
@@ -543,16 +528,6 @@ def lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_rows, h0, c0,
             for n in range(m0, min(m0 + MR_STEP, M)):
                 copy_row(dh_next[n], rec[n, :H], False)
                 copy_row(dx[n, t], rec[n, H:H + D], False)
-
-
-@njit(**PARALLEL_JIT_OPTIONS)
-def lstm_backward_parallel(workers, dh, gates, c_hist, tanh_c_rows, h0, c0, WT_panels,
-                           dh_next, dc_next, da, h_prev, dx, da_step, rec, offsets, active):
-    """lstm_backward_steps on ``workers`` numba threads (arguments as there)."""
-    for worker in prange(workers):
-        lstm_backward_steps(np.int64(worker), workers, dh, gates, c_hist, tanh_c_rows, h0, c0,
-                            WT_panels, dh_next, dc_next, da, h_prev, dx, da_step, rec,
-                            offsets, active)
 
 
 @njit(**JIT_OPTIONS)

@@ -7,9 +7,9 @@ or relu. Work is split over row tiles as in kernels/lstm.py.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
+from .._config import JIT_OPTIONS
 from ._math import one_of, tanh, zero_of
 from .gemm import MR_STEP, step_product, step_product_in_place, steps_product
 from .stream import copy_row, store_fence
@@ -63,15 +63,6 @@ def rnn_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, proj, rec, x
         store_fence()
 
 
-@njit(**PARALLEL_JIT_OPTIONS)
-def rnn_train_parallel(workers, x, Wx_panels, Wh_panels, b, h, proj, rec, x_rows, h_out,
-                       h_rows, relu, offsets, active, stream):
-    """rnn_train_steps on ``workers`` numba threads (arguments as there)."""
-    for worker in prange(workers):
-        rnn_train_steps(np.int64(worker), workers, x, Wx_panels, Wh_panels, b, h, proj, rec, x_rows,
-                        h_out, h_rows, relu, offsets, active, stream)
-
-
 @njit(**JIT_OPTIONS)
 def rnn_step_small(x, h0, Wx, Wh, b, relu):
     """One RNN step of a few sequences on the calling thread, in one call, the products
@@ -111,14 +102,6 @@ def rnn_infer_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, proj, rec, h
                 for n in range(m0, min(m0 + MR_STEP, M)):
                     rnn_cell(proj[t - t0, n], rec[n], b, h[n], relu)
                     copy_row(h_out[n, t], h[n], False)
-
-
-@njit(**PARALLEL_JIT_OPTIONS)
-def rnn_infer_parallel(workers, x, Wx_panels, Wh_panels, b, h, proj, rec, h_out, relu, active):
-    """rnn_infer_steps on ``workers`` numba threads (arguments as there)."""
-    for worker in prange(workers):
-        rnn_infer_steps(np.int64(worker), workers, x, Wx_panels, Wh_panels, b, h, proj, rec, h_out, relu,
-                        active)
 
 
 @njit(**JIT_OPTIONS)
@@ -170,12 +153,3 @@ def rnn_backward_steps(worker, workers, dh, h_rows, h0, WT_panels, dh_next, da, 
             for n in range(m0, min(m0 + MR_STEP, M)):
                 copy_row(dh_next[n], rec[n, :H], False)
                 copy_row(dx[n, t], rec[n, H:H + D], False)
-
-
-@njit(**PARALLEL_JIT_OPTIONS)
-def rnn_backward_parallel(workers, dh, h_rows, h0, WT_panels, dh_next, da, h_prev, dx,
-                          da_step, rec, relu, offsets, active):
-    """rnn_backward_steps on ``workers`` numba threads (arguments as there)."""
-    for worker in prange(workers):
-        rnn_backward_steps(np.int64(worker), workers, dh, h_rows, h0, WT_panels, dh_next, da, h_prev,
-                           dx, da_step, rec, relu, offsets, active)

@@ -25,10 +25,10 @@ and ``state``, a tuple of the cell's arrays.
 
 import types
 
-import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
+from .._config import JIT_OPTIONS
+from .._threads import run_workers
 from .gemm import panel_width
 from .sync import CALLED_OFF, UNDECIDED, rendezvous, wait_for_step
 
@@ -79,7 +79,7 @@ def split_loop(p_lo, p_hi, workers, sync, T, S, state):
     waiting). A template: ``driver`` binds part_work.
 
     Written as one loop over the stages with a single call of part_work, and inlined into
-    split_run's parallel body: LLVM re-optimises a called function's whole body inside
+    split_worker: LLVM re-optimises a called function's whole body inside
     every caller, once per call site where it inlines it, and with four call sites and
     three layers of callers the LSTM's loop took 55 s to compile (30 s now; the part
     function itself is not inlined by numba: copying its IR into the parallel body made
@@ -119,21 +119,20 @@ def split_loop(p_lo, p_hi, workers, sync, T, S, state):
             stage = CHUNK
 
 
-@njit(**PARALLEL_JIT_OPTIONS)
-def split_run(workers, sync, T, S, state):
-    """The time loop split between ``workers`` parts on numba's threads (see sync.py for
-    when it runs on one thread after all). sync: sync.sync_slots(workers) zeros. A
-    template: ``driver`` binds split_loop (called once: see split_loop)."""
-    for w in prange(workers):
-        worker = np.int64(w)  # prange may type w unsigned, and int64 with uint64 is float
-        role = rendezvous(sync, worker, workers)
-        first = worker
-        last = worker + 1
-        if role == CALLED_OFF:
-            first = 0
-            last = workers
-        if role != UNDECIDED:
-            split_loop(first, last, workers, sync, T, S, state)
+@njit(**JIT_OPTIONS)
+def split_worker(worker, workers, sync, T, S, state):
+    """What worker ``worker`` of ``workers`` runs of the split time loop, each on its own
+    thread (_threads.run_workers; see sync.py for when one of them runs every part after
+    all). sync: sync.sync_slots(workers) zeros. A template: ``driver`` binds split_loop
+    (called once: see split_loop)."""
+    role = rendezvous(sync, worker, workers)
+    first = worker
+    last = worker + 1
+    if role == CALLED_OFF:
+        first = 0
+        last = workers
+    if role != UNDECIDED:
+        split_loop(first, last, workers, sync, T, S, state)
 
 
 def part_work(stage, p, t, s, state):
@@ -158,8 +157,14 @@ def _bind(template, suffix, **names):
 
 
 def driver(cell_part, suffix):
-    """``run(workers, sync, T, S, state)``: the split time loop (split_run) for a cell whose
-    part function is ``cell_part``, e.g. driver(lstm_split_part, "lstm"). Called from
-    Python: every jitted caller would compile the whole loop once more."""
+    """``run(workers, sync, T, S, state)``: the split time loop for a cell whose part
+    function is ``cell_part``, e.g. driver(lstm_split_part, "lstm"), split_worker on
+    ``workers`` threads; ``run.worker`` is the bound split_worker."""
     loop = _bind(split_loop, suffix, part_work=cell_part)
-    return _bind(split_run, suffix, split_loop=loop)
+    worker = _bind(split_worker, suffix, split_loop=loop)
+
+    def run(workers, sync, T, S, state):
+        run_workers(worker, workers, sync, T, S, state)
+
+    run.worker = worker
+    return run
