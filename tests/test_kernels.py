@@ -269,6 +269,11 @@ def test_kernels_actually_run_fused_code():
     for kernel in (lstm_train_small, gemm_part, lstm_train_steps):
         assert kernel.signatures, kernel
         assert kernel._cache.__class__.__name__ == "FunctionCache", kernel
+    # The split loops' drivers are copies made by split._bind: cached too (they once were
+    # not, and every process compiled them again).
+    from fastrnn.kernels.lstm import lstm_backward_run, lstm_split_run
+    for run in (lstm_split_run, lstm_backward_run):
+        assert run.worker._cache.__class__.__name__ == "FunctionCache", run
 
 
 @pytest.mark.parametrize("ragged", [False, True])

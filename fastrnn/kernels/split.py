@@ -152,8 +152,10 @@ def _bind(template, suffix, **names):
     function.__qualname__ = function.__name__
     function.__module__ = source.__module__
     function.__doc__ = source.__doc__
+    # The template's own options, and caching: numba keeps cache=True out of targetoptions,
+    # and without it here the bound drivers were compiled afresh in every process.
     options = {k: v for k, v in template.targetoptions.items() if k != "nopython"}
-    return njit(**options)(function)
+    return njit(**options, cache=JIT_OPTIONS["cache"])(function)
 
 
 def driver(cell_part, suffix):
