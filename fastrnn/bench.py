@@ -312,7 +312,6 @@ def environment():
             "numba": numba.__version__, "fastrnn": fastrnn.__version__,
             "machine": platform.machine(), "cpu_count": os.cpu_count(),
             "fastrnn_threads": fastrnn.get_num_threads(),
-            "numba_threading_layer": numba.config.THREADING_LAYER,
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
             "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE")}
     # NumPy's BLAS serves the reference and the NumPy side of %peak; fastrnn calls none.

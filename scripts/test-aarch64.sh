@@ -152,12 +152,12 @@ log "setup done in ${setup_seconds}s (cache: $CACHE)"
 # first lstm_train_small; about 8 minutes in all), yet covering:
 # - the GEMM against NumPy in float32 and float64: two shapes on one thread (gemm_part with
 #   C- and F-ordered operands, accumulation and pre-packed B), and the larger one on two
-#   threads (gemm_parallel: numba's parallel backend under emulation; ~2.5 min of compiles);
+#   threads (fastrnn's worker threads, the same serial kernel);
 # - the LSTM forward and backward against fastrnn.reference in float64 and float32, on a
 #   shape whose backward gets dx inside the time loop (N5T11D7H13) and one that gets it from
 #   a GEMM after the loop (N2T5D67H3): same kernels, so the second shape costs no compile;
 # - one GRU (float32) and one RNN (tanh, float64) forward and backward against the reference.
-# All of these are small calls, so they take the serial kernels (no parallel compile).
+# All of these are small calls, so they take the serial kernels.
 DEFAULT_SELECTION=(
     "tests/test_gemm.py::test_matmul_matches_numpy[1-(7, 13, 70)-float32]"
     "tests/test_gemm.py::test_matmul_matches_numpy[1-(7, 13, 70)-float64]"
