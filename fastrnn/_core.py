@@ -186,7 +186,7 @@ def step_operand(N, width, dtype):
 def weight_panels(W, transpose=False):
     """A weight matrix W (or W.T) packed in the micro-kernel's column panels
     (kernels/gemm.pack_panels), the operand of the time loops' per-step products."""
-    return pack_panels(W.T if transpose else W)
+    return pack_panels(W, transpose)
 
 
 def state_grad(name, grad, N, H, dtype, order):
@@ -385,7 +385,7 @@ def backward_dx(order, Wh, Wx):
     it, panels packs Wh.T (G, H) alone, and finish_dx makes dx with one GEMM."""
     in_loop = dx_in_time_loop(Wx.shape[0], Wh.shape[0], Wh.dtype)
     dx = order.padded(Wx.shape[0] if in_loop else 0, Wh.dtype)
-    return dx, pack_panels(np.concatenate((Wh, Wx)).T if in_loop else Wh.T)
+    return dx, pack_panels(np.concatenate((Wh, Wx)) if in_loop else Wh, True)
 
 
 def finish_dx(dx, da, Wx, order, threads):

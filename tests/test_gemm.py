@@ -50,7 +50,7 @@ def test_matmul_matches_numpy(shape, dtype, threads):
     matmul(A, B, C3, threads, accumulate=True)
     assert_product(C3, A, B, dtype, offset=1.0)
     C4 = np.empty((M, P), dtype)
-    matmul(A, None, C4, threads, B_panels=pack_panels(B))
+    matmul(A, None, C4, threads, B_panels=pack_panels(B, False))
     np.testing.assert_array_equal(C4, C)
 
 
@@ -117,7 +117,7 @@ def _check_in_place_against_packed(dtype, rows_apart, M, K):
     P = 2 * NR + NR // 2 + 1
     A, W = operands(padded_rows(M), K, P, dtype)
     want = np.zeros((padded_rows(M), padded_columns(P, dtype)), dtype)
-    _packed(A, pack_panels(W), want, M, rows_apart)
+    _packed(A, pack_panels(W, False), want, M, rows_apart)
     for p_lo, p_hi in ((0, P), (1, NR + 3)):
         got = np.full((padded_rows(M), P), np.nan, dtype)
         _in_place(A, W, got, M, rows_apart, p_lo, p_hi)

@@ -525,15 +525,29 @@ def gemm_share(w, workers, A, a_transposed, B, B_panels, C, accumulate):
 
 
 @njit(**JIT_OPTIONS)
-def pack_panels(W):
-    """W: (K, P) -> (ceil(P / NR) * K * NR,) its NR-column panels, k-major, zero-padded: the
-    B operand of step_product. Done once per call for the recurrent weights."""
-    K, P = W.shape
+def pack_panels(W, transposed):
+    """W: (K, P), or given as its transpose (P, K) when ``transposed``, C-contiguous either
+    way -> (ceil(P / NR) * K * NR,) its NR-column panels, k-major, zero-padded: the B
+    operand of step_product. Done once per call for the recurrent weights. (A flag, not a
+    Fortran-ordered view: each memory layout compiled a kernel of its own.)"""
+    K, P = (W.shape[1], W.shape[0]) if transposed else (W.shape[0], W.shape[1])
     NR = panel_width(W)
     n_panels = (P + NR - 1) // NR
     panels = np.empty(n_panels * K * NR, W.dtype)
+    zero = zero_of(W)
     for j in range(n_panels):
-        pack_b_panel(W, 0, K, j * NR, P, panels[j * K * NR:(j + 1) * K * NR])
+        panel = panels[j * K * NR:(j + 1) * K * NR]
+        if not transposed:
+            pack_b_panel(W, 0, K, j * NR, P, panel)
+            continue
+        width = min(NR, P - j * NR)
+        for q in range(width):  # along the rows of the transpose: contiguous reads
+            row = W[j * NR + q]
+            for k in range(K):
+                panel[k * NR + q] = row[k]
+        for q in range(width, NR):
+            for k in range(K):
+                panel[k * NR + q] = zero
     return panels
 
 

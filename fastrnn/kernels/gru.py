@@ -16,7 +16,7 @@ from numba import njit
 from .._config import JIT_OPTIONS
 from ._math import one_of, sigmoid, tanh
 from .gemm import MR_STEP, step_product, step_product_in_place, steps_product
-from .stream import copy_row, store_fence
+from .stream import copy_row, copy_rows, store_fence
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -89,7 +89,7 @@ def gru_step_small(x, h0, Wx, Wh, bx, bh):
     H = h0.shape[1]
     G = Wx.shape[1]
     h = np.zeros(((N + MR_STEP - 1) // MR_STEP * MR_STEP, H), x.dtype)
-    h[:N] = h0
+    copy_rows(h, h0)
     gates = np.empty((N, G), x.dtype)  # x Wx, then the activated gates (gru_cell)
     recurrent = np.empty((h.shape[0], G), x.dtype)
     step_product_in_place(x, Wx, gates, N, True, 0, G)
@@ -164,7 +164,7 @@ def gru_backward_steps(worker, workers, dh, gates, hn_hist, h_prev, WhT_panels, 
                     dah[2 * H + j] = dax[2 * H + j] * g[j]
                 for j in range(H):
                     dh_row[j] *= g[H + j]
-                da_h[row] = dah
+                copy_row(da_h[row], dah, False)
         step_product(da_step, WhT_panels, rec, worker, workers, M)
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
             for n in range(m0, min(m0 + MR_STEP, M)):

@@ -22,7 +22,7 @@ from ._math import one_of, sigmoid, tanh
 from .gemm import (MR_STEP, chunk_scratch_like, pack_panels, step_product,
                    step_product_in_place, steps_product, times_transposed)
 from .split import BEGIN, CHUNK, END, STEP, driver, pack_unit_part, part_panel_length
-from .stream import copy_row, store_fence
+from .stream import copy_row, copy_rows, store_fence
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -136,12 +136,12 @@ def lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, re
                 for n in range(m0, min(m0 + MR_STEP, M)):
                     row = offsets[t] + n
                     copy_row(x_rows[row], x[n, t], stream)
-                    if stream:  # whole lines streamed from a finished row
-                        lstm_cell(proj[t - t0, n], rec[n], b, rec[n], c[n], h[n], tanh_c[n])
+                    # Streamed: whole lines copied from a finished row; else the gates
+                    # straight into the cache, no copy. (One lstm_cell call site.)
+                    a = rec[n] if stream else gates[row]
+                    lstm_cell(proj[t - t0, n], rec[n], b, a, c[n], h[n], tanh_c[n])
+                    if stream:
                         copy_row(gates[row], rec[n, :G], True)
-                    else:  # the gates straight into the cache, no copy
-                        lstm_cell(proj[t - t0, n], rec[n], b, gates[row], c[n], h[n],
-                                  tanh_c[n])
                     copy_row(c_hist[row], c[n], stream)
                     copy_row(h_out[n, t], h[n], stream)
     if stream:
@@ -185,13 +185,13 @@ def lstm_train_small(x, h0, c0, Wx, Wh, b, S, R, offsets, active, ragged):
     H = h0.shape[1]
     G = Wx.shape[1]
     h = np.zeros(((N + MR_STEP - 1) // MR_STEP * MR_STEP, H), x.dtype)
-    h[:N] = h0
+    copy_rows(h, h0)
     c = c0.copy()
     h_out = np.zeros((N, T, H), x.dtype) if ragged else np.empty((N, T, H), x.dtype)
     x_rows = np.empty((R, D), x.dtype)
     gates = np.empty((R, G), x.dtype)
     c_hist = np.empty((R, H), x.dtype)
-    lstm_train_steps(0, 1, x, pack_panels(Wx), pack_panels(Wh), b, h, c,
+    lstm_train_steps(0, 1, x, pack_panels(Wx, False), pack_panels(Wh, False), b, h, c,
                      chunk_scratch_like(h, S, G), chunk_scratch_like(h, 1, G)[0], x_rows,
                      gates, h_out, c_hist, np.empty(c.shape, c.dtype), offsets, active, False)
     return h_out, x_rows, gates, c_hist, h, c
@@ -225,8 +225,8 @@ def lstm_split_part(stage, p, t, s, state):
         pack_unit_part(Wx, bounds, p, 4, Wx_parts[p])
         pack_unit_part(Wh, bounds, p, 4, Wh_parts[p])
         for g in range(4):
-            b_parts[p, g * U:(g + 1) * U] = b[g * H + j0:g * H + j1]
-        c_parts[p, :, :U] = c[:, j0:j1]
+            copy_row(b_parts[p, g * U:(g + 1) * U], b[g * H + j0:g * H + j1], False)
+        copy_rows(c_parts[p], c[:, j0:j1])
     elif stage == CHUNK:
         steps_product(x, t, s, Wx_parts[p, :part_panel_length(x.shape[2], U, 4, x)],
                       proj[p], 0, 1, active)
@@ -252,7 +252,7 @@ def lstm_split_part(stage, p, t, s, state):
                 if p == 0:
                     copy_row(x_rows[row], x[n, t], False)
     else:
-        c[:, j0:j1] = c_parts[p, :, :U]
+        copy_rows(c[:, j0:j1], c_parts[p, :, :U])
 
 
 # The split forward, called from Python as lstm_split_run(parts, sync, T, S, state).
@@ -274,14 +274,14 @@ def lstm_step_units(x, h_prev, Wx, Wh, b, projected, recurrent, gates, c, h_next
     """
     N = x.shape[0]
     H = c.shape[1]
-    if j0 == 0 and j1 == H:  # all units: the 4H columns as one range (needs only 4H >= NR)
-        step_product_in_place(x, Wx, projected, N, True, 0, 4 * H)
-        step_product_in_place(h_prev, Wh, recurrent, N, False, 0, 4 * H)
-    else:
-        for gate in range(4):
-            step_product_in_place(x, Wx, projected, N, True, gate * H + j0, gate * H + j1)
-            step_product_in_place(h_prev, Wh, recurrent, N, False, gate * H + j0,
-                                  gate * H + j1)
+    # All units: the 4H columns as one range (needs only 4H >= NR); else each gate block's
+    # columns of the units. One call site per product: each inlined copy costs compile time.
+    whole = j0 == 0 and j1 == H
+    for gate in range(1 if whole else 4):
+        lo = 0 if whole else gate * H + j0
+        hi = 4 * H if whole else gate * H + j1
+        step_product_in_place(x, Wx, projected, N, True, lo, hi)
+        step_product_in_place(h_prev, Wh, recurrent, N, False, lo, hi)
     for n in range(N):
         lstm_cell_units(projected[n], recurrent[n], b, gates[n], c[n], h_next[n], tanh_c[n],
                         j0, j1)
@@ -293,7 +293,7 @@ def _step_buffers(x, h0, c0, G):
     c0 the cell updates), projected, recurrent, gates, h_next, tanh_c (see lstm_step_units)."""
     N, H = h0.shape
     h_prev = np.zeros(((N + MR_STEP - 1) // MR_STEP * MR_STEP, H), x.dtype)
-    h_prev[:N] = h0
+    copy_rows(h_prev, h0)
     return (h_prev, c0.copy(), np.empty((N, G), x.dtype), np.empty((h_prev.shape[0], G), x.dtype),
             np.empty((N, G), x.dtype), np.empty((N, H), x.dtype), np.empty((N, H), x.dtype))
 
@@ -338,7 +338,7 @@ def lstm_infer_small(x, Wx, Wh, b, h, c, S, h_out, active):
     """The whole inference forward on the calling thread in one call (see
     lstm_train_small)."""
     G = Wx.shape[1]
-    lstm_infer_steps(0, 1, x, pack_panels(Wx), pack_panels(Wh), b, h, c,
+    lstm_infer_steps(0, 1, x, pack_panels(Wx, False), pack_panels(Wh, False), b, h, c,
                      chunk_scratch_like(h, S, G), chunk_scratch_like(h, 1, G)[0],
                      np.empty(c.shape, c.dtype), h_out, active)
 
@@ -562,10 +562,10 @@ def lstm_backward_part(stage, p, i, s, state):
     t = T - 1 - i
     if stage == BEGIN:
         own = np.empty((4 * H, U + d1 - d0), dh.dtype)
-        own[:, :U] = Wh[j0:j1].T
-        own[:, U:] = Wx[d0:d1].T
-        panels = pack_panels(own)
-        WT_parts[p, :panels.shape[0]] = panels
+        copy_rows(own, Wh[j0:j1].T)
+        copy_rows(own[:, U:], Wx[d0:d1].T)
+        panels = pack_panels(own, False)
+        copy_row(WT_parts[p], panels, False)
     elif stage == STEP or stage == END:
         after = t + 1 if stage == STEP else 0  # the step whose product comes first
         if after < T:

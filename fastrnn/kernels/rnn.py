@@ -12,7 +12,7 @@ from numba import njit
 from .._config import JIT_OPTIONS
 from ._math import one_of, tanh, zero_of
 from .gemm import MR_STEP, step_product, step_product_in_place, steps_product
-from .stream import copy_row, store_fence
+from .stream import copy_row, copy_rows, store_fence
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -75,7 +75,7 @@ def rnn_step_small(x, h0, Wx, Wh, b, relu):
     N, D = x.shape
     H = h0.shape[1]
     h = np.zeros(((N + MR_STEP - 1) // MR_STEP * MR_STEP, H), x.dtype)
-    h[:N] = h0
+    copy_rows(h, h0)
     projected = np.empty((N, H), x.dtype)
     recurrent = np.empty((h.shape[0], H), x.dtype)
     step_product_in_place(x, Wx, projected, N, True, 0, H)

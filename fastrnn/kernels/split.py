@@ -30,6 +30,7 @@ from numba import njit
 from .._config import JIT_OPTIONS
 from .._threads import run_workers
 from .gemm import panel_width
+from .stream import copy_row
 from .sync import CALLED_OFF, UNDECIDED, rendezvous, wait_for_step
 
 BEGIN, CHUNK, STEP, END = 0, 1, 2, 3
@@ -60,7 +61,8 @@ def pack_unit_part(W, bounds, p, gates, out):
             source = g * H + j0 + c - g * U
             at = j * K * NR + c - j * NR
             for k in range(K):
-                out[at + k * NR:at + k * NR + length] = W[k, source:source + length]
+                copy_row(out[at + k * NR:at + k * NR + length], W[k, source:source + length],
+                         False)
             c += length
 
 

@@ -78,3 +78,13 @@ def copy_row(dst, src, stream):
         i += lanes
     for j in range(i, n):
         dst[j] = src[j]
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def copy_rows(dst, src):
+    """dst[:m, :n] = src for a 2-D src of shape (m, n), row by row (copy_row). Kernels copy
+    arrays into arrays with these loops, never with slice assignment: numba's checks the
+    shapes and formats its error message with numba's string functions, whose compilation
+    cost the first kernel of a process ~5 s."""
+    for i in range(src.shape[0]):
+        copy_row(dst[i], src[i], False)
