@@ -191,9 +191,13 @@ def lstm_train_small(x, h0, c0, Wx, Wh, b, S, R, offsets, active, ragged):
     x_rows = np.empty((R, D), x.dtype)
     gates = np.empty((R, G), x.dtype)
     c_hist = np.empty((R, H), x.dtype)
-    lstm_train_steps(0, 1, x, pack_panels(Wx, False), pack_panels(Wh, False), b, h, c,
-                     chunk_scratch_like(h, S, G), chunk_scratch_like(h, 1, G)[0], x_rows,
-                     gates, h_out, c_hist, np.empty(c.shape, c.dtype), offsets, active, False)
+    # Typed constants, not literals: a jitted call with literal arguments compiles the
+    # callee again for those literal types (here a second whole time loop).
+    one_worker, no = np.int64(1), np.bool_(False)
+    lstm_train_steps(one_worker - 1, one_worker, x, pack_panels(Wx, no), pack_panels(Wh, no),
+                     b, h, c, chunk_scratch_like(h, S, G), chunk_scratch_like(h, 1, G)[0],
+                     x_rows, gates, h_out, c_hist, np.empty(c.shape, c.dtype), offsets, active,
+                     no)
     return h_out, x_rows, gates, c_hist, h, c
 
 
@@ -338,8 +342,9 @@ def lstm_infer_small(x, Wx, Wh, b, h, c, S, h_out, active):
     """The whole inference forward on the calling thread in one call (see
     lstm_train_small)."""
     G = Wx.shape[1]
-    lstm_infer_steps(0, 1, x, pack_panels(Wx, False), pack_panels(Wh, False), b, h, c,
-                     chunk_scratch_like(h, S, G), chunk_scratch_like(h, 1, G)[0],
+    one_worker, no = np.int64(1), np.bool_(False)  # not literals: see lstm_train_small
+    lstm_infer_steps(one_worker - 1, one_worker, x, pack_panels(Wx, no), pack_panels(Wh, no),
+                     b, h, c, chunk_scratch_like(h, S, G), chunk_scratch_like(h, 1, G)[0],
                      np.empty(c.shape, c.dtype), h_out, active)
 
 
@@ -564,7 +569,7 @@ def lstm_backward_part(stage, p, i, s, state):
         own = np.empty((4 * H, U + d1 - d0), dh.dtype)
         copy_rows(own, Wh[j0:j1].T)
         copy_rows(own[:, U:], Wx[d0:d1].T)
-        panels = pack_panels(own, False)
+        panels = pack_panels(own, np.bool_(False))  # not a literal: see lstm_train_small
         copy_row(WT_parts[p], panels, False)
     elif stage == STEP or stage == END:
         after = t + 1 if stage == STEP else 0  # the step whose product comes first

@@ -25,6 +25,7 @@ and ``state``, a tuple of the cell's arrays.
 
 import types
 
+import numpy as np
 from numba import njit
 
 from .._config import JIT_OPTIONS
@@ -88,10 +89,11 @@ def split_loop(p_lo, p_hi, workers, sync, T, S, state):
     the parfor passes as slow again).
     """
     alone = p_hi - p_lo == workers
-    stage = BEGIN
-    t = 0  # the step (STEP)
-    t0 = 0  # the chunk's first step
-    steps = 0  # the chunk's length
+    # Typed, not literal: part_work called with literals compiled a second copy of itself.
+    stage = np.int64(BEGIN)
+    t = np.int64(0)  # the step (STEP)
+    t0 = np.int64(0)  # the chunk's first step
+    steps = np.int64(0)  # the chunk's length
     p = p_lo
     while True:
         part_work(stage, p, t0 if stage == CHUNK else t,
