@@ -62,3 +62,49 @@ def test_float32_sigmoid_relative_error():
     normal = np.isfinite(x) & (exact > np.finfo(np.float32).tiny)
     rel = np.abs(got - exact)[normal] / exact[normal]
     assert rel.max() < 3e-7, f"max relative error {rel.max():.2e} at x = {x[normal][rel.argmax()]}"
+
+
+# Issue 14's grid: [-30, 30] every 3e-4, and +-[1e-12, 1] geometrically.
+ULP_GRID = np.concatenate([np.arange(-30, 30, 3e-4), np.geomspace(1e-12, 1, 20_000),
+                           -np.geomspace(1e-12, 1, 20_000)])
+MAX_ULP = {np.float64: 2.0, np.float32: 3.0}
+
+
+def _gates_through_the_api(x):
+    """sigmoid(x) and tanh(x) as lstm_step_forward computes them: with zero weights and
+    inputs the pre-activations are the bias, and the cache holds the activated gates
+    i, f, o (sigmoid) and g (tanh)."""
+    import fastrnn
+    sig, th = np.empty_like(x), np.empty_like(x)
+    for lo in range(0, x.size, 2048):
+        chunk = x[lo:lo + 2048]
+        H = chunk.size
+        zeros = np.zeros((1, H), x.dtype)
+        _, _, cache = fastrnn.lstm_step_forward(
+            np.zeros((1, 1), x.dtype), zeros, zeros, np.zeros((1, 4 * H), x.dtype),
+            np.zeros((H, 4 * H), x.dtype), np.tile(chunk, 4))
+        gates = cache.gates.reshape(4, H)
+        sig[lo:lo + H], th[lo:lo + H] = gates[1], gates[3]
+    return sig, th
+
+
+def ulp_error(got, x, exact_fn):
+    """|got - exact| in units of the last place of the exact value rounded to got's dtype,
+    exact computed in long double."""
+    exact = exact_fn(x.astype(np.longdouble))
+    ulp = np.abs(np.spacing(exact.astype(got.dtype))).astype(np.longdouble)
+    return (np.abs(got.astype(np.longdouble) - exact) / ulp).astype(np.float64)
+
+
+@pytest.mark.skipif(np.finfo(np.longdouble).eps >= np.finfo(np.float64).eps / 100,
+                    reason="long double no more precise than float64 here")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gates_through_the_api_within_a_few_ulp(dtype):
+    x = ULP_GRID.astype(dtype)
+    sig, th = _gates_through_the_api(x)
+    for name, got, exact_fn in (("sigmoid", sig, lambda v: 1 / (1 + np.exp(-v))),
+                                ("tanh", th, np.tanh)):
+        err = ulp_error(got, x, exact_fn)
+        worst = int(np.argmax(err))
+        assert err[worst] <= MAX_ULP[dtype], (
+            f"{name} {np.dtype(dtype).name}: {err[worst]:.2f} ulp at x = {x[worst]!r}")
