@@ -21,6 +21,7 @@ from .rnn import (RNNCache, rnn_backward, rnn_forward, rnn_inference, rnn_step_b
                   rnn_step_forward)
 from ._memory import release_memory
 from ._threads import get_num_threads, set_num_threads
+from ._validate import get_check_finite, set_check_finite
 from .training import clip_grad_norm, clip_grad_value
 from .stack import (StackCache, reverse_within_lengths, stack_backward, stack_forward,
                     weights_from_torch)
@@ -60,4 +61,5 @@ __all__ = [
     "StackCache", "stack_forward", "stack_backward", "reverse_within_lengths",
     "weights_from_torch", "reference", "set_num_threads", "get_num_threads", "release_memory",
     "show_config", "precompile", "clip_grad_norm", "clip_grad_value",
+    "set_check_finite", "get_check_finite",
 ]

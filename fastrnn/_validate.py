@@ -92,7 +92,10 @@ def validate_sequence(x, h0, Wx, Wh, biases, gates, c0=None):
     """
     x = as_float_array("x", x)
     check_ndim("x", x, 3, "(N, T, D)")
-    return _validate_cell(x, h0, Wx, Wh, biases, gates, c0, x_letters="(N, T, D)")
+    result = _validate_cell(x, h0, Wx, Wh, biases, gates, c0, x_letters="(N, T, D)")
+    if _check_finite:
+        _inputs_finite(result[0], biases, "h0", "c0")
+    return result
 
 
 def validate_step(x, prev_h, Wx, Wh, biases, gates, prev_c=None):
@@ -100,8 +103,12 @@ def validate_step(x, prev_h, Wx, Wh, biases, gates, prev_c=None):
     with x as an (N, 1, D) sequence of one step."""
     x = as_float_array("x", x)
     check_ndim("x", x, 2, "(N, D)")
-    return _validate_cell(x[:, None, :], prev_h, Wx, Wh, biases, gates, prev_c,
-                          x_letters="(N, D)", h_name="prev_h", c_name="prev_c")
+    result = _validate_cell(x[:, None, :], prev_h, Wx, Wh, biases, gates, prev_c,
+                            x_letters="(N, D)", h_name="prev_h", c_name="prev_c")
+    if _check_finite:
+        x3, *rest = result[0]
+        _inputs_finite((x3[:, 0], *rest), biases, "prev_h", "prev_c")
+    return result
 
 
 def _kernel_ready_cell(x, h0, Wx, Wh, biases, gates, c0):
@@ -202,4 +209,76 @@ def validate_upstream(name, grad, expected, letters, dtype):
     if grad.dtype != dtype:
         raise TypeError(f"{name} has dtype {grad.dtype} but the forward pass ran in {dtype}; "
                         f"pass {name} as {dtype}")
+    if _check_finite:
+        check_finite(name, grad)
     return kernel_ready(grad)
+
+
+# ---------------------------------------------------------------- the opt-in finite check
+
+_check_finite = False
+
+
+def set_check_finite(enabled):
+    """Turn the finite check on or off for every later call (process-wide; off by
+    default); returns the previous setting. When on, every forward and backward first
+    checks its arrays (inputs, initial states, weights, upstream gradients) and raises
+    ValueError naming the first that holds NaN or Inf and the index of the first such
+    element; and a forward whose outputs become non-finite although its inputs were finite
+    (an overflow) raises FloatingPointError saying at which (n, t). When off, it costs one
+    flag test per call."""
+    global _check_finite
+    previous, _check_finite = _check_finite, bool(enabled)
+    return previous
+
+
+def get_check_finite():
+    """Whether the finite check (set_check_finite) is on."""
+    return _check_finite
+
+
+def check_finite(name, arr):
+    """ValueError naming ``name`` and the first index where arr is NaN or Inf."""
+    if not np.isfinite(arr).all():
+        index = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+        raise ValueError(f"{name} holds {arr[index]} at index {index} (the finite check is "
+                         f"on: fastrnn.set_check_finite(False) turns it off)")
+
+
+def _inputs_finite(arrays, biases, h_name, c_name):
+    """The validated (x, h0, c0, Wx, Wh, bias arrays) of a forward, checked."""
+    x, h0, c0, Wx, Wh, bias_arrays = arrays
+    named = [("x", x), (h_name, h0), ("Wx", Wx), ("Wh", Wh)]
+    named += [(name, b) for (name, _), b in zip(biases, bias_arrays)]
+    if c0 is not None:
+        named.append((c_name, c0))
+    for name, a in named:
+        check_finite(name, a)
+
+
+def outputs_finite(function):
+    """Decorator for the public forwards: with the finite check on, FloatingPointError if a
+    result array holds NaN or Inf, naming the first (n, t) (sequences, (N, T, H)) or n
+    (states, (N, H)). The inputs were checked finite before the kernels ran, so this is an
+    overflow inside the recurrence."""
+    import functools
+
+    @functools.wraps(function)
+    def checked(*args, **kwargs):
+        result = function(*args, **kwargs)
+        if _check_finite:
+            items = result if isinstance(result, tuple) else (result,)
+            flat = []
+            for item in items:
+                flat.extend(item if isinstance(item, tuple) else (item,))
+            for k, a in enumerate(a for a in flat if isinstance(a, np.ndarray)):
+                bad = ~np.isfinite(a)
+                if bad.any():
+                    at = tuple(int(i) for i in np.argwhere(bad)[0][:2 if a.ndim == 3 else 1])
+                    where = "(n, t) = " if a.ndim == 3 else "sequence n = "
+                    raise FloatingPointError(
+                        f"{function.__name__}: the state became non-finite at "
+                        f"{where}{at if a.ndim == 3 else at[0]} (output {k}, "
+                        f"shape {a.shape}), from finite inputs")
+        return result
+    return checked

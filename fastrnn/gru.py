@@ -57,6 +57,7 @@ def _forward_infer(x, h0, Wx, Wh, bx, bh, order):
     return order.unsort(h_out), order.final(h)
 
 
+@v.outputs_finite
 def gru_forward(x, h0, Wx, Wh, bx, bh, *, lengths=None):
     """Forward pass of a GRU over a whole sequence.
 
@@ -132,6 +133,7 @@ def _backward(dh, cache, dh_last, dh_last_name):
     return order.unsort(dx), order.unsort(dh_next), dWx, dWh, dbx, dbh
 
 
+@v.outputs_finite
 def gru_inference(x, h0, Wx, Wh, bx, bh, *, lengths=None, return_state=False):
     """gru_forward for inference: no cache, working memory O(N * H) beyond x and h.
 
@@ -143,6 +145,7 @@ def gru_inference(x, h0, Wx, Wh, bx, bh, *, lengths=None, return_state=False):
     return (h, final_h) if return_state else h
 
 
+@v.outputs_finite
 def gru_step_forward(x, prev_h, Wx, Wh, bx, bh):
     """Forward pass of a single GRU time step.
 

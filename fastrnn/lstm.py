@@ -121,6 +121,7 @@ def _split_backward(dh, cache, dh_next, dc_next, da, h_prev, bounds):
     return dx
 
 
+@v.outputs_finite
 def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, lengths=None):
     """Forward pass of an LSTM over a whole sequence.
 
@@ -237,6 +238,7 @@ def _backward(dh, cache, dh_last, dc_last, dh_last_name, dc_last_name):
     return (order.unsort(dx), order.unsort(dh_next), dWx, dWh, db, order.unsort(dc_next))
 
 
+@v.outputs_finite
 def lstm_inference(x, h0, Wx, Wh, b, *, c0=None, lengths=None, return_state=False):
     """lstm_forward for inference: no cache, working memory O(N * H) beyond x and h.
 
@@ -250,6 +252,7 @@ def lstm_inference(x, h0, Wx, Wh, b, *, c0=None, lengths=None, return_state=Fals
     return (h, (final_h, final_c)) if return_state else h
 
 
+@v.outputs_finite
 def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
     """Forward pass of a single LSTM time step.
 

@@ -43,6 +43,7 @@ def _forward_infer(x, h0, Wx, Wh, b, order, relu):
     return order.unsort(h_out), order.final(h)
 
 
+@v.outputs_finite
 def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", lengths=None):
     """Forward pass of a vanilla RNN over a whole sequence.
 
@@ -122,6 +123,7 @@ def _backward(dh, cache, dh_last, dh_last_name):
     return order.unsort(dx), order.unsort(dh_next), dWx, dWh, db
 
 
+@v.outputs_finite
 def rnn_inference(x, h0, Wx, Wh, b, *, nonlinearity="tanh", lengths=None, return_state=False):
     """rnn_forward for inference: no cache, working memory O(N * H) beyond x and h.
 
@@ -136,6 +138,7 @@ def rnn_inference(x, h0, Wx, Wh, b, *, nonlinearity="tanh", lengths=None, return
     return (h, final_h) if return_state else h
 
 
+@v.outputs_finite
 def rnn_step_forward(x, prev_h, Wx, Wh, b, *, nonlinearity="tanh"):
     """Forward pass of a single RNN time step.
 

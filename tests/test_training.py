@@ -98,3 +98,74 @@ def test_clip_grad_value_matches_torch(dtype):
         np.testing.assert_array_equal(original, b)
     inplace = fastrnn.clip_grad_value(grads, 1.5, inplace=True)
     assert inplace[0] is grads[0] and np.nanmax(np.abs(grads[0])) <= 1.5
+
+
+# ------------------------------------------------------------------ the finite check
+
+@pytest.fixture
+def finite_check():
+    previous = fastrnn.set_check_finite(True)
+    yield
+    fastrnn.set_check_finite(previous)
+
+
+def _lstm_inputs(dtype=np.float64):
+    rng = np.random.default_rng(1)
+    N, T, D, H = 3, 5, 4, 6
+    return [rng.standard_normal(s).astype(dtype) * 0.3
+            for s in ((N, T, D), (N, H), (D, 4 * H), (H, 4 * H), (4 * H,))]
+
+
+def test_finite_check_is_off_by_default_and_nan_propagates():
+    assert fastrnn.get_check_finite() is False
+    x, h0, Wx, Wh, b = _lstm_inputs()
+    x[1, 2, 0] = np.nan
+    h, _ = fastrnn.lstm_forward(x, h0, Wx, Wh, b)
+    assert np.isnan(h[1, 2:]).all() and np.isfinite(h[[0, 2]]).all()
+
+
+@pytest.mark.parametrize("name, index", [("x", (1, 2, 0)), ("h0", (2, 5)), ("Wh", (0, 3)),
+                                         ("b", (7,))])
+def test_finite_check_names_the_input_and_the_index(finite_check, name, index):
+    arrays = dict(zip(("x", "h0", "Wx", "Wh", "b"), _lstm_inputs()))
+    arrays[name][index] = np.inf
+    with pytest.raises(ValueError, match=rf"{name} holds inf at index \({', '.join(map(str, index))},?\)"):
+        fastrnn.lstm_forward(*arrays.values())
+    with pytest.raises(ValueError, match=rf"{name} holds inf"):
+        fastrnn.lstm_inference(*arrays.values())
+
+
+def test_finite_check_on_steps_other_cells_and_upstream_gradients(finite_check):
+    x, h0, Wx, Wh, b = _lstm_inputs()
+    c0 = np.zeros_like(h0)
+    c0[0, 1] = np.nan
+    with pytest.raises(ValueError, match=r"prev_c holds nan at index \(0, 1\)"):
+        fastrnn.lstm_step_forward(x[:, 0], h0, c0, Wx, Wh, b)
+    rng = np.random.default_rng(2)
+    gru = [x, h0, rng.standard_normal((4, 18)), rng.standard_normal((6, 18)), np.zeros(18),
+           np.zeros(18)]
+    gru[5][4] = -np.inf
+    with pytest.raises(ValueError, match=r"bh holds -inf at index \(4,\)"):
+        fastrnn.gru_forward(*gru)
+    h, cache = fastrnn.lstm_forward(x, h0, Wx, Wh, b)
+    dh = np.ones_like(h)
+    dh[2, 4, 5] = np.nan
+    with pytest.raises(ValueError, match=r"dh holds nan at index \(2, 4, 5\)"):
+        fastrnn.lstm_backward(dh, cache)
+
+
+def test_finite_check_says_where_the_state_overflowed(finite_check):
+    """A relu RNN with big recurrent weights overflows from finite inputs."""
+    N, T, D, H = 2, 60, 3, 4
+    x = np.ones((N, T, D))
+    x[1] *= 0.0  # the second sequence stays at zero
+    h0 = np.zeros((N, H))
+    Wx, Wh, b = np.full((D, H), 1.0), np.full((H, H), 1e10), np.zeros(H)
+    fastrnn.set_check_finite(False)
+    h, _ = fastrnn.rnn_forward(x, h0, Wx, Wh, b, nonlinearity="relu")
+    fastrnn.set_check_finite(True)
+    t = int(np.argmax(~np.isfinite(h[0]).all(axis=1)))
+    assert 0 < t < T and np.isfinite(h[1]).all()
+    with pytest.raises(FloatingPointError, match=rf"rnn_forward: the state became non-finite "
+                                                 rf"at \(n, t\) = \(0, {t}\)"):
+        fastrnn.rnn_forward(x, h0, Wx, Wh, b, nonlinearity="relu")
