@@ -136,12 +136,12 @@ def lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, re
                 for n in range(m0, min(m0 + MR_STEP, M)):
                     row = offsets[t] + n
                     copy_row(x_rows[row], x[n, t], stream)
-                    # Streamed: whole lines copied from a finished row; else the gates
-                    # straight into the cache, no copy. (One lstm_cell call site.)
-                    a = rec[n] if stream else gates[row]
-                    lstm_cell(proj[t - t0, n], rec[n], b, a, c[n], h[n], tanh_c[n])
-                    if stream:
+                    if stream:  # whole lines streamed from a finished row
+                        lstm_cell(proj[t - t0, n], rec[n], b, rec[n], c[n], h[n], tanh_c[n])
                         copy_row(gates[row], rec[n, :G], True)
+                    else:  # the gates straight into the cache, no copy
+                        lstm_cell(proj[t - t0, n], rec[n], b, gates[row], c[n], h[n],
+                                  tanh_c[n])
                     copy_row(c_hist[row], c[n], stream)
                     copy_row(h_out[n, t], h[n], stream)
     if stream:
