@@ -78,3 +78,26 @@ def assert_gradients(name, analytic, numeric, tol=1e-6):
     scale = max(float(np.max(np.abs(numeric), initial=0.0)), 1e-8)
     err = float(np.max(np.abs(analytic - numeric), initial=0.0)) / scale
     assert err <= tol, f"gradient {name}: max error {err:.3g} relative to {scale:.3g}"
+
+
+def rel_error(x, y):
+    """cs231n's: max relative error."""
+    return np.max(np.abs(x - y) / (np.maximum(1e-8, np.abs(x) + np.abs(y))))
+
+
+def eval_numerical_gradient_array(f, x, df, h=1e-5):
+    """cs231n's gradient_check.eval_numerical_gradient_array: centred differences,
+    perturbing x in place (so f must read the array's current values)."""
+    grad = np.zeros_like(x)
+    it = np.nditer(x, flags=["multi_index"], op_flags=["readwrite"])
+    while not it.finished:
+        ix = it.multi_index
+        oldval = x[ix]
+        x[ix] = oldval + h
+        pos = f(x).copy()
+        x[ix] = oldval - h
+        neg = f(x).copy()
+        x[ix] = oldval
+        grad[ix] = np.sum((pos - neg) * df) / (2 * h)
+        it.iternext()
+    return grad

@@ -9,28 +9,7 @@ import pytest
 
 import fastrnn
 from fastrnn import reference
-
-
-def rel_error(x, y):
-    """cs231n's: max relative error."""
-    return np.max(np.abs(x - y) / (np.maximum(1e-8, np.abs(x) + np.abs(y))))
-
-
-def eval_numerical_gradient_array(f, x, df, h=1e-5):
-    """cs231n's gradient_check.eval_numerical_gradient_array."""
-    grad = np.zeros_like(x)
-    it = np.nditer(x, flags=["multi_index"], op_flags=["readwrite"])
-    while not it.finished:
-        ix = it.multi_index
-        oldval = x[ix]
-        x[ix] = oldval + h
-        pos = f(x).copy()
-        x[ix] = oldval - h
-        neg = f(x).copy()
-        x[ix] = oldval
-        grad[ix] = np.sum((pos - neg) * df) / (2 * h)
-        it.iternext()
-    return grad
+from helpers import eval_numerical_gradient_array, rel_error
 
 
 def _gradient_errors(module, cell, N, D, T, H):

@@ -6,7 +6,7 @@ import pytest
 
 import fastrnn
 from cells import CELLS
-from helpers import make_inputs, upstream
+from helpers import eval_numerical_gradient_array, make_inputs, upstream
 
 N, T, D, H = 3, 4, 5, 6
 
@@ -235,21 +235,6 @@ def test_cs231n_gradient_check_pattern():
     its argument; results must follow the array's current values (no caching by identity)."""
     x, h0, c0, Wx, Wh, b = make_inputs(2, 3, 4, 5, 4)
     dh = upstream((2, 3, 5))
-
-    def eval_numerical_gradient_array(f, x, df, h=1e-5):  # as in cs231n/gradient_check.py
-        grad = np.zeros_like(x)
-        it = np.nditer(x, flags=["multi_index"], op_flags=["readwrite"])
-        while not it.finished:
-            ix = it.multi_index
-            oldval = x[ix]
-            x[ix] = oldval + h
-            pos = f(x).copy()
-            x[ix] = oldval - h
-            neg = f(x).copy()
-            x[ix] = oldval
-            grad[ix] = np.sum((pos - neg) * df) / (2 * h)
-            it.iternext()
-        return grad
 
     _, cache = fastrnn.lstm_forward(x, h0, Wx, Wh, b)
     dx, dh0, dWx, dWh, db = fastrnn.lstm_backward(dh, cache)

@@ -108,54 +108,39 @@ def float32_from_bits(typingctx, bits):
     return types.float32(bits), codegen
 
 
-@intrinsic
-def float64_from_bits(typingctx, bits):
-    """The float64 whose IEEE bits are the int64 ``bits`` (an LLVM bitcast; vectorises)."""
-    if not (isinstance(bits, types.Integer) and bits.bitwidth == 64):
-        return None
+def _bitcast(is_source, result, llvm_result, doc):
+    """An intrinsic reinterpreting a 64-bit value's bits as ``result`` (an LLVM bitcast;
+    vectorises), for arguments whose numba type passes is_source."""
+    @intrinsic
+    def bitcast(typingctx, value):
+        if not is_source(value):
+            return None
 
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], llvm_result)
 
-    return types.float64(bits), codegen
+        return result(value), codegen
+    bitcast.__doc__ = doc
+    return bitcast
 
 
-@intrinsic
-def float64_bits(typingctx, value):
-    """The IEEE bits of the float64 ``value`` as an int64 (an LLVM bitcast; vectorises)."""
-    if not (isinstance(value, types.Float) and value.bitwidth == 64):
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(64))
-
-    return types.int64(value), codegen
+float64_from_bits = _bitcast(lambda t: isinstance(t, types.Integer) and t.bitwidth == 64,
+                             types.float64, ir.DoubleType(),
+                             "The float64 whose IEEE bits are the int64 ``bits``.")
+float64_bits = _bitcast(lambda t: isinstance(t, types.Float) and t.bitwidth == 64,
+                        types.int64, ir.IntType(64),
+                        "The IEEE bits of the float64 ``value`` as an int64.")
 
 
 @njit(inline="always", error_model="numpy", fastmath=FASTMATH_FLAGS)
-def _exp_f32_short(x):
-    """exp(x) for 0 <= x <= 18, float32, to ~3e-7 relative: _exp_f32 without the clamp and
-    the polynomial's top term (tanh's far side needs only that: see tanh_f32)."""
+def _expf(x, top_term):
+    """Cephes' expf on an x within [-87, 88], 2**n built from its exponent bits; without
+    the polynomial's top term when ``top_term`` is False (a constant at every call site,
+    folded by LLVM). Branch-free, so LLVM vectorises it."""
     n = (x * _LOG2E32 + _ROUNDER32) - _ROUNDER32
     r = fma(n, -_LN2_HI32, x)
     r = fma(n, -_LN2_LO32, r)
-    p = fma(_EXP_P32[1], r, _EXP_P32[2])
-    p = fma(p, r, _EXP_P32[3])
-    p = fma(p, r, _EXP_P32[4])
-    p = fma(p, r, _EXP_P32[5])
-    e = fma(p, r * r, r) + _ONE32
-    return e * float32_from_bits((np.int32(n) + np.int32(127)) << np.int32(23))
-
-
-@njit(inline="always", error_model="numpy", fastmath=FASTMATH_FLAGS)
-def _exp_f32(x):
-    """exp(x) for float32 to ~1 ulp relative, x clamped to [-87, 88]: Cephes' expf, with
-    2**n built from its exponent bits. Branch-free, so LLVM vectorises it."""
-    xc = min(max(x, _EXP_MIN32), _EXP_MAX32)
-    n = (xc * _LOG2E32 + _ROUNDER32) - _ROUNDER32
-    r = fma(n, -_LN2_HI32, xc)
-    r = fma(n, -_LN2_LO32, r)
-    p = fma(_EXP_P32[0], r, _EXP_P32[1])
+    p = fma(_EXP_P32[0], r, _EXP_P32[1]) if top_term else _EXP_P32[1]
     p = fma(p, r, _EXP_P32[2])
     p = fma(p, r, _EXP_P32[3])
     p = fma(p, r, _EXP_P32[4])
@@ -164,6 +149,19 @@ def _exp_f32(x):
     # In int32, not int: without AVX-512 there is no vector float -> int64 conversion, and
     # LLVM made the whole sigmoid loop scalar around it.
     return e * float32_from_bits((np.int32(n) + np.int32(127)) << np.int32(23))
+
+
+@njit(inline="always", error_model="numpy", fastmath=FASTMATH_FLAGS)
+def _exp_f32(x):
+    """exp(x) for float32 to ~1 ulp relative, x clamped to [-87, 88]."""
+    return _expf(min(max(x, _EXP_MIN32), _EXP_MAX32), True)
+
+
+@njit(inline="always", error_model="numpy", fastmath=FASTMATH_FLAGS)
+def _exp_f32_short(x):
+    """exp(x) for 0 <= x <= 18, float32, to ~3e-7 relative, unclamped and without the
+    polynomial's top term: all tanh's far side needs (see tanh_f32)."""
+    return _expf(x, False)
 
 
 def tanh(x):
