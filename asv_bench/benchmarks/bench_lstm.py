@@ -14,16 +14,22 @@ class _LSTMCase:
     param_names = ["shape (T, N, D, H)", "dtype", "impl"]
     timeout = 300
 
+    warm = ()  # what the subclass times (setup_impl)
+
     def setup(self, shape, dtype, impl):
-        self.p, self.fwd, self.fwdbwd = setup_impl("lstm", shape, dtype, impl)
+        self.p, self.fwd, self.fwdbwd = setup_impl("lstm", shape, dtype, impl, self.warm)
 
 
 class LSTMForward(_LSTMCase):
+    warm = ("forward",)
+
     def time_forward(self, shape, dtype, impl):
         self.fwd(self.p)
 
 
 class LSTMForwardBackward(_LSTMCase):
+    warm = ("forward_backward",)
+
     def time_forward_backward(self, shape, dtype, impl):
         self.fwdbwd(self.p)
 
@@ -34,7 +40,7 @@ class LSTMInference:
     param_names = ["shape (T, N, D, H)", "dtype"]
 
     def setup(self, shape, dtype):
-        self.p, _, _ = setup_impl("lstm", shape, dtype, "fastrnn")
+        self.p, _, _ = setup_impl("lstm", shape, dtype, "fastrnn", warm=())
         self.time_inference(shape, dtype)
 
     def time_inference(self, shape, dtype):
@@ -49,7 +55,7 @@ class LSTMStep:
     steps = 50
 
     def setup(self, shape, dtype):
-        self.p, _, _ = setup_impl("lstm", shape, dtype, "fastrnn")
+        self.p, _, _ = setup_impl("lstm", shape, dtype, "fastrnn", warm=())
         p = self.p
         self.step = fastrnn.lstm_step_forward(p["x"][:, 0], p["h0"], p["c0"],
                                               p["Wx"], p["Wh"], p["b"])

@@ -21,8 +21,10 @@ def parse(shape_id):
     return tuple(int(v) for v in shape_id.strip("()").split(","))
 
 
-def setup_impl(cell, shape_id, dtype, impl):
-    """(inputs, forward, forward+backward) with compilation done (one call of each).
+def setup_impl(cell, shape_id, dtype, impl, warm=("forward", "forward_backward")):
+    """(inputs, forward, forward+backward) with compilation done: one call of each function
+    named in ``warm`` (only what the benchmark times: at the big shapes each warm-up call
+    costs seconds, paid again for every parameter set under asv run --quick).
 
     Raises NotImplementedError (asv: skip) for torch when torch is not installed.
     """
@@ -39,6 +41,7 @@ def setup_impl(cell, shape_id, dtype, impl):
         from fastrnn import reference
         fns = bench.numpy_impl(fastrnn if impl == "fastrnn" else reference, cell)
     fwd, fwdbwd, _ = fns
-    fwd(p)
-    fwdbwd(p)
+    for name, fn in (("forward", fwd), ("forward_backward", fwdbwd)):
+        if name in warm:
+            fn(p)
     return p, fwd, fwdbwd
