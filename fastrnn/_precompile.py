@@ -17,6 +17,7 @@ on, a cluster's workers).
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -91,19 +92,23 @@ def precompile(cells=CELLS, dtypes=DTYPES, processes=None, progress=True):
     while pending or running:
         while pending and len(running) < processes:
             job = pending.pop(0)
+            # stderr to a file, not a pipe: a pipe read only at the end would block a job
+            # that writes more than its buffer holds (warnings, a long traceback).
+            errors = tempfile.TemporaryFile("w+")
             running[job] = (subprocess.Popen(_job_command(*job), stdout=subprocess.DEVNULL,
-                                             stderr=subprocess.PIPE, text=True),
-                            time.perf_counter())
-        for job, (process, began) in list(running.items()):
+                                             stderr=errors, text=True),
+                            errors, time.perf_counter())
+        for job, (process, errors, began) in list(running.items()):
             if process.poll() is None:
                 continue
             del running[job]
-            errors = process.stderr.read()
-            process.stderr.close()
+            errors.seek(0)
+            message = errors.read()
+            errors.close()
             if process.returncode:
-                for other, _ in running.values():
+                for other, _, _ in running.values():
                     other.kill()
-                raise RuntimeError(f"precompiling {job[0]} {job[1]} failed:\n{errors}")
+                raise RuntimeError(f"precompiling {job[0]} {job[1]} failed:\n{message}")
             seconds[job] = time.perf_counter() - began
             if progress:
                 done = len(seconds)

@@ -7,6 +7,8 @@ is what the kernels assume. Nothing here copies an array that is already in that
 nothing here writes into an input.
 """
 
+import functools
+
 import numpy as np
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -261,24 +263,21 @@ def outputs_finite(function):
     result array holds NaN or Inf, naming the first (n, t) (sequences, (N, T, H)) or n
     (states, (N, H)). The inputs were checked finite before the kernels ran, so this is an
     overflow inside the recurrence."""
-    import functools
-
     @functools.wraps(function)
     def checked(*args, **kwargs):
         result = function(*args, **kwargs)
         if _check_finite:
-            items = result if isinstance(result, tuple) else (result,)
             flat = []
-            for item in items:
+            for item in result if isinstance(result, tuple) else (result,):
                 flat.extend(item if isinstance(item, tuple) else (item,))
             for k, a in enumerate(a for a in flat if isinstance(a, np.ndarray)):
                 bad = ~np.isfinite(a)
                 if bad.any():
-                    at = tuple(int(i) for i in np.argwhere(bad)[0][:2 if a.ndim == 3 else 1])
-                    where = "(n, t) = " if a.ndim == 3 else "sequence n = "
+                    first = np.argwhere(bad)[0]
+                    where = (f"(n, t) = {(int(first[0]), int(first[1]))}" if a.ndim == 3
+                             else f"sequence n = {int(first[0])}")
                     raise FloatingPointError(
-                        f"{function.__name__}: the state became non-finite at "
-                        f"{where}{at if a.ndim == 3 else at[0]} (output {k}, "
-                        f"shape {a.shape}), from finite inputs")
+                        f"{function.__name__}: the state became non-finite at {where} "
+                        f"(output {k}, shape {a.shape}), from finite inputs")
         return result
     return checked
