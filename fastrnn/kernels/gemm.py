@@ -467,7 +467,8 @@ def gemm_part(A, a_transposed, B, B_panels, C, accumulate, m_lo, m_hi, p_lo, p_h
             i1 = min(i0 + ROW_TILES_PER_JOB, n_tiles)
             for i in range(i0, i1):
                 if not direct_A or m_lo + (i + 1) * MR > m_hi:
-                    pack_a_tile(A, a_transposed, m_lo + i * MR, m_hi, k0, kc, A_packed[(i - i0) * MR * kc:])
+                    pack_a_tile(A, a_transposed, m_lo + i * MR, m_hi, k0, kc,
+                                A_packed[(i - i0) * MR * kc:])
             for j in range(n_panels):
                 p0 = p_lo + j * NR
                 full_panel = p0 + NR <= p_hi
@@ -505,23 +506,28 @@ def gemm_part(A, a_transposed, B, B_panels, C, accumulate, m_lo, m_hi, p_lo, p_h
                                     C[m0 + r, p0 + q] = edge_block[r * NR + q]
 
 
+def _split_unit(M, P, NR):
+    """(size, count) of the pieces split_bounds deals out for an (M, P) result: MR-row tiles
+    of C when M >= P (each worker packs all of B, the smaller operand, itself), else
+    whole NR-column panels (each packs all of A)."""
+    size, extent = (MR, M) if M >= P else (NR, P)
+    return size, (extent + size - 1) // size
+
+
 def split_bounds(M, P, NR, workers, w):
-    """The share of C worker w of ``workers`` computes: (m_lo, m_hi, p_lo, p_hi). By rows of
-    C when M >= P (each worker packs all of B, the smaller operand, itself), else by
-    whole column panels (each packs all of A)."""
-    if M >= P:
-        units = (M + MR - 1) // MR
-        return (w * units // workers * MR, min((w + 1) * units // workers * MR, M), 0, P)
-    units = (P + NR - 1) // NR
-    return (0, M, w * units // workers * NR, min((w + 1) * units // workers * NR, P))
+    """The share of C worker w of ``workers`` computes: (m_lo, m_hi, p_lo, p_hi), whole
+    pieces of _split_unit."""
+    size, count = _split_unit(M, P, NR)
+    lo = w * count // workers * size
+    hi = min((w + 1) * count // workers * size, M if M >= P else P)
+    return (lo, hi, 0, P) if M >= P else (0, M, lo, hi)
 
 
 def gemm_share(w, workers, A, a_transposed, B, B_panels, C, accumulate):
     """gemm_part on worker w's share of C (split_bounds): what each of ``workers`` threads
     runs (_threads.run_workers). Arguments as gemm_part."""
-    M = C.shape[0]
     gemm_part(A, a_transposed, B, B_panels, C, accumulate,
-              *split_bounds(M, C.shape[1], columns_per_panel(C.dtype), workers, w))
+              *split_bounds(C.shape[0], C.shape[1], columns_per_panel(C.dtype), workers, w))
 
 
 @njit(**JIT_OPTIONS)
@@ -697,6 +703,4 @@ def worker_count(rows, threads):
 def gemm_worker_count(M, P, threads, dtype):
     """Workers for a product with an (M, P) result: at most one per share split_bounds
     can make and at most ``threads``."""
-    NR = columns_per_panel(dtype)
-    units = (M + MR - 1) // MR if M >= P else (P + NR - 1) // NR
-    return max(1, min(threads, units))
+    return max(1, min(threads, _split_unit(M, P, columns_per_panel(dtype))[1]))
