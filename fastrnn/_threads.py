@@ -16,6 +16,7 @@ Results are bit-identical for every thread count: no sum is ever split between t
 
 import operator
 import os
+import sys
 import threading
 
 import numba
@@ -121,18 +122,90 @@ _workers = []
 
 
 def _forget_workers():
-    """In a forked child: the parent's worker threads do not exist there."""
+    """In a forked child: the parent's worker threads do not exist there, and GNU libgomp's
+    (_OpenMPPool) cannot be used at all (a child's parallel region can wait forever for
+    them), so the child uses fastrnn's own threads only."""
     _workers.clear()
+    _openmp.update(pool=None, off=True)
+
+
+class _OpenMPPool:
+    """The worker threads of the OpenMP runtime (libgomp) another library already loaded,
+    PyTorch's CPU build above all. After each of its parallel regions libgomp's threads
+    spin for milliseconds waiting for the next one, on the cores fastrnn's own threads
+    would need (measured: an LSTM forward+backward right after a large torch op took 1.4x
+    as long on fastrnn's threads); handed fastrnn's shares instead, those threads start at
+    once. ``run(function, workers, args)`` calls function(w, workers, *args) for each
+    w < workers on the team's threads, several shares per thread if the team is smaller
+    (inside another parallel region it has one thread)."""
+
+    def __init__(self, library):
+        import ctypes
+        self._parallel = library.GOMP_parallel
+        self._parallel.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint,
+                                   ctypes.c_uint]
+        self._parallel.restype = None
+        self._thread_num = library.omp_get_thread_num
+        self._team_size = library.omp_get_num_threads
+        # Jobs by key, the key passed through GOMP_parallel's data pointer: a share that
+        # runs a parallel call of its own (nested: a team of one) finds its own job.
+        self._jobs = {}
+        self._callback = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(self._body)
+
+    def _body(self, key):
+        function, workers, args, errors = self._jobs[key]
+        try:
+            for w in range(self._thread_num(), workers, self._team_size()):
+                function(w, workers, *args)
+        except BaseException as error:  # raised in the caller
+            errors.append(error)
+
+    def run(self, function, workers, args):
+        errors = []
+        key = id(errors)  # unique while the job runs
+        self._jobs[key] = (function, workers, args, errors)
+        try:
+            self._parallel(self._callback, key, workers, 0)
+        finally:
+            del self._jobs[key]  # no references to the arrays kept (see _Worker._loop)
+        if errors:
+            raise errors[0]
+
+
+# off: never look for libgomp (a forked child; tests of fastrnn's own threads).
+_openmp = {"pool": None, "modules_seen": -1, "off": False}
+
+
+def _openmp_pool():
+    """An _OpenMPPool if libgomp is loaded in this process, else None; never loads it.
+    Looked for again only when modules were imported since (an import is what loads it)."""
+    if _openmp["off"]:
+        return None
+    if (_openmp["pool"] is None
+            and len(sys.modules) != _openmp["modules_seen"]):
+        _openmp["modules_seen"] = len(sys.modules)
+        import ctypes
+        try:
+            library = ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD)
+        except (OSError, AttributeError):  # not loaded, or no RTLD_NOLOAD (Windows)
+            library = None
+        if library is not None:
+            _openmp["pool"] = _OpenMPPool(library)
+    return _openmp["pool"]
 
 
 os.register_at_fork(after_in_child=_forget_workers)
 
 
 def run_workers(function, workers, *args):
-    """function(w, workers, *args) for w < workers: w = 0 on the calling thread, the others
-    on fastrnn's worker threads at the same time. The kernels release the GIL (nogil), so
-    the workers run in parallel; the caller holds the _parallel_launch lock (kernel_threads,
-    step_split), so one call at a time uses the pool."""
+    """function(w, workers, *args) for w < workers, at the same time: on the threads of the
+    OpenMP runtime when another library (PyTorch) has loaded one (see _OpenMPPool), else
+    w = 0 on the calling thread and the others on fastrnn's worker threads. The kernels
+    release the GIL (nogil), so the workers run in parallel; the caller holds the
+    _parallel_launch lock (kernel_threads, step_split), so one call at a time uses a pool."""
+    pool = _openmp_pool()
+    if pool is not None:
+        return pool.run(function, workers, args)
     while len(_workers) < workers - 1:
         _workers.append(_Worker())
     for w in range(1, workers):
