@@ -36,10 +36,43 @@ __all__ = ["LSTM", "GRU", "RNN", "from_torch"]
 _DTYPES = (torch.float32, torch.float64)
 
 
-def _lstm_gate_order(H):
-    """torch's LSTM gate blocks i, f, g, o -> fastrnn's i, f, o, g; the permutation swaps two
-    blocks, so it is its own inverse and maps fastrnn's gradients back too."""
-    return np.r_[0:2 * H, 3 * H:4 * H, 2 * H:3 * H]
+def _gate_blocks(cell, G):
+    """(fastrnn columns, torch rows) pairs of slices of the G gate axis: torch packs the
+    LSTM's gates i, f, g, o, fastrnn i, f, o, g; GRU and RNN agree."""
+    if cell != "lstm":
+        return ((slice(0, G), slice(0, G)),)
+    H = G // 4
+    return ((slice(0, 2 * H), slice(0, 2 * H)), (slice(2 * H, 3 * H), slice(3 * H, 4 * H)),
+            (slice(3 * H, 4 * H), slice(2 * H, 3 * H)))
+
+
+def _fastrnn_weight(cell, w):
+    """torch's (G, K) weight -> fastrnn's (K, G), C-contiguous, gates in fastrnn's order."""
+    out = np.empty(w.shape[::-1], w.dtype)
+    for ours, theirs in _gate_blocks(cell, w.shape[0]):
+        out[:, ours] = w[theirs].T
+    return out
+
+
+def _torch_grad(cell, dW):
+    """fastrnn's (K, G) gradient -> torch's (G, K), C-contiguous, gates in torch's order."""
+    out = np.empty(dW.shape[::-1], dW.dtype)
+    for ours, theirs in _gate_blocks(cell, dW.shape[1]):
+        out[theirs] = dW[:, ours].T
+    return out
+
+
+def _gate_vector(cell, v, to_torch):
+    """A (G,) bias or its gradient with its gates reordered between torch and fastrnn."""
+    if cell != "lstm":
+        return v
+    out = np.empty_like(v)
+    for ours, theirs in _gate_blocks(cell, v.shape[0]):
+        if to_torch:
+            out[theirs] = v[ours]
+        else:
+            out[ours] = v[theirs]
+    return out
 
 
 def _array(tensor):
@@ -47,102 +80,141 @@ def _array(tensor):
     return None if tensor is None else tensor.detach().numpy()
 
 
-def _tensor(array):
-    """A NumPy result as a tensor on its memory (copied only if its strides are negative,
-    which torch cannot represent)."""
-    if any(s < 0 for s in array.strides):
-        array = np.ascontiguousarray(array)
-    return torch.from_numpy(array)
+# A NumPy result as a tensor on its memory. (None of the arrays handed over has negative
+# strides, which torch cannot represent: reverse_within_lengths copies.)
+_tensor = torch.from_numpy
 
 
-def _cell_weights(cell, w_ih, w_hh, b_ih, b_hh):
+def _cell_weights(cell, w_ih, w_hh, b_ih=None, b_hh=None):
     """torch's (G, D), (G, H), (G,), (G,) parameters as the fastrnn cell function's weights:
-    (Wx, Wh, b) for "lstm"/"rnn" (b = b_ih + b_hh), (Wx, Wh, bx, bh) for "gru"."""
-    Wx, Wh = w_ih.T, w_hh.T  # views: fastrnn takes any layout
-    G = Wx.shape[1]
+    (Wx, Wh, b) for "lstm"/"rnn" (b = b_ih + b_hh), (Wx, Wh, bx, bh) for "gru"; Wx (D, G)
+    and Wh (H, G) C-contiguous, which is how fastrnn's products read them."""
+    G = w_ih.shape[0]
     if b_ih is None:
-        b_ih = b_hh = np.zeros(G, Wx.dtype)
+        b_ih = b_hh = np.zeros(G, w_ih.dtype)
+    Wx, Wh = _fastrnn_weight(cell, w_ih), _fastrnn_weight(cell, w_hh)
     if cell == "gru":
         return Wx, Wh, b_ih, b_hh
-    b = b_ih + b_hh
-    if cell == "lstm":
-        order = _lstm_gate_order(G // 4)
-        return Wx[:, order], Wh[:, order], b[order]
-    return Wx, Wh, b
+    return Wx, Wh, _gate_vector(cell, b_ih + b_hh, to_torch=False)
 
 
 def _parameter_grads(cell, dweights, has_bias):
-    """fastrnn's weight gradients as gradients of torch's w_ih, w_hh, b_ih, b_hh (None for
-    absent biases)."""
-    if cell == "gru":
-        dWx, dWh, dbx, dbh = dweights
-    else:
-        dWx, dWh, db = dweights
-        if cell == "lstm":
-            order = _lstm_gate_order(dWx.shape[1] // 4)
-            dWx, dWh, db = dWx[:, order], dWh[:, order], db[order]
-        dbx = dbh = db  # b = b_ih + b_hh
-    grads = [torch.from_numpy(np.ascontiguousarray(g.T)) for g in (dWx, dWh)]
+    """fastrnn's weight gradients as gradients of torch's w_ih, w_hh and, with bias, b_ih,
+    b_hh (new C-contiguous tensors, as torch's own gradients are)."""
+    dWx, dWh, *dbiases = dweights
+    grads = [_torch_grad(cell, dWx), _torch_grad(cell, dWh)]
     if has_bias:
-        grads += [torch.from_numpy(np.ascontiguousarray(dbx)),
-                  torch.from_numpy(np.array(dbh, copy=True))]
+        if cell == "gru":
+            grads += dbiases
+        else:  # b = b_ih + b_hh: both get db, as two tensors
+            db = _gate_vector(cell, dbiases[0], to_torch=True)
+            grads += [db, db.copy()]
+    return [torch.from_numpy(g) for g in grads]
+
+
+def _direction_forward(cell, nonlinearity, x, lengths, h0, c0, weights):
+    """One direction's fastrnn forward: h (N, T, H), final states, cache."""
+    if cell == "lstm":
+        h, cache = _lstm.lstm_forward(x, h0, *weights, c0=c0, lengths=lengths)
+        return h, (cache.final_h, cache.final_c), cache
+    if cell == "gru":
+        h, cache = _gru.gru_forward(x, h0, *weights, lengths=lengths)
     else:
-        grads += [None, None]
-    return grads
+        h, cache = _rnn.rnn_forward(x, h0, *weights, nonlinearity=nonlinearity, lengths=lengths)
+    return h, (cache.final_h,), cache
 
 
-class _Direction(torch.autograd.Function):
-    """One layer, one direction, through fastrnn's kernels.
+def _direction_backward(cell, dh, cache, dfinals):
+    """One direction's fastrnn backward: dx, (dh0[, dc0]), weight gradients."""
+    if cell == "lstm":
+        dx, dh0, *dweights, dc0 = _lstm.lstm_backward(
+            dh, cache, dh_last=dfinals[0], dc_last=dfinals[1], return_dc0=True)
+        return dx, (dh0, dc0), dweights
+    backward = _gru.gru_backward if cell == "gru" else _rnn.rnn_backward
+    dx, dh0, *dweights = backward(dh, cache, dh_last=dfinals[0])
+    return dx, (dh0,), dweights
 
-    forward(ctx, cell, nonlinearity, reverse, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh):
-    x (N, T, D), lengths (N,) int64 array or None, h0 and c0 (N, H) (c0 None except for
-    the LSTM), torch's parameters of this layer and direction (biases None without bias).
-    Returns out (N, T, H) (0 past each length) and h_n (N, H), and for the LSTM c_n (N, H).
-    ``reverse`` runs each sequence's real steps backwards, as torch's reverse direction does.
+
+def _batch_major_view(shape, dtype, time_major):
+    """An (N, T, F) array whose memory is (T, N, F) when ``time_major`` (the layout of a
+    module without batch_first, so its output needs no further copy), else (N, T, F)."""
+    N, T, F = shape
+    if time_major:
+        return np.empty((T, N, F), dtype).transpose(1, 0, 2)
+    return np.empty(shape, dtype)
+
+
+class _Layer(torch.autograd.Function):
+    """One layer, all its directions, through fastrnn's kernels.
+
+    forward(ctx, cell, nonlinearity, time_major, dirs, x, lengths, h0, c0, *params):
+    x (N, T, D); lengths (N,) int64 array or None; h0, c0 (dirs, N, H) or None for zeros
+    (c0 is None but for the LSTM); params: for each of the dirs directions torch's w_ih,
+    w_hh and, with bias, b_ih, b_hh.
+    Returns out (N, T, dirs * H) (0 past each length; its memory (T, N, dirs * H) when
+    ``time_major``), h_n (dirs, N, H) and for the LSTM c_n (dirs, N, H). The reverse
+    direction runs each sequence's real steps backwards, as torch's does.
+
+    The outputs are assembled in NumPy rather than with torch.cat/contiguous: a torch op
+    large enough to run on its OpenMP threads leaves them spinning for milliseconds, on the
+    cores fastrnn's next kernel needs.
     """
 
     @staticmethod
-    def forward(ctx, cell, nonlinearity, reverse, x, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh):
-        x_np = _array(x)
-        if reverse:
-            x_np = reverse_within_lengths(x_np, lengths)
-        weights = _cell_weights(cell, _array(w_ih), _array(w_hh), _array(b_ih), _array(b_hh))
-        if cell == "lstm":
-            h, cache = _lstm.lstm_forward(x_np, _array(h0), *weights, c0=_array(c0),
-                                          lengths=lengths)
-            finals = (cache.final_h, cache.final_c)
-        elif cell == "gru":
-            h, cache = _gru.gru_forward(x_np, _array(h0), *weights, lengths=lengths)
-            finals = (cache.final_h,)
-        else:
-            h, cache = _rnn.rnn_forward(x_np, _array(h0), *weights, nonlinearity=nonlinearity,
-                                        lengths=lengths)
-            finals = (cache.final_h,)
-        if reverse:
-            h = reverse_within_lengths(h, lengths)
-        ctx.fastrnn = (cell, reverse, lengths, cache, b_ih is not None)
-        return (_tensor(h),) + tuple(_tensor(s) for s in finals)
+    def forward(ctx, cell, nonlinearity, time_major, dirs, x, lengths, h0, c0, *params):
+        x = _array(x)
+        N, T, _ = x.shape
+        H = params[1].shape[1]
+        per_direction = len(params) // dirs
+        has_bias = per_direction == 4
+        finals = np.empty((2 if cell == "lstm" else 1, dirs, N, H), x.dtype)
+        out = _batch_major_view((N, T, dirs * H), x.dtype, time_major)
+        caches = []
+        for d in range(dirs):
+            w = [_array(p) for p in params[d * per_direction:(d + 1) * per_direction]]
+            weights = _cell_weights(cell, *w)
+            seq = x if d == 0 else reverse_within_lengths(x, lengths)
+            h, states, cache = _direction_forward(
+                cell, nonlinearity, seq, lengths,
+                np.zeros((N, H), x.dtype) if h0 is None else _array(h0[d]),
+                None if c0 is None else _array(c0[d]), weights)
+            if dirs == 1 and (not time_major or N == 1):
+                out = h  # already laid out as asked (one sequence: either way): no copy
+            else:
+                out[:, :, d * H:(d + 1) * H] = h if d == 0 else reverse_within_lengths(h, lengths)
+            for buf, state in zip(finals, states):
+                buf[d] = state
+            caches.append(cache)
+        ctx.fastrnn = (cell, lengths, caches, has_bias, h0 is not None, c0 is not None)
+        return (_tensor(out),) + tuple(_tensor(f) for f in finals)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dout, dh_n, dc_n=None):
-        cell, reverse, lengths, cache, has_bias = ctx.fastrnn
-        ctx.fastrnn = None  # the cache is large; the graph may outlive the backward
-        dh = _array(dout)
-        if reverse:
-            dh = reverse_within_lengths(dh, lengths)
-        if cell == "lstm":
-            dx, dh0, *dweights, dc0 = _lstm.lstm_backward(
-                dh, cache, dh_last=_array(dh_n), dc_last=_array(dc_n), return_dc0=True)
-        else:
-            backward = _gru.gru_backward if cell == "gru" else _rnn.rnn_backward
-            dx, dh0, *dweights = backward(dh, cache, dh_last=_array(dh_n))
-            dc0 = None
-        if reverse:
-            dx = reverse_within_lengths(dx, lengths)
-        return (None, None, None, _tensor(dx), None, _tensor(dh0),
-                None if dc0 is None else _tensor(dc0),
-                *_parameter_grads(cell, dweights, has_bias))
+        cell, lengths, caches, has_bias, has_h0, has_c0 = ctx.fastrnn
+        dout = _array(dout)
+        dfinals = [_array(dh_n)] + ([] if dc_n is None else [_array(dc_n)])
+        dirs = len(caches)
+        H = dout.shape[2] // dirs
+        dx = dinit = None
+        grads = []
+        for d, cache in enumerate(caches):
+            dh = dout[:, :, d * H:(d + 1) * H]
+            if d == 1:
+                dh = reverse_within_lengths(dh, lengths)
+            dx_d, dstates, dweights = _direction_backward(cell, dh, cache,
+                                                          [g[d] for g in dfinals])
+            if d == 0:
+                dx = dx_d
+                dinit = [np.empty((dirs,) + s.shape, s.dtype) for s in dstates]
+            else:
+                dx = dx + reverse_within_lengths(dx_d, lengths)
+            for buf, g in zip(dinit, dstates):
+                buf[d] = g
+            grads += _parameter_grads(cell, dweights, has_bias)
+        return (None, None, None, None, _tensor(dx), None,
+                _tensor(dinit[0]) if has_h0 else None,
+                _tensor(dinit[1]) if has_c0 else None, *grads)
 
 
 class _FastrnnForward:
@@ -173,10 +245,10 @@ class _FastrnnForward:
                             f".to({tensor.dtype}))")
 
     def _initial_state(self, name, state, batched, N, dtype):
-        """hx's h0 or c0 as (L * dirs, N, H), zeros when None."""
-        shape = (self.num_layers * (2 if self.bidirectional else 1), N, self.hidden_size)
+        """hx's h0 or c0 as (L * dirs, N, H); None stays None (zeros)."""
         if state is None:
-            return torch.zeros(shape, dtype=dtype)
+            return None
+        shape = (self.num_layers * (2 if self.bidirectional else 1), N, self.hidden_size)
         self._check_tensor(name, state, dtype)
         expected = shape if batched else (shape[0], shape[2])
         if tuple(state.shape) != expected:
@@ -224,39 +296,38 @@ class _FastrnnForward:
         else:
             h0 = self._initial_state("hx", hx, batched, N, dtype)
             c0 = None
-        out, finals = self._run_layers(x, lengths, h0, c0)
+        time_major = not (packed or self.batch_first)
+        out, finals = self._run_layers(x, lengths, h0, c0, time_major)
         if packed:
             out = self._packed_like(input, out, lengths)
         elif not batched:
             out = out[0]
         elif not self.batch_first:
-            out = out.transpose(0, 1).contiguous()
+            out = out.transpose(0, 1)  # (T, N, dirs * H), C-contiguous (see _Layer)
         if not batched:
             finals = [s.squeeze(1) for s in finals]
         return out, (tuple(finals) if self._cell == "lstm" else finals[0])
 
-    def _run_layers(self, x, lengths, h0, c0):
+    def _run_layers(self, x, lengths, h0, c0, time_major):
         """x (N, T, D) -> out (N, T, dirs * H) and the final states, each (L * dirs, N, H)."""
         dirs = 2 if self.bidirectional else 1
-        per_direction = len(self._flat_weights) // (self.num_layers * dirs)
-        nonlinearity = getattr(self, "nonlinearity", "tanh")
+        per_layer = len(self._flat_weights) // self.num_layers
+        # From __dict__: a missing attribute goes through Module.__getattr__, microseconds.
+        nonlinearity = self.__dict__.get("nonlinearity", "tanh")
         finals = []
         layer_input = x
         for l in range(self.num_layers):
-            outs = []
-            for d in range(dirs):
-                k = l * dirs + d
-                w = self._flat_weights[k * per_direction:(k + 1) * per_direction]
-                w_ih, w_hh, b_ih, b_hh = (w if self.bias else (*w, None, None))
-                out, *states = _Direction.apply(
-                    self._cell, nonlinearity, d == 1, layer_input, lengths, h0[k],
-                    None if c0 is None else c0[k], w_ih, w_hh, b_ih, b_hh)
-                outs.append(out)
-                finals.append(states)
-            layer_input = outs[0] if dirs == 1 else torch.cat(outs, dim=2)
+            k = slice(l * dirs, (l + 1) * dirs)
+            layer_input, *states = _Layer.apply(
+                self._cell, nonlinearity, time_major, dirs, layer_input, lengths,
+                None if h0 is None else h0[k], None if c0 is None else c0[k],
+                *self._flat_weights[l * per_layer:(l + 1) * per_layer])
+            finals.append(states)
             if self.dropout and self.training and l < self.num_layers - 1:
                 layer_input = torch.nn.functional.dropout(layer_input, self.dropout, True)
-        return layer_input, [torch.stack(s) for s in zip(*finals)]
+        if self.num_layers == 1:
+            return layer_input, finals[0]
+        return layer_input, [torch.cat(s) for s in zip(*finals)]
 
     @staticmethod
     def _packed_like(input, out, lengths):
