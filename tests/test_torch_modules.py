@@ -7,7 +7,6 @@ import itertools
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
