@@ -31,6 +31,8 @@ from fastrnn import reference
 DEFAULT_SHAPES = [(50, 1, 32, 32), (100, 16, 64, 128), (100, 64, 256, 256), (200, 32, 512, 512)]
 DEFAULT_RNN_SHAPES = [(50, 1, 32, 32), (100, 16, 64, 128)]
 DEFAULT_GRU_SHAPES = [(50, 1, 32, 32), (100, 16, 64, 128)]
+# fastrnn.torch's modules against torch.nn's: a training step (issue 15's sizes).
+DEFAULT_MODULE_SHAPES = [(50, 1, 32, 32), (100, 16, 64, 128)]
 SWEEP_T = [(T, 16, 64, 128) for T in (25, 50, 100, 200, 400)]
 SWEEP_H = [(50, 16, 64, H) for H in (32, 64, 128, 256, 512)]
 AGREEMENT = {"float64": 1e-9, "float32": 1e-4}
@@ -296,6 +298,68 @@ def run_case(cell, shape, dtype, repeats, with_torch, log):
     return rows
 
 
+def module_step_speedup(cell, shape, dtype, rounds=15, min_seconds=0.02):
+    """torch.nn.LSTM / GRU / RNN's training step over fastrnn.torch's on the same weights
+    (fastrnn.torch.from_torch), or None without torch: a step is zero_grad, the forward of
+    x (T, N, D) (requiring grad, as a layer's input inside a model does) and
+    output.backward(dout), every gradient computed. Checks first that both give the same
+    output and gradients, then times them interleaved, ``rounds`` times a batch of calls
+    lasting at least ``min_seconds``. Returns {"torch_ms", "fastrnn_ms", "speedup",
+    "max_rel_error"}, the times medians per step."""
+    try:
+        import torch
+        import fastrnn.torch as fastrnn_torch
+    except ImportError:
+        return None
+    T, N, D, H = shape
+    torch_dtype = torch.float32 if dtype == "float32" else torch.float64
+    torch.manual_seed(0)
+    theirs = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell](D, H)
+    theirs = theirs.to(torch_dtype)
+    ours = fastrnn_torch.from_torch(theirs)
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(T, N, D, generator=generator, dtype=torch_dtype).requires_grad_()
+    dout = torch.randn(T, N, H, generator=generator, dtype=torch_dtype)
+
+    def step(module):
+        module.zero_grad(set_to_none=True)
+        x.grad = None
+        out = module(x)[0]
+        out.backward(dout)
+        return [out.detach().numpy(), x.grad.numpy()] + [p.grad.numpy()
+                                                       for p in module.parameters()]
+
+    err = max_rel_error(step(ours), step(theirs))
+    if err > AGREEMENT[dtype]:
+        raise SystemExit(f"MISMATCH: fastrnn.torch {cell} {shape} {dtype}: max relative "
+                         f"error {err:.2e} > {AGREEMENT[dtype]:.0e}")
+    t0 = time.perf_counter()
+    step(ours)
+    calls = max(1, int(min_seconds / max(time.perf_counter() - t0, 1e-6)))
+    times = {"torch": [], "fastrnn": []}
+    for _ in range(rounds):
+        for name, module in (("torch", theirs), ("fastrnn", ours)):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                step(module)
+            times[name].append((time.perf_counter() - t0) / calls)
+    torch_ms, fastrnn_ms = (float(np.median(times[k])) * 1e3 for k in ("torch", "fastrnn"))
+    return {"torch_ms": torch_ms, "fastrnn_ms": fastrnn_ms, "speedup": torch_ms / fastrnn_ms,
+            "max_rel_error": err}
+
+
+def print_module_table(results, out=None):
+    """results: [(cell, shape, dtype, module_step_speedup's dict)]."""
+    out = out or sys.stdout
+    print("\nfastrnn.torch modules vs torch.nn, training step (zero_grad, forward, backward; "
+          "medians):", file=out)
+    print(f"{'cell':>5} {'(T, N, D, H)':>20} {'dtype':>8} {'torch.nn':>10} {'fastrnn.torch':>14}"
+          f" {'speed-up':>9}", file=out)
+    for cell, shape, dtype, r in results:
+        print(f"{cell:>5} {str(shape):>20} {dtype:>8} {r['torch_ms']:>8.2f}ms "
+              f"{r['fastrnn_ms']:>12.2f}ms {r['speedup']:>8.2f}x", file=out)
+
+
 def environment():
     """The target fastrnn compiles for, thread counts and BLAS in use, so the numbers can
     be read correctly (and the ISA caps, when a run emulates a narrower machine)."""
@@ -429,6 +493,9 @@ def main(argv=None):
                         help="vanilla RNN shapes (default: the two smallest; '' for none)")
     parser.add_argument("--gru-shapes", type=parse_shapes, default=None,
                         help="GRU shapes (default: the two smallest; '' for none)")
+    parser.add_argument("--module-shapes", type=parse_shapes, default=None,
+                        help="shapes for fastrnn.torch's modules vs torch.nn's (default: "
+                             "(50,1,32,32) and (100,16,64,128); '' for none; needs torch)")
     parser.add_argument("--dtype", choices=["float32", "float64", "both"], default="float32")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (min)")
     parser.add_argument("--threads", type=int, default=None,
@@ -474,8 +541,21 @@ def main(argv=None):
         for k, (cell, shape) in enumerate(cases, 1):
             log(f"[{k}/{len(cases)} {dtype}, {time.perf_counter() - started:.0f} s]")
             rows += run_case(cell, shape, dtype, args.repeats, not args.no_torch, log)
+    module_results = []
+    if not args.no_torch:
+        for dtype in dtypes:
+            for cell in ("lstm", "gru", "rnn"):
+                for shape in (args.module_shapes if args.module_shapes is not None
+                              else DEFAULT_MODULE_SHAPES):
+                    log(f"  fastrnn.torch {cell} {shape} {dtype}: checking and timing ...")
+                    result = module_step_speedup(cell, shape, dtype)
+                    if result is None:
+                        break
+                    module_results.append((cell, shape, dtype, result))
     print()
     print_table(rows, peaks)
+    if module_results:
+        print_module_table(module_results)
     if args.output:
         save(rows, env, peaks, args.output)
         print(f"saved {len(rows)} rows to {args.output}")

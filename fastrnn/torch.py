@@ -162,30 +162,32 @@ class _Layer(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, cell, nonlinearity, time_major, dirs, x, lengths, h0, c0, *params):
-        x = _array(x)
+        x = x.detach().numpy()
         N, T, _ = x.shape
         H = params[1].shape[1]
         per_direction = len(params) // dirs
         has_bias = per_direction == 4
-        finals = np.empty((2 if cell == "lstm" else 1, dirs, N, H), x.dtype)
-        out = _batch_major_view((N, T, dirs * H), x.dtype, time_major)
-        caches = []
+        h0 = None if h0 is None else h0.detach().numpy()
+        c0 = None if c0 is None else c0.detach().numpy()
+        caches, outs, finals = [], [], []
         for d in range(dirs):
-            w = [_array(p) for p in params[d * per_direction:(d + 1) * per_direction]]
-            weights = _cell_weights(cell, *w)
-            seq = x if d == 0 else reverse_within_lengths(x, lengths)
+            w = [p.detach().numpy() for p in params[d * per_direction:(d + 1) * per_direction]]
             h, states, cache = _direction_forward(
-                cell, nonlinearity, seq, lengths,
-                np.zeros((N, H), x.dtype) if h0 is None else _array(h0[d]),
-                None if c0 is None else _array(c0[d]), weights)
-            if dirs == 1 and (not time_major or N == 1):
-                out = h  # already laid out as asked (one sequence: either way): no copy
-            else:
-                out[:, :, d * H:(d + 1) * H] = h if d == 0 else reverse_within_lengths(h, lengths)
-            for buf, state in zip(finals, states):
-                buf[d] = state
+                cell, nonlinearity, x if d == 0 else reverse_within_lengths(x, lengths),
+                lengths, np.zeros((N, H), x.dtype) if h0 is None else h0[d],
+                None if c0 is None else c0[d], _cell_weights(cell, *w))
+            outs.append(h if d == 0 else reverse_within_lengths(h, lengths))
+            finals.append(states)
             caches.append(cache)
         ctx.fastrnn = (cell, lengths, caches, has_bias, h0 is not None, c0 is not None)
+        if dirs == 1 and (not time_major or N == 1):
+            out = outs[0]  # already laid out as asked (one sequence: either way): no copy
+        else:
+            out = _batch_major_view((N, T, dirs * H), x.dtype, time_major)
+            for d, h in enumerate(outs):
+                out[:, :, d * H:(d + 1) * H] = h
+        # (dirs, N, H) final states: views of the one direction's, or stacked.
+        finals = [s[0][None] if dirs == 1 else np.stack(s) for s in zip(*finals)]
         return (_tensor(out),) + tuple(_tensor(f) for f in finals)
 
     @staticmethod
@@ -223,7 +225,7 @@ class _FastrnnForward:
     _cell = None  # "lstm", "gru" or "rnn"
 
     def _check_supported(self):
-        if getattr(self, "proj_size", 0):
+        if self.__dict__.get("proj_size"):
             raise ValueError(f"fastrnn.torch.{type(self).__name__} does not support proj_size; "
                              f"use torch.nn.LSTM for a projected LSTM")
 
@@ -235,7 +237,7 @@ class _FastrnnForward:
     def _check_tensor(self, name, tensor, dtype):
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
-        if tensor.device.type != "cpu":
+        if not tensor.is_cpu:
             raise self._unsupported(f"{name} on device {tensor.device}")
         if tensor.dtype not in _DTYPES:
             raise self._unsupported(f"{name} of dtype {tensor.dtype}")
@@ -263,10 +265,10 @@ class _FastrnnForward:
         pair (h0, c0); zeros when None. Returns (output, h_n), for the LSTM
         (output, (h_n, c_n)), as torch.nn.LSTM / GRU / RNN does."""
         self._check_supported()
-        weights = self._flat_weights
-        dtype = weights[0].dtype
-        if dtype not in _DTYPES or weights[0].device.type != "cpu":
-            raise self._unsupported(f"parameters of dtype {dtype} on {weights[0].device}")
+        first = self._flat_weights[0]
+        dtype = first.dtype
+        if dtype not in _DTYPES or not first.is_cpu:
+            raise self._unsupported(f"parameters of dtype {dtype} on {first.device}")
         packed = isinstance(input, PackedSequence)
         if packed:
             self._check_tensor("input.data", input.data, dtype)

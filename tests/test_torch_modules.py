@@ -239,3 +239,13 @@ def test_gradients_are_new_tensors_and_inputs_untouched():
 def test_importing_fastrnn_does_not_import_torch():
     code = "import sys, fastrnn; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_bench_times_the_modules_after_checking_them(capsys):
+    from fastrnn import bench
+    result = bench.module_step_speedup("gru", (4, 2, 3, 5), "float64", rounds=2,
+                                       min_seconds=0.001)
+    assert result["max_rel_error"] < 1e-9 and result["torch_ms"] > 0
+    assert result["speedup"] == pytest.approx(result["torch_ms"] / result["fastrnn_ms"])
+    bench.print_module_table([("gru", (4, 2, 3, 5), "float64", result)])
+    assert "fastrnn.torch modules vs torch.nn" in capsys.readouterr().out

@@ -12,6 +12,7 @@ shows as a drop. Run under `scripts/isa --bench avx2` (or x86-64) for another IS
 - StepSpeedup: single steps at N = 1 (issue 12) vs torch's cells and the reference.
 - FractionOfGemm: fastrnn's LSTM forward rate over the rate of one matrix product with the
   same FLOP count, (T*N, D+H) @ (D+H, 4H), the faster of NumPy's and fastrnn's GEMM.
+- ModuleStepSpeedup: fastrnn.torch's modules vs torch.nn's, a training step (issue 15).
 """
 
 import time
@@ -181,3 +182,25 @@ def _torch_cell_step(cell, kind, x, h, c, D, H):
         next_h, next_c = module(xs, (hs, cs))
         (next_h.sum() + next_c.sum()).backward()
     return forward_backward
+
+
+class ModuleStepSpeedup:
+    """fastrnn.torch's LSTM / GRU / RNN modules against torch.nn's (issue 15): a training
+    step (zero_grad, forward, output.backward, every gradient) on the same weights, torch
+    time / fastrnn.torch time, interleaved (bench.module_step_speedup). Skipped without
+    torch."""
+    params = (["lstm", "gru", "rnn"], ["(50, 1, 32, 32)", "(100, 16, 64, 128)"])
+    param_names = ["cell", "shape (T, N, D, H)"]
+    unit = "torch time / fastrnn.torch time"
+    number = 1
+    repeat = 1
+    timeout = 300
+
+    def setup(self, cell, shape):
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise NotImplementedError("torch is not installed") from None
+
+    def track_speedup(self, cell, shape):
+        return bench.module_step_speedup(cell, parse(shape), "float32")["speedup"]
