@@ -15,6 +15,7 @@ shows as a drop. Run under `scripts/isa --bench avx2` (or x86-64) for another IS
 - ModuleStepSpeedup: fastrnn.torch's modules vs torch.nn's, a training step (issue 15).
 """
 
+import importlib.util
 import time
 
 import numpy as np
@@ -197,10 +198,8 @@ class ModuleStepSpeedup:
     timeout = 300
 
     def setup(self, cell, shape):
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            raise NotImplementedError("torch is not installed") from None
+        if importlib.util.find_spec("torch") is None:
+            raise NotImplementedError("torch is not installed")
 
     def track_speedup(self, cell, shape):
         return bench.module_step_speedup(cell, parse(shape), "float32")["speedup"]
