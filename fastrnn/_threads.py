@@ -178,8 +178,12 @@ _openmp = {"pool": None, "modules_seen": -1, "off": False}
 
 def _openmp_pool():
     """An _OpenMPPool if libgomp is loaded in this process, else None; never loads it.
-    Looked for again only when modules were imported since (an import is what loads it)."""
+    Looked for again only when modules were imported since (an import is what loads it).
+    FASTRNN_OPENMP_POOL=0 in the environment keeps fastrnn on its own threads."""
     if _openmp["off"]:
+        return None
+    if _openmp["modules_seen"] == -1 and os.environ.get("FASTRNN_OPENMP_POOL") == "0":
+        _openmp["off"] = True  # the user's opt-out, read once
         return None
     if (_openmp["pool"] is None
             and len(sys.modules) != _openmp["modules_seen"]):

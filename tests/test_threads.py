@@ -4,6 +4,7 @@ on distinct threads, errors reach the caller, a nested call runs all its shares,
 match one thread's bits, and a forked child gets threads of its own."""
 
 import multiprocessing
+import os
 import sys
 import threading
 
@@ -107,3 +108,15 @@ def test_a_forked_child_runs_threaded_calls(pool):
     child.join(timeout=120)
     assert child.exitcode == 0
     assert queue.get(timeout=5) == h.sum()
+
+
+def test_the_openmp_pool_can_be_switched_off_from_the_environment():
+    pytest.importorskip("torch")
+    import subprocess
+    code = ("import torch, fastrnn._threads as t; "
+            "print(t._openmp_pool() is None)")
+    for value, expected in (("0", "True"), ("1", "False")):
+        env = dict(os.environ, FASTRNN_OPENMP_POOL=value)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        assert out == expected, (value, out)
