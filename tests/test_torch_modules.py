@@ -249,3 +249,17 @@ def test_the_bench_times_the_modules_after_checking_them(capsys):
     assert result["speedup"] == pytest.approx(result["torch_ms"] / result["fastrnn_ms"])
     bench.print_module_table([("gru", (4, 2, 3, 5), "float64", result)])
     assert "fastrnn.torch modules vs torch.nn" in capsys.readouterr().out
+
+
+def test_the_readme_example_runs():
+    import re
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("### PyTorch modules: `fastrnn.torch`"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace = {}
+    exec(compile(code, "README fastrnn.torch", "exec"), namespace)
+    assert namespace["out"].shape == (16, 100, 256)
+    assert namespace["h_n"].shape == namespace["c_n"].shape == (4, 16, 128)
+    assert all(p.grad is not None for p in namespace["lstm"].parameters())
+    assert isinstance(namespace["gru"], torch.nn.GRU)
