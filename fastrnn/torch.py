@@ -7,10 +7,13 @@ Each class subclasses its torch counterpart, so the constructor, the parameters
 returns what torch's does: ``(output, h_n)``, or ``(output, (h_n, c_n))`` for the LSTM,
 from a padded tensor (batched or not, ``batch_first`` either way) or a ``PackedSequence``
 (sorted or not), with ``hx`` optional. Gradients reach the input, ``hx`` and every parameter
-through one ``torch.autograd.Function`` per layer and direction, which calls fastrnn's
-forward and backward on the tensors' memory (NumPy views, no copies) and hands fastrnn's
-outputs back to torch the same way. Only the LSTM's weights are copied per call (torch packs
-its gates i, f, g, o, fastrnn i, f, o, g; a few hundred KB at most against a sequence's work).
+through one ``torch.autograd.Function`` per layer, which calls fastrnn's forward and
+backward on the tensors' memory (NumPy views) and hands fastrnn's results back to torch
+the same way (torch.from_numpy). What is copied per call: the weights, into fastrnn's
+(K, G) layout (torch stores them transposed, and packs the LSTM's gates i, f, g, o where
+fastrnn has i, f, o, g), and their gradients back; for a module without batch_first, the
+input, output and their gradients between torch's time-major layout and fastrnn's
+batch-major one; nothing else.
 
 Supported: CPU tensors of float32 or float64 (the module's dtype), any number of layers,
 bidirectional, bias or not, ``dropout`` between layers in training mode (torch's
@@ -26,10 +29,7 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from . import gru as _gru
-from . import lstm as _lstm
-from . import rnn as _rnn
-from .stack import reverse_within_lengths
+from .stack import _cell_backward, _cell_forward, reverse_within_lengths
 
 __all__ = ["LSTM", "GRU", "RNN", "from_torch"]
 
@@ -112,27 +112,10 @@ def _parameter_grads(cell, dweights, has_bias):
     return [torch.from_numpy(g) for g in grads]
 
 
-def _direction_forward(cell, nonlinearity, x, lengths, h0, c0, weights):
-    """One direction's fastrnn forward: h (N, T, H), final states, cache."""
-    if cell == "lstm":
-        h, cache = _lstm.lstm_forward(x, h0, *weights, c0=c0, lengths=lengths)
-        return h, (cache.final_h, cache.final_c), cache
-    if cell == "gru":
-        h, cache = _gru.gru_forward(x, h0, *weights, lengths=lengths)
-    else:
-        h, cache = _rnn.rnn_forward(x, h0, *weights, nonlinearity=nonlinearity, lengths=lengths)
-    return h, (cache.final_h,), cache
-
-
-def _direction_backward(cell, dh, cache, dfinals):
-    """One direction's fastrnn backward: dx, (dh0[, dc0]), weight gradients."""
-    if cell == "lstm":
-        dx, dh0, *dweights, dc0 = _lstm.lstm_backward(
-            dh, cache, dh_last=dfinals[0], dc_last=dfinals[1], return_dc0=True)
-        return dx, (dh0, dc0), dweights
-    backward = _gru.gru_backward if cell == "gru" else _rnn.rnn_backward
-    dx, dh0, *dweights = backward(dh, cache, dh_last=dfinals[0])
-    return dx, (dh0,), dweights
+def _by_direction(states):
+    """states[d]: one direction's tuple of (N, H) states -> a (dirs, N, H) array per state
+    (for one direction, views of its own)."""
+    return [s[0][None] if len(s) == 1 else np.stack(s) for s in zip(*states)]
 
 
 def _batch_major_view(shape, dtype, time_major):
@@ -167,15 +150,14 @@ class _Layer(torch.autograd.Function):
         H = params[1].shape[1]
         per_direction = len(params) // dirs
         has_bias = per_direction == 4
-        h0 = None if h0 is None else h0.detach().numpy()
-        c0 = None if c0 is None else c0.detach().numpy()
+        h0, c0 = _array(h0), _array(c0)
         caches, outs, finals = [], [], []
         for d in range(dirs):
             w = [p.detach().numpy() for p in params[d * per_direction:(d + 1) * per_direction]]
-            h, states, cache = _direction_forward(
-                cell, nonlinearity, x if d == 0 else reverse_within_lengths(x, lengths),
-                lengths, np.zeros((N, H), x.dtype) if h0 is None else h0[d],
-                None if c0 is None else c0[d], _cell_weights(cell, *w))
+            h, states, cache = _cell_forward(
+                cell, x if d == 0 else reverse_within_lengths(x, lengths),
+                np.zeros((N, H), x.dtype) if h0 is None else h0[d],
+                None if c0 is None else c0[d], _cell_weights(cell, *w), lengths, nonlinearity)
             outs.append(h if d == 0 else reverse_within_lengths(h, lengths))
             finals.append(states)
             caches.append(cache)
@@ -186,9 +168,7 @@ class _Layer(torch.autograd.Function):
             out = _batch_major_view((N, T, dirs * H), x.dtype, time_major)
             for d, h in enumerate(outs):
                 out[:, :, d * H:(d + 1) * H] = h
-        # (dirs, N, H) final states: views of the one direction's, or stacked.
-        finals = [s[0][None] if dirs == 1 else np.stack(s) for s in zip(*finals)]
-        return (_tensor(out),) + tuple(_tensor(f) for f in finals)
+        return (_tensor(out),) + tuple(_tensor(f) for f in _by_direction(finals))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -196,27 +176,21 @@ class _Layer(torch.autograd.Function):
         cell, lengths, caches, has_bias, has_h0, has_c0 = ctx.fastrnn
         dout = _array(dout)
         dfinals = [_array(dh_n)] + ([] if dc_n is None else [_array(dc_n)])
-        dirs = len(caches)
-        H = dout.shape[2] // dirs
-        dx = dinit = None
-        grads = []
+        H = dout.shape[2] // len(caches)
+        dxs, dinits, grads = [], [], []
         for d, cache in enumerate(caches):
             dh = dout[:, :, d * H:(d + 1) * H]
             if d == 1:
                 dh = reverse_within_lengths(dh, lengths)
-            dx_d, dstates, dweights = _direction_backward(cell, dh, cache,
-                                                          [g[d] for g in dfinals])
-            if d == 0:
-                dx = dx_d
-                dinit = [np.empty((dirs,) + s.shape, s.dtype) for s in dstates]
-            else:
-                dx = dx + reverse_within_lengths(dx_d, lengths)
-            for buf, g in zip(dinit, dstates):
-                buf[d] = g
+            dx, dstates, dweights = _cell_backward(cell, dh, cache, [g[d] for g in dfinals])
+            dxs.append(dx if d == 0 else reverse_within_lengths(dx, lengths))
+            dinits.append(dstates)
             grads += _parameter_grads(cell, dweights, has_bias)
+        dinits = _by_direction(dinits)
+        dx = dxs[0] if len(dxs) == 1 else dxs[0] + dxs[1]  # the input feeds both directions
         return (None, None, None, None, _tensor(dx), None,
-                _tensor(dinit[0]) if has_h0 else None,
-                _tensor(dinit[1]) if has_c0 else None, *grads)
+                _tensor(dinits[0]) if has_h0 else None,
+                _tensor(dinits[1]) if has_c0 else None, *grads)
 
 
 class _FastrnnForward:
