@@ -31,6 +31,9 @@ SHAPES = ["(50, 1, 32, 32)", "(100, 16, 64, 128)", "(100, 64, 256, 256)", "(200,
 # Speed): the time loop runs on one core while torch splits each step's product over both.
 SMALL_BATCH_BIG_WEIGHTS = ["(100, 1, 256, 256)", "(100, 4, 256, 256)", "(100, 1, 512, 512)"]
 KINDS = ["forward", "inference", "forward_backward"]
+# float64 is tracked at the two smaller sizes only: each parameter set costs seconds of
+# warm-up and interleaved rounds, and the float32 sizes are where the README's claims are.
+FLOAT64_SHAPES = SHAPES[:2]
 
 
 def interleaved_medians(functions, rounds):
@@ -53,6 +56,8 @@ class SpeedupVsTorch:
     timeout = 600
 
     def setup(self, shape, dtype, kind):
+        if dtype == "float64" and shape not in FLOAT64_SHAPES:
+            raise NotImplementedError("float64 is tracked at the two smaller sizes")
         ours_warm = {"forward": ("forward",), "inference": (),
                      "forward_backward": ("forward_backward",)}[kind]
         theirs_warm = ("forward_backward",) if kind == "forward_backward" else ("forward",)
