@@ -13,7 +13,8 @@ the same way (torch.from_numpy). What is copied per call: the weights, into fast
 (K, G) layout (torch stores them transposed, and packs the LSTM's gates i, f, g, o where
 fastrnn has i, f, o, g), and their gradients back; for a module without batch_first, the
 input, output and their gradients between torch's time-major layout and fastrnn's
-batch-major one; nothing else.
+batch-major one; nothing else. With nothing to differentiate (``torch.no_grad()``, or no
+input or parameter requiring grad) the forward runs fastrnn's inference path: no cache.
 
 Supported: CPU tensors of float32 or float64 (the module's dtype), any number of layers,
 bidirectional, bias or not, ``dropout`` between layers in training mode (torch's
@@ -29,6 +30,9 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from . import gru as _gru
+from . import lstm as _lstm
+from . import rnn as _rnn
 from .stack import _cell_backward, _cell_forward, reverse_within_lengths
 
 __all__ = ["LSTM", "GRU", "RNN", "from_torch"]
@@ -112,6 +116,49 @@ def _parameter_grads(cell, dweights, has_bias):
     return [torch.from_numpy(g) for g in grads]
 
 
+def _cell_inference(cell, x, h0, c0, weights, lengths, nonlinearity):
+    """_cell_forward without a cache (fastrnn's *_inference): (h, final states, None)."""
+    if cell == "lstm":
+        h, finals = _lstm.lstm_inference(x, h0, *weights, c0=c0, lengths=lengths,
+                                         return_state=True)
+        return h, finals, None
+    if cell == "gru":
+        h, final_h = _gru.gru_inference(x, h0, *weights, lengths=lengths, return_state=True)
+    else:
+        h, final_h = _rnn.rnn_inference(x, h0, *weights, nonlinearity=nonlinearity,
+                                        lengths=lengths, return_state=True)
+    return h, (final_h,), None
+
+
+def _layer_forward(cell, nonlinearity, time_major, dirs, x, lengths, h0, c0, params,
+                   run_direction):
+    """One layer's forward, all directions, as _Layer.forward describes; run_direction is
+    _cell_forward (keeping caches) or _cell_inference. Returns the output tensors and the
+    directions' caches."""
+    x = x.detach().numpy()
+    N, T, _ = x.shape
+    H = params[1].shape[1]
+    per_direction = len(params) // dirs
+    h0, c0 = _array(h0), _array(c0)
+    caches, outs, finals = [], [], []
+    for d in range(dirs):
+        w = [p.detach().numpy() for p in params[d * per_direction:(d + 1) * per_direction]]
+        h, states, cache = run_direction(
+            cell, x if d == 0 else reverse_within_lengths(x, lengths),
+            np.zeros((N, H), x.dtype) if h0 is None else h0[d],
+            None if c0 is None else c0[d], _cell_weights(cell, *w), lengths, nonlinearity)
+        outs.append(h if d == 0 else reverse_within_lengths(h, lengths))
+        finals.append(states)
+        caches.append(cache)
+    if dirs == 1 and (not time_major or N == 1):
+        out = outs[0]  # already laid out as asked (one sequence: either way): no copy
+    else:
+        out = _batch_major_view((N, T, dirs * H), x.dtype, time_major)
+        for d, h in enumerate(outs):
+            out[:, :, d * H:(d + 1) * H] = h
+    return (_tensor(out),) + tuple(_tensor(f) for f in _by_direction(finals)), caches
+
+
 def _by_direction(states):
     """states[d]: one direction's tuple of (N, H) states -> a (dirs, N, H) array per state
     (for one direction, views of its own)."""
@@ -145,30 +192,11 @@ class _Layer(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, cell, nonlinearity, time_major, dirs, x, lengths, h0, c0, *params):
-        x = x.detach().numpy()
-        N, T, _ = x.shape
-        H = params[1].shape[1]
-        per_direction = len(params) // dirs
-        has_bias = per_direction == 4
-        h0, c0 = _array(h0), _array(c0)
-        caches, outs, finals = [], [], []
-        for d in range(dirs):
-            w = [p.detach().numpy() for p in params[d * per_direction:(d + 1) * per_direction]]
-            h, states, cache = _cell_forward(
-                cell, x if d == 0 else reverse_within_lengths(x, lengths),
-                np.zeros((N, H), x.dtype) if h0 is None else h0[d],
-                None if c0 is None else c0[d], _cell_weights(cell, *w), lengths, nonlinearity)
-            outs.append(h if d == 0 else reverse_within_lengths(h, lengths))
-            finals.append(states)
-            caches.append(cache)
-        ctx.fastrnn = (cell, lengths, caches, has_bias, h0 is not None, c0 is not None)
-        if dirs == 1 and (not time_major or N == 1):
-            out = outs[0]  # already laid out as asked (one sequence: either way): no copy
-        else:
-            out = _batch_major_view((N, T, dirs * H), x.dtype, time_major)
-            for d, h in enumerate(outs):
-                out[:, :, d * H:(d + 1) * H] = h
-        return (_tensor(out),) + tuple(_tensor(f) for f in _by_direction(finals))
+        outputs, caches = _layer_forward(cell, nonlinearity, time_major, dirs, x, lengths, h0,
+                                         c0, params, _cell_forward)
+        ctx.fastrnn = (cell, lengths, caches, len(params) // dirs == 4, h0 is not None,
+                       c0 is not None)
+        return outputs
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -290,14 +318,21 @@ class _FastrnnForward:
         per_layer = len(self._flat_weights) // self.num_layers
         # From __dict__: a missing attribute goes through Module.__getattr__, microseconds.
         nonlinearity = self.__dict__.get("nonlinearity", "tanh")
+        # Nothing to differentiate (no_grad, or eval on inputs and weights that do not
+        # require grad): fastrnn's inference path, faster and without a cache.
+        differentiate = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (x, h0, c0, *self._flat_weights))
         finals = []
         layer_input = x
         for l in range(self.num_layers):
             k = slice(l * dirs, (l + 1) * dirs)
-            layer_input, *states = _Layer.apply(
-                self._cell, nonlinearity, time_major, dirs, layer_input, lengths,
-                None if h0 is None else h0[k], None if c0 is None else c0[k],
-                *self._flat_weights[l * per_layer:(l + 1) * per_layer])
+            args = (self._cell, nonlinearity, time_major, dirs, layer_input, lengths,
+                    None if h0 is None else h0[k], None if c0 is None else c0[k])
+            params = self._flat_weights[l * per_layer:(l + 1) * per_layer]
+            if differentiate:
+                layer_input, *states = _Layer.apply(*args, *params)
+            else:
+                (layer_input, *states), _ = _layer_forward(*args, params, _cell_inference)
             finals.append(states)
             if self.dropout and self.training and l < self.num_layers - 1:
                 layer_input = torch.nn.functional.dropout(layer_input, self.dropout, True)

@@ -263,3 +263,31 @@ def test_the_readme_example_runs():
     assert namespace["h_n"].shape == namespace["c_n"].shape == (4, 16, 128)
     assert all(p.grad is not None for p in namespace["lstm"].parameters())
     assert isinstance(namespace["gru"], torch.nn.GRU)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("packed", [False, True])
+def test_without_gradients_the_inference_path_runs(kind, packed, monkeypatch):
+    """Under no_grad (or with nothing requiring grad) the forward keeps no cache: fastrnn's
+    *_inference functions, and the same results as torch's."""
+    theirs, ours = make_pair(kind, num_layers=2, bidirectional=True)
+    x, hx = inputs(ours, torch.float64, False, True, packed)
+    arg = pack_padded_sequence(x, torch.tensor(LENGTHS), enforce_sorted=False) if packed else x
+    hx = tuple(h.detach() for h in hx)
+    hx = hx if kind == "lstm" else hx[0]
+    with torch.no_grad():
+        want_out, want_states = theirs(arg, hx)
+
+    def no_training_forward(*args, **kwargs):
+        raise AssertionError("the training forward ran under no_grad")
+    for name in ("lstm_forward", "gru_forward", "rnn_forward"):
+        monkeypatch.setattr(f"fastrnn.stack.{name}", no_training_forward)
+    with torch.no_grad():
+        out, states = ours(arg, hx)
+    if packed:
+        out, want_out = out.data, want_out.data
+    assert out.grad_fn is None
+    assert_close("output", out, want_out, torch.float64)
+    for a, b in zip(states if kind == "lstm" else [states],
+                    want_states if kind == "lstm" else [want_states]):
+        assert_close("final state", a, b, torch.float64)
