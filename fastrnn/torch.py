@@ -195,22 +195,27 @@ class _Layer(torch.autograd.Function):
         outputs, caches = _layer_forward(cell, nonlinearity, time_major, dirs, x, lengths, h0,
                                          c0, params, _cell_forward)
         ctx.fastrnn = (cell, lengths, caches, len(params) // dirs == 4, h0 is not None,
-                       c0 is not None)
+                       c0 is not None, outputs[0].shape)
+        # Outputs the loss does not use get None, not a tensor of zeros: fastrnn then
+        # skips them (a final state's None is its dh_last=None).
+        ctx.set_materialize_grads(False)
         return outputs
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dout, dh_n, dc_n=None):
-        cell, lengths, caches, has_bias, has_h0, has_c0 = ctx.fastrnn
-        dout = _array(dout)
-        dfinals = [_array(dh_n)] + ([] if dc_n is None else [_array(dc_n)])
+        cell, lengths, caches, has_bias, has_h0, has_c0, out_shape = ctx.fastrnn
+        dtype = caches[0].final_h.dtype
+        dout = np.zeros(out_shape, dtype) if dout is None else _array(dout)
+        dfinals = [_array(dh_n)] + ([_array(dc_n)] if cell == "lstm" else [])
         H = dout.shape[2] // len(caches)
         dxs, dinits, grads = [], [], []
         for d, cache in enumerate(caches):
             dh = dout[:, :, d * H:(d + 1) * H]
             if d == 1:
                 dh = reverse_within_lengths(dh, lengths)
-            dx, dstates, dweights = _cell_backward(cell, dh, cache, [g[d] for g in dfinals])
+            dx, dstates, dweights = _cell_backward(
+                cell, dh, cache, [None if g is None else g[d] for g in dfinals])
             dxs.append(dx if d == 0 else reverse_within_lengths(dx, lengths))
             dinits.append(dstates)
             grads += _parameter_grads(cell, dweights, has_bias)

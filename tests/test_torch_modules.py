@@ -291,3 +291,23 @@ def test_without_gradients_the_inference_path_runs(kind, packed, monkeypatch):
     for a, b in zip(states if kind == "lstm" else [states],
                     want_states if kind == "lstm" else [want_states]):
         assert_close("final state", a, b, torch.float64)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("used", ["output", "final h", "final c"])
+def test_a_loss_of_some_outputs_only(kind, used):
+    """Outputs the loss leaves out reach the backward as None (not materialised zeros)."""
+    if kind == "gru" and used == "final c":
+        pytest.skip("the GRU has no cell state")
+    theirs, ours = make_pair(kind, num_layers=2, bidirectional=True)
+    grads = []
+    for module in (theirs, ours):
+        x, hx = inputs(module, torch.float64, False, True, False)
+        out, states = module(x, tuple(hx) if kind == "lstm" else hx[0])
+        states = states if kind == "lstm" else (states,)
+        chosen = {"output": out, "final h": states[0], "final c": states[-1]}[used]
+        (chosen * torch.linspace(-1, 1, chosen.numel(), dtype=chosen.dtype).view_as(chosen)
+         ).sum().backward()
+        grads.append([x.grad, *(h.grad for h in hx), *(p.grad for p in module.parameters())])
+    for i, (a, b) in enumerate(zip(grads[1], grads[0])):
+        assert_close(f"gradient {i}", a, b, torch.float64)
