@@ -8,7 +8,8 @@ Same functions, arguments and return tuples as cs231n's ``rnn_layers.py``:
 Shapes: x (N, T, D), h0 (N, H), LSTM Wx (D, 4H), Wh (H, 4H), b (4H,) with gates i, f, o, g
 along the 4H axis; RNN Wx (D, H), Wh (H, H), b (H,); GRU (PyTorch's semantics) Wx (D, 3H),
 Wh (H, 3H), bx (3H,), bh (3H,) with gates r, z, n. ``fastrnn.reference`` holds plain NumPy
-versions of every function.
+versions of every function. ``fastrnn.torch`` (imported on its own; needs PyTorch) holds
+drop-in ``torch.nn.LSTM`` / ``GRU`` / ``RNN`` modules running on these kernels.
 """
 
 from . import reference
