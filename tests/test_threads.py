@@ -120,3 +120,34 @@ def test_the_openmp_pool_can_be_switched_off_from_the_environment():
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                              text=True, check=True).stdout.strip()
         assert out == expected, (value, out)
+
+
+def test_four_python_threads_at_once_give_one_threads_bits(pool):
+    """Concurrent calls (one gets the pool, the others run serially) while, with the OpenMP
+    pool, torch runs parallel regions of its own from another thread."""
+    from concurrent.futures import ThreadPoolExecutor
+    inputs = [make_inputs(24, 20, 33, 50, 4, np.float32, seed=s) for s in range(6)]
+    dh = np.random.default_rng(2).standard_normal((24, 20, 50)).astype(np.float32)
+
+    def run(p):
+        h, cache = fastrnn.lstm_forward(*p[:2], *p[3:], c0=p[2])
+        return (h,) + fastrnn.lstm_backward(dh, cache)
+    expected = [run(p) for p in inputs]
+    stop = threading.Event()
+
+    def torch_work():
+        import torch
+        a = torch.randn(256, 256)
+        while not stop.is_set():
+            (a @ a).sum()
+    with ThreadPoolExecutor(max_workers=5) as executor:
+        background = executor.submit(torch_work) if pool == "openmp" else None
+        try:
+            got = list(executor.map(run, inputs * 3))
+        finally:
+            stop.set()
+        if background is not None:
+            background.result()
+    for want, have in zip(expected * 3, got):
+        for a, b in zip(want, have):
+            np.testing.assert_array_equal(a, b)
