@@ -188,14 +188,31 @@ def _openmp_pool():
     if (_openmp["pool"] is None
             and len(sys.modules) != _openmp["modules_seen"]):
         _openmp["modules_seen"] = len(sys.modules)
-        import ctypes
-        try:
-            library = ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD)
-        except (OSError, AttributeError):  # not loaded, or no RTLD_NOLOAD (Windows)
-            library = None
+        library = _loaded_libgomp()
         if library is not None:
             _openmp["pool"] = _OpenMPPool(library)
     return _openmp["pool"]
+
+
+def _loaded_libgomp():
+    """libgomp as a ctypes library if this process has loaded it, else None. By its soname
+    first; with torch imported, also under a wheel's renamed copy (auditwheel renames
+    vendored libraries, libgomp-<hash>.so.1), found in /proc/self/maps."""
+    import ctypes
+    names = ["libgomp.so.1"]
+    if "torch" in sys.modules:
+        try:
+            with open("/proc/self/maps") as maps:
+                names += sorted({line.split()[-1] for line in maps
+                                 if "/libgomp" in line and line.rstrip().endswith(".so.1")})
+        except OSError:
+            pass
+    for name in names:
+        try:
+            return ctypes.CDLL(name, mode=os.RTLD_NOLOAD)
+        except (OSError, AttributeError):  # not loaded, or no RTLD_NOLOAD (Windows)
+            continue
+    return None
 
 
 os.register_at_fork(after_in_child=_forget_workers)
