@@ -172,8 +172,10 @@ class _OpenMPPool:
             raise errors[0]
 
 
-# off: never look for libgomp (a forked child; tests of fastrnn's own threads).
-_openmp = {"pool": None, "modules_seen": -1, "off": False}
+# off: never look for libgomp (FASTRNN_OPENMP_POOL=0, the user's opt-out; a forked child;
+# tests of fastrnn's own threads).
+_openmp = {"pool": None, "modules_seen": -1,
+           "off": os.environ.get("FASTRNN_OPENMP_POOL") == "0"}
 
 
 def _openmp_pool():
@@ -181,9 +183,6 @@ def _openmp_pool():
     Looked for again only when modules were imported since (an import is what loads it).
     FASTRNN_OPENMP_POOL=0 in the environment keeps fastrnn on its own threads."""
     if _openmp["off"]:
-        return None
-    if _openmp["modules_seen"] == -1 and os.environ.get("FASTRNN_OPENMP_POOL") == "0":
-        _openmp["off"] = True  # the user's opt-out, read once
         return None
     if (_openmp["pool"] is None
             and len(sys.modules) != _openmp["modules_seen"]):

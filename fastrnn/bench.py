@@ -541,17 +541,17 @@ def main(argv=None):
         for k, (cell, shape) in enumerate(cases, 1):
             log(f"[{k}/{len(cases)} {dtype}, {time.perf_counter() - started:.0f} s]")
             rows += run_case(cell, shape, dtype, args.repeats, not args.no_torch, log)
+    module_shapes = (args.module_shapes if args.module_shapes is not None
+                     else DEFAULT_MODULE_SHAPES)
     module_results = []
-    if not args.no_torch:
-        for dtype in dtypes:
-            for cell in ("lstm", "gru", "rnn"):
-                for shape in (args.module_shapes if args.module_shapes is not None
-                              else DEFAULT_MODULE_SHAPES):
-                    log(f"  fastrnn.torch {cell} {shape} {dtype}: checking and timing ...")
-                    result = module_step_speedup(cell, shape, dtype)
-                    if result is None:
-                        break
-                    module_results.append((cell, shape, dtype, result))
+    for dtype, cell, shape in ([] if args.no_torch else
+                               [(d, c, s) for d in dtypes for c in ("lstm", "gru", "rnn")
+                                for s in module_shapes]):
+        log(f"  fastrnn.torch {cell} {shape} {dtype}: checking and timing ...")
+        result = module_step_speedup(cell, shape, dtype)
+        if result is None:  # no torch
+            break
+        module_results.append((cell, shape, dtype, result))
     print()
     print_table(rows, peaks)
     if module_results:

@@ -135,14 +135,14 @@ def _layer_forward(cell, nonlinearity, time_major, dirs, x, lengths, h0, c0, par
     """One layer's forward, all directions, as _Layer.forward describes; run_direction is
     _cell_forward (keeping caches) or _cell_inference. Returns the output tensors and the
     directions' caches."""
-    x = x.detach().numpy()
+    x = _array(x)
     N, T, _ = x.shape
     H = params[1].shape[1]
     per_direction = len(params) // dirs
     h0, c0 = _array(h0), _array(c0)
     caches, outs, finals = [], [], []
     for d in range(dirs):
-        w = [p.detach().numpy() for p in params[d * per_direction:(d + 1) * per_direction]]
+        w = [_array(p) for p in params[d * per_direction:(d + 1) * per_direction]]
         h, states, cache = run_direction(
             cell, x if d == 0 else reverse_within_lengths(x, lengths),
             np.zeros((N, H), x.dtype) if h0 is None else h0[d],
@@ -400,8 +400,8 @@ def from_torch(module):
                    bidirectional=module.bidirectional, device="meta")
     if kind is torch.nn.RNN:
         options["nonlinearity"] = module.nonlinearity
-    if getattr(module, "proj_size", 0):
-        raise ValueError("fastrnn.torch does not support proj_size; keep the torch.nn.LSTM")
+    if kind is torch.nn.LSTM:
+        options["proj_size"] = module.proj_size  # refused by LSTM's own check
     wrapper = _WRAPPERS[kind](module.input_size, module.hidden_size, **options)
     for name in module._flat_weights_names:
         setattr(wrapper, name, getattr(module, name))

@@ -200,6 +200,8 @@ def test_from_torch_shares_the_parameters():
     assert isinstance(relu, ft.RNN) and relu.nonlinearity == "relu"
     with pytest.raises(TypeError, match="torch.nn.LSTM, GRU or RNN"):
         ft.from_torch(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="proj_size.*torch.nn.LSTM"):
+        ft.from_torch(torch.nn.LSTM(D, H, proj_size=2))
 
 
 def test_unsupported_and_bad_input_raise_clear_errors():
