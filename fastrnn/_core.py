@@ -349,6 +349,17 @@ def _unit_bounds(H, workers):
     return np.array([w * H // workers for w in range(workers + 1)], np.int64)
 
 
+@functools.lru_cache(maxsize=256)
+def small_step(N, D, H, gates, dtype, splittable):
+    """Whether a single step of N sequences runs as one call of its cell's *_step_small
+    kernel: single_worker_step, and, for a cell whose big steps share their hidden units
+    out (``splittable``: the LSTM, see step_split), too small to split. Kept per shape: a
+    sampling loop asks once per token."""
+    if splittable and N <= MR_STEP and 2 * N * (D + H) * gates * H >= _isa.STEP_SPLIT_MIN_FLOPS:
+        return False
+    return single_worker_step(N, D, H, gates, dtype)
+
+
 def single_worker_step(N, D, H, gates, dtype):
     """Whether a single step of N sequences runs on the calling thread with its products
     reading the weights in place (kernels/gemm.step_product_in_place): when the rows make

@@ -13,8 +13,8 @@ import numpy as np
 
 from . import _validate as v
 from ._core import (CellCache, batch_order, check_backward_cache, chunk_scratch, chunk_steps,
-                    input_grad, run_steps, single_worker_step, state_grad, step_operand,
-                    step_scratch, streamed, weight_grads, weight_panels)
+                    input_grad, run_steps, single_worker_step, small_step, state_grad,
+                    step_operand, step_scratch, streamed, weight_grads, weight_panels)
 from ._threads import kernel_threads
 from .kernels.gru import (gru_backward_steps,
                           gru_infer_steps, gru_step_small, gru_train_steps)
@@ -158,18 +158,29 @@ def gru_step_forward(x, prev_h, Wx, Wh, bx, bh):
     - next_h: next hidden state, shape (N, H)
     - cache: for gru_step_backward
     """
+    shape = v.ready_step(x, prev_h, Wx, Wh, (bx, bh), 3)
+    if shape is not None and small_step(*shape, 3, x.dtype, False):
+        # A sampling loop's step: arguments as the kernel takes them, no checks to convert.
+        return _step_outputs(gru_step_small(x, prev_h, Wx, Wh, bx, bh), prev_h, Wx, Wh)
     args, order = _validate(x, prev_h, Wx, Wh, bx, bh, None, step=True)
     x3, prev_h, Wx, Wh, bx, bh = args
     N, _, D = x3.shape
     H = prev_h.shape[1]
     if single_worker_step(N, D, H, 3, x3.dtype):
-        next_h, gates, hn, h_prev, x_rows = gru_step_small(x3.reshape(N, D), prev_h, Wx, Wh,
-                                                           bx, bh)
-        cache = GRUCache(x_rows=x_rows, h0=prev_h, Wx=Wx, Wh=Wh, gates=gates, hn_hist=hn,
-                         h_prev=h_prev, final_h=next_h, order=order, is_step=True)
-        return next_h.copy(), cache  # a copy: the cache keeps its own
+        return _step_outputs(gru_step_small(x3.reshape(N, D), prev_h, Wx, Wh, bx, bh),
+                             prev_h, Wx, Wh)
     h_seq, cache = _forward_with_cache(*args, order, is_step=True)
     return h_seq.reshape(prev_h.shape), cache
+
+
+def _step_outputs(step, prev_h, Wx, Wh):
+    """gru_step_forward's (next_h, cache) from gru_step_small's (h, gates, hn, h_prev,
+    x_rows)."""
+    next_h, gates, hn, h_prev, x_rows = step
+    cache = GRUCache(x_rows=x_rows, h0=prev_h, Wx=Wx, Wh=Wh, gates=gates, hn_hist=hn,
+                     h_prev=h_prev, final_h=next_h,
+                     order=batch_order(None, next_h.shape[0], 1), is_step=True)
+    return next_h.copy(), cache  # a copy: the cache keeps its own
 
 
 def gru_step_backward(dnext_h, cache):

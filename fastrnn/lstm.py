@@ -11,9 +11,9 @@ from . import _memory
 from . import _validate as v
 from ._core import (CellCache, batch_order, backward_dx, check_backward_cache, chunk_scratch,
                     chunk_steps, dx_in_time_loop, finish_dx, loop_split, part_panels,
-                    run_steps, single_worker_step, split_scratch, state_grad, step_operand,
-                    step_split, step_scratch, streamed, unit_bounds, weight_grads,
-                    weight_panels)
+                    run_steps, single_worker_step, small_step, split_scratch, state_grad,
+                    step_operand, step_split, step_scratch, streamed, unit_bounds,
+                    weight_grads, weight_panels)
 from ._isa import MR_STEP
 from ._threads import kernel_threads, run_workers
 from .kernels.gemm import padded_columns, padded_rows
@@ -267,9 +267,13 @@ def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
     """
     if prev_c is None:
         raise TypeError("prev_c must be a float32 or float64 array of shape (N, H), got None")
+    shape = v.ready_step(x, prev_h, Wx, Wh, (b,), 4, prev_c)
+    if shape is not None and small_step(*shape, 4, x.dtype, True):
+        # A sampling loop's step: arguments as the kernel takes them, no checks to convert.
+        return _step_outputs(lstm_step_small(x, prev_h, prev_c, Wx, Wh, b), prev_h, prev_c,
+                             Wx, Wh)
     (x3, prev_h, prev_c, Wx, Wh, (b,)), (N, T, D, H) = v.validate_step(
         x, prev_h, Wx, Wh, (("b", b),), gates=4, prev_c=prev_c)
-    order = batch_order(None, N, 1)
     x = x3.reshape(N, D)
     step = None
     with step_split(N, D, H, 4, x.dtype) as unit_bounds:
@@ -282,14 +286,21 @@ def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
         elif single_worker_step(N, D, H, 4, x.dtype):
             step = lstm_step_small(x, prev_h, prev_c, Wx, Wh, b)
     if step is not None:
-        next_h, next_c, gates, x_rows = step
-        cache = LSTMCache(x_rows=x_rows, h0=prev_h.copy(), c0=prev_c.copy(), Wx=Wx, Wh=Wh,
-                          gates=gates, c_hist=next_c, final_h=next_h, final_c=next_c,
-                          order=order, is_step=True)
-        # Copies: the cache keeps its own (the caller may write into what it gets).
-        return next_h.copy(), next_c.copy(), cache
-    h_seq, cache = _forward_with_cache(x3, prev_h, prev_c, Wx, Wh, b, order, is_step=True)
+        return _step_outputs(step, prev_h, prev_c, Wx, Wh)
+    h_seq, cache = _forward_with_cache(x3, prev_h, prev_c, Wx, Wh, b, batch_order(None, N, 1),
+                                       is_step=True)
     return h_seq.reshape(N, H), cache.final_c.copy(), cache
+
+
+def _step_outputs(step, prev_h, prev_c, Wx, Wh):
+    """lstm_step_forward's (next_h, next_c, cache) from a step kernel's (h, c, gates,
+    x_rows)."""
+    next_h, next_c, gates, x_rows = step
+    cache = LSTMCache(x_rows=x_rows, h0=prev_h.copy(), c0=prev_c.copy(), Wx=Wx, Wh=Wh,
+                      gates=gates, c_hist=next_c, final_h=next_h, final_c=next_c,
+                      order=batch_order(None, next_h.shape[0], 1), is_step=True)
+    # Copies: the cache keeps its own (the caller may write into what it gets).
+    return next_h.copy(), next_c.copy(), cache
 
 
 def lstm_step_backward(dnext_h, dnext_c, cache):

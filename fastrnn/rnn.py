@@ -8,8 +8,9 @@ import numpy as np
 
 from . import _validate as v
 from ._core import (CellCache, batch_order, backward_dx, check_backward_cache, chunk_scratch,
-                    chunk_steps, finish_dx, run_steps, single_worker_step, state_grad,
-                    step_operand, step_scratch, streamed, weight_grads, weight_panels)
+                    chunk_steps, finish_dx, run_steps, single_worker_step, small_step,
+                    state_grad, step_operand, step_scratch, streamed, weight_grads,
+                    weight_panels)
 from ._threads import kernel_threads
 from .kernels.rnn import (rnn_backward_steps,
                           rnn_infer_steps, rnn_step_small, rnn_train_steps)
@@ -153,19 +154,30 @@ def rnn_step_forward(x, prev_h, Wx, Wh, b, *, nonlinearity="tanh"):
     - cache: for rnn_step_backward
     """
     v.check_nonlinearity(nonlinearity)
+    relu = nonlinearity == "relu"
+    shape = v.ready_step(x, prev_h, Wx, Wh, (b,), 1)
+    if shape is not None and small_step(*shape, 1, x.dtype, False):
+        # A sampling loop's step: arguments as the kernel takes them, no checks to convert.
+        return _step_outputs(rnn_step_small(x, prev_h, Wx, Wh, b, relu), prev_h, Wx, Wh,
+                             relu)
     (x3, prev_h, _, Wx, Wh, (b,)), (N, T, D, H) = v.validate_step(
         x, prev_h, Wx, Wh, (("b", b),), gates=1)
-    order = batch_order(None, N, 1)
     if single_worker_step(N, D, H, 1, x3.dtype):
-        relu = nonlinearity == "relu"
-        next_h, x_rows = rnn_step_small(x3.reshape(N, D), prev_h, Wx, Wh, b, relu)
-        # h_rows (the backward's h_t) and final_h share next_h; the caller gets a copy.
-        cache = RNNCache(x_rows=x_rows, h0=prev_h.copy(), Wx=Wx, Wh=Wh, h_rows=next_h,
-                         final_h=next_h, relu=relu, order=order, is_step=True)
-        return next_h.copy(), cache
-    h_seq, cache = _forward_with_cache(x3, prev_h, Wx, Wh, b, order, nonlinearity,
-                                       is_step=True)
+        return _step_outputs(rnn_step_small(x3.reshape(N, D), prev_h, Wx, Wh, b, relu),
+                             prev_h, Wx, Wh, relu)
+    h_seq, cache = _forward_with_cache(x3, prev_h, Wx, Wh, b, batch_order(None, N, 1),
+                                       nonlinearity, is_step=True)
     return h_seq.reshape(N, H), cache
+
+
+def _step_outputs(step, prev_h, Wx, Wh, relu):
+    """rnn_step_forward's (next_h, cache) from rnn_step_small's (h, x_rows)."""
+    next_h, x_rows = step
+    # h_rows (the backward's h_t) and final_h share next_h; the caller gets a copy.
+    cache = RNNCache(x_rows=x_rows, h0=prev_h.copy(), Wx=Wx, Wh=Wh, h_rows=next_h,
+                     final_h=next_h, relu=relu, order=batch_order(None, next_h.shape[0], 1),
+                     is_step=True)
+    return next_h.copy(), cache
 
 
 def rnn_step_backward(dnext_h, cache):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import fastrnn
+import fastrnn._validate as v
 from cells import CELLS
 from helpers import eval_numerical_gradient_array, make_inputs, upstream
 
@@ -199,6 +200,56 @@ def test_any_memory_layout_gives_the_same_result(cell):
         grads2 = cell.backward(fastrnn, value, dstates, cache)
         for gname in grads:
             np.testing.assert_array_equal(grads2[gname], grads[gname], err_msg=f"d{gname}, dh {layout}")
+
+
+def step_calls(dtype=np.float32):
+    """(name, step forward, its arguments by name) for each cell, at N = 1 (a sampling
+    loop's step, which takes the checks' fast path)."""
+    x, h0, c0, Wx, Wh, b = make_inputs(1, 1, D, H, 4, dtype)
+    _, _, _, Wx3, Wh3, b3 = make_inputs(1, 1, D, H, 3, dtype)
+    _, _, _, Wx1, Wh1, b1 = make_inputs(1, 1, D, H, 1, dtype)
+    x = x[:, 0]
+    return [("lstm", fastrnn.lstm_step_forward,
+             dict(x=x, prev_h=h0, prev_c=c0, Wx=Wx, Wh=Wh, b=b)),
+            ("gru", fastrnn.gru_step_forward,
+             dict(x=x, prev_h=h0, Wx=Wx3, Wh=Wh3, bx=b3, bh=b3 + 0.5)),
+            ("rnn", fastrnn.rnn_step_forward, dict(x=x, prev_h=h0, Wx=Wx1, Wh=Wh1, b=b1))]
+
+
+@pytest.mark.parametrize("name, step, args", step_calls(), ids=[c[0] for c in step_calls()])
+def test_steps_take_the_fast_path_only_with_kernel_ready_arrays(name, step, args):
+    """validate.ready_step lets a step skip validate_step only when every argument is what
+    the kernel takes; any other layout, dtype or shape goes through the checks, and every
+    layout gives the plain call's bits."""
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[name]
+    biases = tuple(args[k] for k in ("b", "bx", "bh") if k in args)
+    prev_c = args.get("prev_c")
+
+    def ready(a):
+        return v.ready_step(a["x"], a["prev_h"], a["Wx"], a["Wh"],
+                            tuple(a[k] for k in ("b", "bx", "bh") if k in a), gates,
+                            a.get("prev_c"))
+    assert ready(args) == (1, D, H)
+    want = step(**args)
+    for key in args:
+        for layout, value in layouts(args[key]):
+            other = {**args, key: value}
+            if value.flags.c_contiguous and value.flags.writeable:
+                # A vector or one row in "Fortran" order is C-contiguous all the same.
+                assert ready(other) == (1, D, H), f"{key} {layout}"
+            else:
+                assert ready(other) is None, f"{key} {layout} took the fast path"
+            got = step(**other)
+            np.testing.assert_array_equal(got[0], want[0], err_msg=f"{key} {layout}")
+        for bad in (args[key].astype(np.float64), args[key].tolist(), args[key][..., :-1]):
+            assert ready({**args, key: bad}) is None, f"{key} {type(bad)} took the fast path"
+    assert v.ready_step(args["x"], args["prev_h"], args["Wx"], args["Wh"], biases, gates,
+                        prev_c) == (1, D, H)
+    fastrnn.set_check_finite(True)
+    try:
+        assert ready(args) is None  # the finite check is validate_step's
+    finally:
+        fastrnn.set_check_finite(False)
 
 
 @pytest.mark.parametrize("cell", CELLS, ids=lambda c: c.name)
