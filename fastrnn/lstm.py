@@ -16,9 +16,10 @@ from ._core import (CellCache, batch_order, backward_dx, check_backward_cache, c
                     weight_grads, weight_panels)
 from ._isa import MR_STEP
 from ._threads import kernel_threads, run_workers
+from .kernels.address import entry_address
 from .kernels.gemm import padded_columns, padded_rows
-from .kernels.lstm import (lstm_backward_run, lstm_backward_steps,
-                           lstm_infer_small, lstm_infer_steps,
+from .kernels.lstm import (INFER_STEPS_ARGS, TRAIN_STEPS_ARGS, lstm_backward_run,
+                           lstm_backward_steps, lstm_infer_small, lstm_infer_steps,
                            lstm_split_run, lstm_step_backward_small, lstm_step_small,
                            lstm_step_buffers, lstm_step_part, lstm_train_small,
                            lstm_train_steps)
@@ -65,7 +66,8 @@ def _forward_infer(x, h0, c0, Wx, Wh, b, order):
             S = chunk_steps(order, D, 4 * H, dtype, threads)
             bounds = loop_split(N, D, H, 4, threads)
             if threads == 1:
-                lstm_infer_small(x, Wx, Wh, b, h, c, S, h_out, order.active)
+                lstm_infer_small(x, Wx, Wh, b, h, c, S, h_out, order.active,
+                                 entry_address(lstm_infer_steps, dtype, INFER_STEPS_ARGS))
             elif bounds is not None:
                 _split_forward(x, Wx, Wh, b, h, c, S, h_out, order, bounds,
                                *_NO_ROWS[dtype.char])
@@ -161,7 +163,8 @@ def _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step):
             c0 = _c0_in_order(c0, h0, order)
             h_out, x_rows, gates, c_hist, h, c = lstm_train_small(
                 x, h0, c0, Wx, Wh, b, chunk_steps(order, D, 4 * H, dtype, threads),
-                order.real_steps, order.offsets, order.active, order.ragged)
+                order.real_steps, order.offsets, order.active, order.ragged,
+                entry_address(lstm_train_steps, dtype, TRAIN_STEPS_ARGS))
         else:
             x, h0, c0, h, c, h_out = _start(x, h0, c0, order)
             # x_rows: x in packed rows for the backward's dWx, filled by the time loop.

@@ -19,6 +19,7 @@ from numba import njit
 
 from .._config import JIT_OPTIONS
 from ._math import one_of, sigmoid, tanh
+from .address import caller
 from .gemm import (MR_STEP, chunk_scratch_like, pack_panels, step_product,
                    step_product_in_place, steps_product, times_transposed)
 from .split import BEGIN, CHUNK, END, STEP, driver, pack_unit_part, part_panel_length
@@ -168,8 +169,17 @@ def lstm_infer_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, re
                     copy_row(h_out[n, t], h[n], False)
 
 
+# lstm_train_steps' and lstm_infer_steps' argument types (address.array_types), for the
+# small wrappers below, which call them through their addresses: linked in, each wrapper
+# compiled the whole time loop a second time (seconds; kernels/address.py).
+TRAIN_STEPS_ARGS = "ii3111223222322IIb"
+INFER_STEPS_ARGS = "ii3111223223I"
+_call_train_steps = caller(TRAIN_STEPS_ARGS)
+_call_infer_steps = caller(INFER_STEPS_ARGS)
+
+
 @njit(**JIT_OPTIONS)
-def lstm_train_small(x, h0, c0, Wx, Wh, b, S, R, offsets, active, ragged):
+def lstm_train_small(x, h0, c0, Wx, Wh, b, S, R, offsets, active, ragged, steps_address):
     """The whole training forward on the calling thread in one call, for calls too small to
     share out: the outputs' allocation, the weights' panels and the time loop without
     Python between them (allocating from Python was a noticeable share of a call as small
@@ -178,6 +188,7 @@ def lstm_train_small(x, h0, c0, Wx, Wh, b, S, R, offsets, active, ragged):
     x: (N, T, D); h0, c0: (N, H); Wx: (D, 4H); Wh: (H, 4H); b: (4H,)
     S: steps per projection chunk; R: real steps; offsets, active: see kernels/__init__.py
     ragged: some sequence stops before T (its padding in h_out must read 0)
+    steps_address: address.entry_address of lstm_train_steps for TRAIN_STEPS_ARGS
     Returns h_out (N, T, H), x_rows (R, D), gates (R, 4H), c_hist (R, H) as lstm_train_steps
     fills them, and the final h (N rounded up to MR_STEP, H) and c (N, H).
     """
@@ -194,10 +205,10 @@ def lstm_train_small(x, h0, c0, Wx, Wh, b, S, R, offsets, active, ragged):
     # Typed constants, not literals: a jitted call with literal arguments compiles the
     # callee again for those literal types (here a second whole time loop).
     one_worker, no = np.int64(1), np.bool_(False)
-    lstm_train_steps(one_worker - 1, one_worker, x, pack_panels(Wx, no), pack_panels(Wh, no),
-                     b, h, c, chunk_scratch_like(h, S, G), chunk_scratch_like(h, 1, G)[0],
-                     x_rows, gates, h_out, c_hist, np.empty(c.shape, c.dtype), offsets, active,
-                     no)
+    _call_train_steps(steps_address, (
+        one_worker - 1, one_worker, x, pack_panels(Wx, no), pack_panels(Wh, no), b, h, c,
+        chunk_scratch_like(h, S, G), chunk_scratch_like(h, 1, G)[0], x_rows, gates, h_out,
+        c_hist, np.empty(c.shape, c.dtype), offsets, active, no))
     return h_out, x_rows, gates, c_hist, h, c
 
 
@@ -338,14 +349,16 @@ def lstm_step_part(w, workers, x, h_prev, Wx, Wh, b, projected, recurrent, gates
 
 
 @njit(**JIT_OPTIONS)
-def lstm_infer_small(x, Wx, Wh, b, h, c, S, h_out, active):
+def lstm_infer_small(x, Wx, Wh, b, h, c, S, h_out, active, steps_address):
     """The whole inference forward on the calling thread in one call (see
-    lstm_train_small)."""
+    lstm_train_small); steps_address: entry_address of lstm_infer_steps for
+    INFER_STEPS_ARGS."""
     G = Wx.shape[1]
     one_worker, no = np.int64(1), np.bool_(False)  # not literals: see lstm_train_small
-    lstm_infer_steps(one_worker - 1, one_worker, x, pack_panels(Wx, no), pack_panels(Wh, no),
-                     b, h, c, chunk_scratch_like(h, S, G), chunk_scratch_like(h, 1, G)[0],
-                     np.empty(c.shape, c.dtype), h_out, active)
+    _call_infer_steps(steps_address, (
+        one_worker - 1, one_worker, x, pack_panels(Wx, no), pack_panels(Wh, no), b, h, c,
+        chunk_scratch_like(h, S, G), chunk_scratch_like(h, 1, G)[0],
+        np.empty(c.shape, c.dtype), h_out, active))
 
 
 @njit(inline="always", **JIT_OPTIONS)
