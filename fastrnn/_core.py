@@ -9,8 +9,10 @@ from . import _isa, _memory
 from . import _validate as v
 from ._isa import MR, MR_STEP
 from ._threads import _parallel_launch, get_num_threads, run_workers
-from .kernels.gemm import (columns_per_panel, gemm_share, gemm_worker_count,
-                           pack_panels, padded_columns, padded_rows, worker_count)
+from .kernels.address import entry_address
+from .kernels.gemm import (STEPS_PRODUCT_ARGS, columns_per_panel, gemm_share,
+                           gemm_worker_count, pack_panels, padded_columns, padded_rows,
+                           steps_product_kernel, worker_count)
 
 
 @functools.lru_cache(maxsize=32)
@@ -347,6 +349,12 @@ def _unit_bounds(H, workers):
     """H hidden units in ``workers`` contiguous slices as equal as can be (shared between
     calls: no kernel writes it)."""
     return np.array([w * H // workers for w in range(workers + 1)], np.int64)
+
+
+def projection_address(dtype):
+    """The address of gemm.steps_product_kernel for ``dtype``, which the time loops call
+    for their input projection (kernels/address.py)."""
+    return entry_address(steps_product_kernel, dtype, STEPS_PRODUCT_ARGS)
 
 
 @functools.lru_cache(maxsize=256)

@@ -13,8 +13,9 @@ import numpy as np
 
 from . import _validate as v
 from ._core import (CellCache, batch_order, check_backward_cache, chunk_scratch, chunk_steps,
-                    input_grad, run_steps, single_worker_step, small_step, state_grad,
-                    step_operand, step_scratch, streamed, weight_grads, weight_panels)
+                    input_grad, projection_address, run_steps, single_worker_step,
+                    small_step, state_grad, step_operand, step_scratch, streamed,
+                    weight_grads, weight_panels)
 from ._threads import kernel_threads
 from .kernels.gru import (gru_backward_steps,
                           gru_infer_steps, gru_step_small, gru_train_steps)
@@ -53,7 +54,7 @@ def _forward_infer(x, h0, Wx, Wh, bx, bh, order):
             run_steps(gru_infer_steps, threads, order.active[0], x,
                       weight_panels(Wx), weight_panels(Wh), bx, bh, h,
                       chunk_scratch(S, N, 3 * H, dtype), step_scratch(N, 3 * H, dtype),
-                      np.empty((N, H), dtype), h_out, order.active)
+                      np.empty((N, H), dtype), h_out, order.active, projection_address(dtype))
     return order.unsort(h_out), order.final(h)
 
 
@@ -91,7 +92,8 @@ def _forward_with_cache(x, h0, Wx, Wh, bx, bh, order, is_step):
                       weight_panels(Wx), weight_panels(Wh), bx, bh, h,
                       chunk_scratch(S, N, 3 * H, dtype), step_scratch(N, 3 * H, dtype),
                       np.empty((N, H), dtype), x_rows, gates, h_out, h_prev, hn_hist,
-                      order.offsets, order.active, streamed(order, dtype, D + 6 * H))
+                      order.offsets, order.active, streamed(order, dtype, D + 6 * H),
+                      projection_address(dtype))
     cache = GRUCache(x_rows=x_rows, h0=h0, Wx=Wx, Wh=Wh, gates=gates, hn_hist=hn_hist,
                      h_prev=h_prev, final_h=order.final(h), order=order, is_step=is_step)
     return order.unsort(h_out), cache

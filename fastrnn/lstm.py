@@ -11,9 +11,9 @@ from . import _memory
 from . import _validate as v
 from ._core import (CellCache, batch_order, backward_dx, check_backward_cache, chunk_scratch,
                     chunk_steps, dx_in_time_loop, finish_dx, loop_split, part_panels,
-                    run_steps, single_worker_step, small_step, split_scratch, state_grad,
-                    step_operand, step_split, step_scratch, streamed, unit_bounds,
-                    weight_grads, weight_panels)
+                    projection_address, run_steps, single_worker_step, small_step,
+                    split_scratch, state_grad, step_operand, step_split, step_scratch,
+                    streamed, unit_bounds, weight_grads, weight_panels)
 from ._isa import MR_STEP
 from ._threads import kernel_threads, run_workers
 from .kernels.address import entry_address
@@ -66,8 +66,7 @@ def _forward_infer(x, h0, c0, Wx, Wh, b, order):
             S = chunk_steps(order, D, 4 * H, dtype, threads)
             bounds = loop_split(N, D, H, 4, threads)
             if threads == 1:
-                lstm_infer_small(x, Wx, Wh, b, h, c, S, h_out, order.active,
-                                 entry_address(lstm_infer_steps, dtype, INFER_STEPS_ARGS))
+                _infer_one_thread(x, Wx, Wh, b, h, c, S, h_out, order.active)
             elif bounds is not None:
                 _split_forward(x, Wx, Wh, b, h, c, S, h_out, order, bounds,
                                *_NO_ROWS[dtype.char])
@@ -75,12 +74,21 @@ def _forward_infer(x, h0, c0, Wx, Wh, b, order):
                 run_steps(lstm_infer_steps, threads, order.active[0], x,
                           weight_panels(Wx), weight_panels(Wh), b, h, c,
                           chunk_scratch(S, N, 4 * H, dtype), step_scratch(N, 4 * H, dtype),
-                          np.empty((N, H), dtype), h_out, order.active)
+                          np.empty((N, H), dtype), h_out, order.active,
+                          projection_address(dtype))
     return order.unsort(h_out), order.final(h), order.final(c)
 
 
 # The cache rows _split_forward fills when nothing is kept (inference): none.
 _NO_ROWS = {np.dtype(t).char: (np.empty((0, 0), t),) * 3 for t in (np.float32, np.float64)}
+
+
+def _infer_one_thread(x, Wx, Wh, b, h, c, S, h_out, active):
+    """lstm_infer_small, given the addresses of the kernels it calls."""
+    dtype = x.dtype
+    lstm_infer_small(x, Wx, Wh, b, h, c, S, h_out, active,
+                     entry_address(lstm_infer_steps, dtype, INFER_STEPS_ARGS),
+                     projection_address(dtype))
 
 
 def _split_forward(x, Wx, Wh, b, h, c, S, h_out, order, bounds, x_rows, gates, c_hist):
@@ -97,7 +105,7 @@ def _split_forward(x, Wx, Wh, b, h, c, S, h_out, order, bounds, x_rows, gates, c
     lstm_split_run(parts, np.zeros(sync_slots(parts), np.int64), T, S,
                    (x, Wx, Wh, b, bounds, Wx_parts, Wh_parts, b_parts, h_steps, h, c, c_parts,
                     proj, rec, tanh_c, h_out, order.active, x_rows, gates, c_hist,
-                    order.offsets))
+                    order.offsets, projection_address(x.dtype)))
 
 
 def _split_backward(dh, cache, dh_next, dc_next, da, h_prev, bounds):
@@ -164,7 +172,8 @@ def _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step):
             h_out, x_rows, gates, c_hist, h, c = lstm_train_small(
                 x, h0, c0, Wx, Wh, b, chunk_steps(order, D, 4 * H, dtype, threads),
                 order.real_steps, order.offsets, order.active, order.ragged,
-                entry_address(lstm_train_steps, dtype, TRAIN_STEPS_ARGS))
+                entry_address(lstm_train_steps, dtype, TRAIN_STEPS_ARGS),
+                projection_address(dtype))
         else:
             x, h0, c0, h, c, h_out = _start(x, h0, c0, order)
             # x_rows: x in packed rows for the backward's dWx, filled by the time loop.
@@ -181,7 +190,7 @@ def _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step):
                           chunk_scratch(S, N, 4 * H, dtype),
                           step_scratch(N, 4 * H, dtype), x_rows, gates, h_out, c_hist,
                           np.empty((N, H), dtype), order.offsets, order.active,
-                          streamed(order, dtype, D + 6 * H))
+                          streamed(order, dtype, D + 6 * H), projection_address(dtype))
     # h0 and c0 copied (small): the backward reads them, and the caller may change theirs
     # (c0 made here, zeros, is nobody else's).
     cache = LSTMCache(x_rows=x_rows, h0=h0.copy(), c0=c0.copy() if c0_given else c0, Wx=Wx,

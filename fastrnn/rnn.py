@@ -8,9 +8,9 @@ import numpy as np
 
 from . import _validate as v
 from ._core import (CellCache, batch_order, backward_dx, check_backward_cache, chunk_scratch,
-                    chunk_steps, finish_dx, run_steps, single_worker_step, small_step,
-                    state_grad, step_operand, step_scratch, streamed, weight_grads,
-                    weight_panels)
+                    chunk_steps, finish_dx, projection_address, run_steps,
+                    single_worker_step, small_step, state_grad, step_operand, step_scratch,
+                    streamed, weight_grads, weight_panels)
 from ._threads import kernel_threads
 from .kernels.rnn import (rnn_backward_steps,
                           rnn_infer_steps, rnn_step_small, rnn_train_steps)
@@ -40,7 +40,8 @@ def _forward_infer(x, h0, Wx, Wh, b, order, relu):
             S = chunk_steps(order, D, H, dtype, threads)
             run_steps(rnn_infer_steps, threads, order.active[0], x,
                       weight_panels(Wx), weight_panels(Wh), b, h, chunk_scratch(S, N, H, dtype),
-                      step_scratch(N, H, dtype), h_out, relu, order.active)
+                      step_scratch(N, H, dtype), h_out, relu, order.active,
+                      projection_address(dtype))
     return order.unsort(h_out), order.final(h)
 
 
@@ -82,7 +83,8 @@ def _forward_with_cache(x, h0, Wx, Wh, b, order, nonlinearity, is_step):
             run_steps(rnn_train_steps, threads, order.active[0], x,
                       weight_panels(Wx), weight_panels(Wh), b, h, chunk_scratch(S, N, H, dtype),
                       step_scratch(N, H, dtype), x_rows, h_out, h_rows, relu,
-                      order.offsets, order.active, streamed(order, dtype, D + 2 * H))
+                      order.offsets, order.active, streamed(order, dtype, D + 2 * H),
+                      projection_address(dtype))
     # h0 copied (small): the backward reads it, and the caller may change theirs.
     cache = RNNCache(x_rows=x_rows, h0=h0.copy(), Wx=Wx, Wh=Wh, h_rows=h_rows,
                      final_h=order.final(h), relu=relu, order=order, is_step=is_step)

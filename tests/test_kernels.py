@@ -258,7 +258,7 @@ def test_results_are_bit_identical_run_to_run(cell):
 
 def test_kernels_actually_run_fused_code():
     """Guard against a silent fallback: the kernels are compiled dispatchers with cache on."""
-    from fastrnn.kernels.gemm import gemm_part
+    from fastrnn.kernels.gemm import gemm_part, steps_product_kernel
     from fastrnn.kernels.lstm import lstm_train_small, lstm_train_steps
     small = make_inputs(2, 2, 2, 2, 4)
     h, cache = fastrnn.lstm_forward(*small[:2], *small[3:])  # one serial call
@@ -266,7 +266,9 @@ def test_kernels_actually_run_fused_code():
     big = make_inputs(32, 8, 40, 64, 4)  # enough work for the worker threads
     h, cache = fastrnn.lstm_forward(*big[:2], *big[3:])  # lstm_train_steps on each
     fastrnn.lstm_backward(h, cache)
-    for kernel in (lstm_train_small, gemm_part, lstm_train_steps):
+    # steps_product_kernel: called through its address (kernels/address.py), compiled and
+    # cached through its dispatcher all the same.
+    for kernel in (lstm_train_small, gemm_part, lstm_train_steps, steps_product_kernel):
         assert kernel.signatures, kernel
         assert kernel._cache.__class__.__name__ == "FunctionCache", kernel
     # The split loops' drivers are copies made by split._bind: cached too (they once were

@@ -32,14 +32,13 @@ def _sorted_batch(N, T, ragged, seed):
 def _infer(kernel_inputs, order, parts):
     """lstm_inference's kernel on given inputs: the row schedule (parts None) or the split
     one with ``parts`` parts. Returns h_out, h, c."""
-    from fastrnn.kernels.lstm import lstm_infer_small
     x, h0, c0, Wx, Wh, b = kernel_inputs
     N, T, D = x.shape
     H = h0.shape[1]
     x_, h0_, c0_, h, c, h_out = fastrnn.lstm._start(x, h0, c0, order)
     S = min(T, 6)
     if parts is None:
-        lstm_infer_small(x_, Wx, Wh, b, h, c, S, h_out, order.active)
+        fastrnn.lstm._infer_one_thread(x_, Wx, Wh, b, h, c, S, h_out, order.active)
     else:
         fastrnn.lstm._split_forward(x_, Wx, Wh, b, h, c, S, h_out, order,
                                     _core.unit_bounds(H, parts),

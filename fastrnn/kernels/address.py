@@ -1,10 +1,11 @@
 """Calling one compiled kernel from another through its address, not by linking it in.
 
-When a jitted function calls another, numba links the callee's whole LLVM module into the
-caller's and optimises and compiles the result again: a wrapper as thin as
-lstm_train_small (allocations around one call of the time loop) took three seconds to
-compile, most of it spent on the time loop a second time. Called through its address the
-callee is compiled once, on its own, and cached as usual.
+When a jitted function calls another, numba links the callee's LLVM module into the
+caller's and optimises and compiles the result again, so code called from several kernels
+is compiled once per caller: the input projection (gemm.steps_product) inside each of the
+seven time loops that run it, the time loop again inside lstm_train_small. Called through
+its address, the callee is compiled once, on its own, and cached as usual; the call costs
+what a call costs (the projection runs once per chunk of steps).
 
 Every function numba compiles has a C-callable wrapper taking each argument by value in
 numba's own data model (numba's first-class function types call through it), whose

@@ -27,6 +27,7 @@ from numba.extending import intrinsic, overload
 from .._config import JIT_OPTIONS
 from .._isa import FMA, KC_BYTES, MR, MR_STEP, VECTOR_BYTES, VECTORS
 from ._math import emit_multiply_add, zero_of
+from .address import caller
 
 ROW_TILES_PER_JOB = 16  # MR-row tiles of A packed per k-block and job (kept in L2)
 
@@ -704,3 +705,22 @@ def gemm_worker_count(M, P, threads, dtype):
     """Workers for a product with an (M, P) result: at most one per share split_bounds
     can make and at most ``threads``."""
     return max(1, min(threads, _split_unit(M, P, columns_per_panel(dtype))[1]))
+
+
+
+# The input projection as a kernel of its own, for the time loops to call through its
+# address (kernels/address.py): compiled once per dtype, not again inside every loop that
+# uses it (it was about a third of each loop's compile time). The per-step product stays
+# inlined: through an address it cost the smallest shapes several per cent.
+STEPS_PRODUCT_ARGS = "3ii13iiI"
+
+
+@njit(**JIT_OPTIONS)
+def steps_product_kernel(x, t0, S, panels, out, worker, workers, active):
+    """steps_product, called through its address (_core.projection_address)."""
+    steps_product(x, t0, S, panels, out, worker, workers, active)
+
+
+# steps_product_at(address, (x, t0, S, panels, out, worker, workers, active)) in a kernel:
+# steps_product_kernel at ``address``.
+steps_product_at = caller(STEPS_PRODUCT_ARGS)

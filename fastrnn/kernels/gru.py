@@ -15,7 +15,7 @@ from numba import njit
 
 from .._config import JIT_OPTIONS
 from ._math import one_of, sigmoid, tanh
-from .gemm import MR_STEP, step_product, step_product_in_place, steps_product
+from .gemm import MR_STEP, step_product, step_product_in_place, steps_product_at
 from .stream import copy_row, copy_rows, store_fence
 
 
@@ -39,7 +39,7 @@ def gru_cell(a, r, bx, bh, h, hn):
 
 @njit(**JIT_OPTIONS)
 def gru_train_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, rec, hn, x_rows,
-                    gates, h_out, h_prev, hn_hist, offsets, active, stream):
+                    gates, h_out, h_prev, hn_hist, offsets, active, stream, projection):
     """The training time loop for the row tiles worker, worker + workers, ...
 
     x: (N, T, D); Wx_panels, Wh_panels: pack_panels(Wx), pack_panels(Wh); bx, bh: (3H,)
@@ -58,7 +58,8 @@ def gru_train_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, r
     G = gates.shape[1]
     S = proj.shape[0]
     for t0 in range(0, T, S):
-        steps_product(x, t0, min(S, T - t0), Wx_panels, proj, worker, workers, active)
+        steps_product_at(projection, (x, t0, min(S, T - t0), Wx_panels, proj, worker, workers,
+                                      active))
         for t in range(t0, min(t0 + S, T)):
             M = active[t]
             step_product(h, Wh_panels, rec, worker, workers, M)
@@ -102,14 +103,15 @@ def gru_step_small(x, h0, Wx, Wh, bx, bh):
 
 @njit(**JIT_OPTIONS)
 def gru_infer_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, rec, hn, h_out,
-                    active):
+                    active, projection):
     """The inference time loop for the worker's row tiles: as gru_train_steps, keeping
     nothing but the output (working memory O(N * H))."""
     N, T, D = x.shape
     H = h.shape[1]
     S = proj.shape[0]
     for t0 in range(0, T, S):
-        steps_product(x, t0, min(S, T - t0), Wx_panels, proj, worker, workers, active)
+        steps_product_at(projection, (x, t0, min(S, T - t0), Wx_panels, proj, worker, workers,
+                                      active))
         for t in range(t0, min(t0 + S, T)):
             M = active[t]
             step_product(h, Wh_panels, rec, worker, workers, M)

@@ -21,7 +21,7 @@ from .._config import JIT_OPTIONS
 from ._math import one_of, sigmoid, tanh
 from .address import caller
 from .gemm import (MR_STEP, chunk_scratch_like, pack_panels, step_product,
-                   step_product_in_place, steps_product, times_transposed)
+                   step_product_in_place, steps_product_at, times_transposed)
 from .split import BEGIN, CHUNK, END, STEP, driver, pack_unit_part, part_panel_length
 from .stream import copy_row, copy_rows, store_fence
 
@@ -103,7 +103,7 @@ def _cell_update_blocks(xp_g, hp_g, b_g, i, f, o, g, c, h, tanh_c):
 
 @njit(**JIT_OPTIONS)
 def lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, rec, x_rows,
-                     gates, h_out, c_hist, tanh_c, offsets, active, stream):
+                     gates, h_out, c_hist, tanh_c, offsets, active, stream, projection):
     """The training time loop for the row tiles worker, worker + workers, ...
 
     x: (N, T, D); Wx_panels, Wh_panels: pack_panels(Wx), pack_panels(Wh); b: (4H,)
@@ -125,11 +125,11 @@ def lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, re
     memory and read them back, a measurable cost at large shapes such as (100, 64, 256, 256).
     """
     N, T, D = x.shape
-    H = h.shape[1]
     G = gates.shape[1]
     S = proj.shape[0]
     for t0 in range(0, T, S):
-        steps_product(x, t0, min(S, T - t0), Wx_panels, proj, worker, workers, active)
+        steps_product_at(projection, (x, t0, min(S, T - t0), Wx_panels, proj, worker, workers,
+                                      active))
         for t in range(t0, min(t0 + S, T)):
             M = active[t]
             step_product(h, Wh_panels, rec, worker, workers, M)
@@ -151,7 +151,7 @@ def lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, re
 
 @njit(**JIT_OPTIONS)
 def lstm_infer_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, rec, tanh_c,
-                     h_out, active):
+                     h_out, active, projection):
     """The inference time loop for the worker's row tiles: as lstm_train_steps, keeping
     nothing but the output. x_t is read in place from x and the gates are built in rec, so
     the working memory is O(N * H) whatever T is. The arguments as lstm_train_steps."""
@@ -159,7 +159,8 @@ def lstm_infer_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, re
     H = h.shape[1]
     S = proj.shape[0]
     for t0 in range(0, T, S):
-        steps_product(x, t0, min(S, T - t0), Wx_panels, proj, worker, workers, active)
+        steps_product_at(projection, (x, t0, min(S, T - t0), Wx_panels, proj, worker, workers,
+                                      active))
         for t in range(t0, min(t0 + S, T)):
             M = active[t]
             step_product(h, Wh_panels, rec, worker, workers, M)
@@ -172,14 +173,15 @@ def lstm_infer_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, re
 # lstm_train_steps' and lstm_infer_steps' argument types (address.array_types), for the
 # small wrappers below, which call them through their addresses: linked in, each wrapper
 # compiled the whole time loop a second time (seconds; kernels/address.py).
-TRAIN_STEPS_ARGS = "ii3111223222322IIb"
-INFER_STEPS_ARGS = "ii3111223223I"
+TRAIN_STEPS_ARGS = "ii3111223222322IIbi"
+INFER_STEPS_ARGS = "ii3111223223Ii"
 _call_train_steps = caller(TRAIN_STEPS_ARGS)
 _call_infer_steps = caller(INFER_STEPS_ARGS)
 
 
 @njit(**JIT_OPTIONS)
-def lstm_train_small(x, h0, c0, Wx, Wh, b, S, R, offsets, active, ragged, steps_address):
+def lstm_train_small(x, h0, c0, Wx, Wh, b, S, R, offsets, active, ragged, steps_address,
+                     projection):
     """The whole training forward on the calling thread in one call, for calls too small to
     share out: the outputs' allocation, the weights' panels and the time loop without
     Python between them (allocating from Python was a noticeable share of a call as small
@@ -208,7 +210,7 @@ def lstm_train_small(x, h0, c0, Wx, Wh, b, S, R, offsets, active, ragged, steps_
     _call_train_steps(steps_address, (
         one_worker - 1, one_worker, x, pack_panels(Wx, no), pack_panels(Wh, no), b, h, c,
         chunk_scratch_like(h, S, G), chunk_scratch_like(h, 1, G)[0], x_rows, gates, h_out,
-        c_hist, np.empty(c.shape, c.dtype), offsets, active, no))
+        c_hist, np.empty(c.shape, c.dtype), offsets, active, no, projection))
     return h_out, x_rows, gates, c_hist, h, c
 
 
@@ -216,7 +218,8 @@ def lstm_train_small(x, h0, c0, Wx, Wh, b, S, R, offsets, active, ragged, steps_
 def lstm_split_part(stage, p, t, s, state):
     """The forward time loop split by hidden units (kernels/split.py): what part p does at
     each stage. state = (x, Wx, Wh, b, bounds, Wx_parts, Wh_parts, b_parts, h_steps, h, c,
-    c_parts, proj, rec, tanh_c, h_out, active, x_rows, gates, c_hist, offsets):
+    c_parts, proj, rec, tanh_c, h_out, active, x_rows, gates, c_hist, offsets,
+    projection):
 
     x: (N, T, D); Wx: (D, 4H); Wh: (H, 4H); b: (4H,); bounds: (parts + 1,) unit bounds
     Wx_parts, Wh_parts: (parts, >= panel length) scratch: each part's columns, packed;
@@ -229,9 +232,10 @@ def lstm_split_part(stage, p, t, s, state):
         lstm_train_steps
     x_rows (R, D), gates (R, 4H), c_hist (R, H): out, as lstm_train_steps fills them, for
         the training forward; with no rows (inference) nothing is kept
+    projection: _core.projection_address (the input projection's kernel)
     """
     (x, Wx, Wh, b, bounds, Wx_parts, Wh_parts, b_parts, h_steps, h, c, c_parts, proj, rec,
-     tanh_c, h_out, active, x_rows, gates, c_hist, offsets) = state
+     tanh_c, h_out, active, x_rows, gates, c_hist, offsets, projection) = state
     j0 = bounds[p]
     j1 = bounds[p + 1]
     U = j1 - j0
@@ -243,8 +247,9 @@ def lstm_split_part(stage, p, t, s, state):
             copy_row(b_parts[p, g * U:(g + 1) * U], b[g * H + j0:g * H + j1], False)
         copy_rows(c_parts[p], c[:, j0:j1])
     elif stage == CHUNK:
-        steps_product(x, t, s, Wx_parts[p, :part_panel_length(x.shape[2], U, 4, x)],
-                      proj[p], 0, 1, active)
+        steps_product_at(projection, (x, t, s,
+                                      Wx_parts[p, :part_panel_length(x.shape[2], U, 4, x)],
+                                      proj[p], np.int64(0), np.int64(1), active))
     elif stage == STEP:
         M = active[t]
         h_next = h_steps[(t + 1) % 2]
@@ -349,7 +354,7 @@ def lstm_step_part(w, workers, x, h_prev, Wx, Wh, b, projected, recurrent, gates
 
 
 @njit(**JIT_OPTIONS)
-def lstm_infer_small(x, Wx, Wh, b, h, c, S, h_out, active, steps_address):
+def lstm_infer_small(x, Wx, Wh, b, h, c, S, h_out, active, steps_address, projection):
     """The whole inference forward on the calling thread in one call (see
     lstm_train_small); steps_address: entry_address of lstm_infer_steps for
     INFER_STEPS_ARGS."""
@@ -358,7 +363,7 @@ def lstm_infer_small(x, Wx, Wh, b, h, c, S, h_out, active, steps_address):
     _call_infer_steps(steps_address, (
         one_worker - 1, one_worker, x, pack_panels(Wx, no), pack_panels(Wh, no), b, h, c,
         chunk_scratch_like(h, S, G), chunk_scratch_like(h, 1, G)[0],
-        np.empty(c.shape, c.dtype), h_out, active))
+        np.empty(c.shape, c.dtype), h_out, active, projection))
 
 
 @njit(inline="always", **JIT_OPTIONS)

@@ -11,7 +11,7 @@ from numba import njit
 
 from .._config import JIT_OPTIONS
 from ._math import one_of, tanh, zero_of
-from .gemm import MR_STEP, step_product, step_product_in_place, steps_product
+from .gemm import MR_STEP, step_product, step_product_in_place, steps_product_at
 from .stream import copy_row, copy_rows, store_fence
 
 
@@ -31,7 +31,7 @@ def rnn_cell(xp, hp, b, h, relu):
 
 @njit(**JIT_OPTIONS)
 def rnn_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, proj, rec, x_rows, h_out,
-                    h_rows, relu, offsets, active, stream):
+                    h_rows, relu, offsets, active, stream, projection):
     """The training time loop for the row tiles worker, worker + workers, ...
 
     x: (N, T, D); Wx_panels, Wh_panels: pack_panels(Wx), pack_panels(Wh); b: (H,)
@@ -48,7 +48,8 @@ def rnn_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, proj, rec, x
     H = h.shape[1]
     S = proj.shape[0]
     for t0 in range(0, T, S):
-        steps_product(x, t0, min(S, T - t0), Wx_panels, proj, worker, workers, active)
+        steps_product_at(projection, (x, t0, min(S, T - t0), Wx_panels, proj, worker, workers,
+                                      active))
         for t in range(t0, min(t0 + S, T)):
             M = active[t]
             step_product(h, Wh_panels, rec, worker, workers, M)
@@ -87,14 +88,15 @@ def rnn_step_small(x, h0, Wx, Wh, b, relu):
 
 @njit(**JIT_OPTIONS)
 def rnn_infer_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, proj, rec, h_out, relu,
-                    active):
+                    active, projection):
     """The inference time loop for the worker's row tiles: as rnn_train_steps, keeping
     nothing but the output (working memory O(N * H))."""
     N, T, D = x.shape
     H = h.shape[1]
     S = proj.shape[0]
     for t0 in range(0, T, S):
-        steps_product(x, t0, min(S, T - t0), Wx_panels, proj, worker, workers, active)
+        steps_product_at(projection, (x, t0, min(S, T - t0), Wx_panels, proj, worker, workers,
+                                      active))
         for t in range(t0, min(t0 + S, T)):
             M = active[t]
             step_product(h, Wh_panels, rec, worker, workers, M)
