@@ -121,29 +121,11 @@ def ready_step(x, prev_h, Wx, Wh, biases, gates, prev_c=None):
     wrong. A sampling loop calls a step per token with the same arrays: this is
     validate_step's fast path without its sequence-shaped detour (x[:, None, :], the named
     pairs), which cost several microseconds of a step that takes 10 to 30."""
-    if _check_finite or type(x) is not np.ndarray:
-        return None
-    dtype = x.dtype
-    if dtype is not SUPPORTED_DTYPES[0] and dtype is not SUPPORTED_DTYPES[1]:
-        return None
-    for a in (x, prev_h, Wx, Wh) + biases + (() if prev_c is None else (prev_c,)):
-        if type(a) is not np.ndarray or a.dtype is not dtype:
-            return None
-        flags = a.flags
-        if not (flags.c_contiguous and flags.writeable):
-            return None
-    if x.ndim != 2 or prev_h.ndim != 2:
+    if _check_finite or type(x) is not np.ndarray or x.ndim != 2:
         return None
     N, D = x.shape
-    H = prev_h.shape[1]
-    G = gates * H
-    if (D < 1 or H < 1 or prev_h.shape[0] != N or Wx.shape != (D, G) or Wh.shape != (H, G)
-            or (prev_c is not None and prev_c.shape != (N, H))):
-        return None
-    for b in biases:
-        if b.shape != (G,):
-            return None
-    return N, D, H
+    H = _arrays_ready(x, prev_h, prev_c, Wx, Wh, biases, gates, N, D)
+    return None if H is None else (N, D, H)
 
 
 def _kernel_ready_cell(x, h0, Wx, Wh, biases, gates, c0):
@@ -152,18 +134,29 @@ def _kernel_ready_cell(x, h0, Wx, Wh, biases, gates, c0):
     The common case, checked in a few microseconds: it is paid on every call, a visible
     share of a small one such as (50, 1, 32, 32). Anything else goes through the checks
     one by one, which name what is wrong."""
-    dtype = x.dtype
-    if type(x) is not np.ndarray or (dtype is not SUPPORTED_DTYPES[0]
-                                     and dtype is not SUPPORTED_DTYPES[1]):
+    if type(x) is not np.ndarray:
         return None
+    N, T, D = x.shape
     bias_arrays = tuple(b for _, b in biases)
+    H = _arrays_ready(x, h0, c0, Wx, Wh, bias_arrays, gates, N, D)
+    if H is None:
+        return None
+    return (x, h0, c0, Wx, Wh, bias_arrays), (N, T, D, H)
+
+
+def _arrays_ready(x, h0, c0, Wx, Wh, bias_arrays, gates, N, D):
+    """H when x (an ndarray of N sequences of D features) and the cell's arrays are one
+    float dtype, C-contiguous and writeable, and h0, c0 (None for none) (N, H), Wx (D, G),
+    Wh (H, G) and each bias (G,), G = gates * H; else None."""
+    dtype = x.dtype
+    if dtype is not SUPPORTED_DTYPES[0] and dtype is not SUPPORTED_DTYPES[1]:
+        return None
     for a in (x, h0, Wx, Wh) + bias_arrays + (() if c0 is None else (c0,)):
         if type(a) is not np.ndarray or a.dtype is not dtype:
             return None
         flags = a.flags
         if not (flags.c_contiguous and flags.writeable):
             return None
-    N, T, D = x.shape
     if h0.ndim != 2 or D < 1:
         return None
     H = h0.shape[1]
@@ -174,7 +167,7 @@ def _kernel_ready_cell(x, h0, Wx, Wh, biases, gates, c0):
     for b in bias_arrays:
         if b.shape != (G,):
             return None
-    return (x, h0, c0, Wx, Wh, bias_arrays), (N, T, D, H)
+    return H
 
 
 def _validate_cell(x, h0, Wx, Wh, biases, gates, c0, x_letters,
