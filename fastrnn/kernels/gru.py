@@ -52,6 +52,7 @@ def gru_train_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, r
     h_out: (N, T, H) out: h_t of every real step (padding is not written)
     offsets, active: see kernels/__init__.py
     stream: non-temporal stores for the packed rows and h_out (kernels/stream.py)
+    projection: _core.projection_address, the input projection's kernel
     """
     N, T, D = x.shape
     H = h.shape[1]

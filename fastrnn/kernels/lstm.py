@@ -119,6 +119,7 @@ def lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, re
     h_out: (N, T, H) out: h_t of every real step (padding is not written)
     offsets: (T,) first packed row of each step; active: (T,) sequences running at t
     stream: write the packed rows and h_out with non-temporal stores (kernels/stream.py)
+    projection: _core.projection_address, the input projection's kernel
 
     The input projection runs inside the loop, S steps at a time into proj, which stays in
     cache for the cells: projecting all steps first wrote the (R, 4H) pre-activations to
@@ -172,7 +173,7 @@ def lstm_infer_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, re
 
 # lstm_train_steps' and lstm_infer_steps' argument types (address.array_types), for the
 # small wrappers below, which call them through their addresses: linked in, each wrapper
-# compiled the whole time loop a second time (seconds; kernels/address.py).
+# compiled the whole time loop again (kernels/address.py).
 TRAIN_STEPS_ARGS = "ii3111223222322IIbi"
 INFER_STEPS_ARGS = "ii3111223223Ii"
 _call_train_steps = caller(TRAIN_STEPS_ARGS)
@@ -190,7 +191,8 @@ def lstm_train_small(x, h0, c0, Wx, Wh, b, S, R, offsets, active, ragged, steps_
     x: (N, T, D); h0, c0: (N, H); Wx: (D, 4H); Wh: (H, 4H); b: (4H,)
     S: steps per projection chunk; R: real steps; offsets, active: see kernels/__init__.py
     ragged: some sequence stops before T (its padding in h_out must read 0)
-    steps_address: address.entry_address of lstm_train_steps for TRAIN_STEPS_ARGS
+    steps_address: address.entry_address of lstm_train_steps for TRAIN_STEPS_ARGS;
+    projection: as lstm_train_steps
     Returns h_out (N, T, H), x_rows (R, D), gates (R, 4H), c_hist (R, H) as lstm_train_steps
     fills them, and the final h (N rounded up to MR_STEP, H) and c (N, H).
     """
@@ -357,7 +359,7 @@ def lstm_step_part(w, workers, x, h_prev, Wx, Wh, b, projected, recurrent, gates
 def lstm_infer_small(x, Wx, Wh, b, h, c, S, h_out, active, steps_address, projection):
     """The whole inference forward on the calling thread in one call (see
     lstm_train_small); steps_address: entry_address of lstm_infer_steps for
-    INFER_STEPS_ARGS."""
+    INFER_STEPS_ARGS; projection: as lstm_train_steps."""
     G = Wx.shape[1]
     one_worker, no = np.int64(1), np.bool_(False)  # not literals: see lstm_train_small
     _call_infer_steps(steps_address, (
