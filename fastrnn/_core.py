@@ -270,6 +270,13 @@ def run_steps(steps, threads, rows, *args):
         run_workers(steps, workers, *args)
 
 
+def splits_by_units(N, D, H, gates):
+    """Whether a single step of N sequences is one whose hidden units step_split shares out
+    (threads permitting): its rows make one tile (nothing to share out by rows) and it has
+    at least STEP_SPLIT_MIN_FLOPS."""
+    return N <= MR_STEP and 2 * N * (D + H) * gates * H >= _isa.STEP_SPLIT_MIN_FLOPS
+
+
 class step_split:
     """``with step_split(N, D, H, gates, dtype) as unit_bounds:`` how a single step of N
     sequences shares its hidden units out between numba's threads: (workers + 1,) bounds,
@@ -284,7 +291,7 @@ class step_split:
     def __init__(self, N, D, H, gates, dtype):
         self.bounds = None
         self.locked = False
-        if N <= MR_STEP and 2 * N * (D + H) * gates * H >= _isa.STEP_SPLIT_MIN_FLOPS:
+        if splits_by_units(N, D, H, gates):
             workers = min(get_num_threads(), H // columns_per_panel(dtype))
             if workers > 1 and _parallel_launch.acquire(blocking=False):
                 self.bounds, self.locked = _unit_bounds(H, workers), True
@@ -363,7 +370,7 @@ def small_step(N, D, H, gates, dtype, splittable):
     kernel: single_worker_step, and, for a cell whose big steps share their hidden units
     out (``splittable``: the LSTM, see step_split), too small to split. Kept per shape: a
     sampling loop asks once per token."""
-    if splittable and N <= MR_STEP and 2 * N * (D + H) * gates * H >= _isa.STEP_SPLIT_MIN_FLOPS:
+    if splittable and splits_by_units(N, D, H, gates):
         return False
     return single_worker_step(N, D, H, gates, dtype)
 
