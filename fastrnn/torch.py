@@ -113,7 +113,7 @@ def _parameter_grads(cell, dweights, has_bias):
         else:  # b = b_ih + b_hh: both get db, as two tensors
             db = _gate_vector(cell, dbiases[0], to_torch=True)
             grads += [db, db.copy()]
-    return [torch.from_numpy(g) for g in grads]
+    return [_tensor(g) for g in grads]
 
 
 def _cell_inference(cell, x, h0, c0, weights, lengths, nonlinearity):
