@@ -33,50 +33,12 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from . import gru as _gru
 from . import lstm as _lstm
 from . import rnn as _rnn
+from .kernels.torch_layout import grads_to_torch, weights_from_torch
 from .stack import _cell_backward, _cell_forward, reverse_within_lengths
 
 __all__ = ["LSTM", "GRU", "RNN", "from_torch"]
 
 _DTYPES = (torch.float32, torch.float64)
-
-
-def _gate_blocks(cell, G):
-    """(fastrnn columns, torch rows) pairs of slices of the G gate axis: torch packs the
-    LSTM's gates i, f, g, o, fastrnn i, f, o, g; GRU and RNN agree."""
-    if cell != "lstm":
-        return ((slice(0, G), slice(0, G)),)
-    H = G // 4
-    return ((slice(0, 2 * H), slice(0, 2 * H)), (slice(2 * H, 3 * H), slice(3 * H, 4 * H)),
-            (slice(3 * H, 4 * H), slice(2 * H, 3 * H)))
-
-
-def _fastrnn_weight(cell, w):
-    """torch's (G, K) weight -> fastrnn's (K, G), C-contiguous, gates in fastrnn's order."""
-    out = np.empty(w.shape[::-1], w.dtype)
-    for ours, theirs in _gate_blocks(cell, w.shape[0]):
-        out[:, ours] = w[theirs].T
-    return out
-
-
-def _torch_grad(cell, dW):
-    """fastrnn's (K, G) gradient -> torch's (G, K), C-contiguous, gates in torch's order."""
-    out = np.empty(dW.shape[::-1], dW.dtype)
-    for ours, theirs in _gate_blocks(cell, dW.shape[1]):
-        out[theirs] = dW[:, ours].T
-    return out
-
-
-def _gate_vector(cell, v, to_torch):
-    """A (G,) bias or its gradient with its gates reordered between torch and fastrnn."""
-    if cell != "lstm":
-        return v
-    out = np.empty_like(v)
-    for ours, theirs in _gate_blocks(cell, v.shape[0]):
-        if to_torch:
-            out[theirs] = v[ours]
-        else:
-            out[ours] = v[theirs]
-    return out
 
 
 def _array(tensor):
@@ -93,26 +55,22 @@ def _cell_weights(cell, w_ih, w_hh, b_ih=None, b_hh=None):
     """torch's (G, D), (G, H), (G,), (G,) parameters as the fastrnn cell function's weights:
     (Wx, Wh, b) for "lstm"/"rnn" (b = b_ih + b_hh), (Wx, Wh, bx, bh) for "gru"; Wx (D, G)
     and Wh (H, G) C-contiguous, which is how fastrnn's products read them."""
-    G = w_ih.shape[0]
+    G, H = w_hh.shape
     if b_ih is None:
         b_ih = b_hh = np.zeros(G, w_ih.dtype)
-    Wx, Wh = _fastrnn_weight(cell, w_ih), _fastrnn_weight(cell, w_hh)
-    if cell == "gru":
-        return Wx, Wh, b_ih, b_hh
-    return Wx, Wh, _gate_vector(cell, b_ih + b_hh, to_torch=False)
+    Wx, Wh, b = weights_from_torch(w_ih, w_hh, b_ih, b_hh, H, cell == "lstm")
+    return (Wx, Wh, b_ih, b_hh) if cell == "gru" else (Wx, Wh, b)
 
 
 def _parameter_grads(cell, dweights, has_bias):
     """fastrnn's weight gradients as gradients of torch's w_ih, w_hh and, with bias, b_ih,
     b_hh (new C-contiguous tensors, as torch's own gradients are)."""
-    dWx, dWh, *dbiases = dweights
-    grads = [_torch_grad(cell, dWx), _torch_grad(cell, dWh)]
-    if has_bias:
-        if cell == "gru":
-            grads += dbiases
-        else:  # b = b_ih + b_hh: both get db, as two tensors
-            db = _gate_vector(cell, dbiases[0], to_torch=True)
-            grads += [db, db.copy()]
+    dWx, dWh, db, *dbh = dweights  # the GRU's (dbx, dbh); the others' one db = b_ih + b_hh
+    H = dWh.shape[0]
+    dw_ih, dw_hh, db = grads_to_torch(dWx, dWh, db, H, cell == "lstm")
+    grads = [dw_ih, dw_hh]
+    if has_bias:  # b = b_ih + b_hh: both get db, as two tensors
+        grads += [db, dbh[0] if dbh else db.copy()]
     return [_tensor(g) for g in grads]
 
 
