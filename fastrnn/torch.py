@@ -93,7 +93,7 @@ def _layer_forward(cell, nonlinearity, time_major, dirs, x, lengths, h0, c0, par
     """One layer's forward, all directions, as _Layer.forward describes; run_direction is
     _cell_forward (keeping caches) or _cell_inference. Returns the output tensors and the
     directions' caches."""
-    x = _array(x)
+    x = _batch_major(_array(x), time_major)
     N, T, _ = x.shape
     H = params[1].shape[1]
     per_direction = len(params) // dirs
@@ -114,7 +114,16 @@ def _layer_forward(cell, nonlinearity, time_major, dirs, x, lengths, h0, c0, par
         out = _batch_major_view((N, T, dirs * H), x.dtype, time_major)
         for d, h in enumerate(outs):
             out[:, :, d * H:(d + 1) * H] = h
-    return (_tensor(out),) + tuple(_tensor(f) for f in _by_direction(finals)), caches
+    return ((_tensor(_batch_major(out, time_major)),)
+            + tuple(_tensor(f) for f in _by_direction(finals))), caches
+
+
+def _batch_major(a, time_major):
+    """An (N, T, F) view of a (T, N, F) array when ``time_major``, else a itself; the same
+    swap takes it back. The layers hand time-major tensors on as they are (a module without
+    batch_first): swapped here, in NumPy, it is not a torch operation for autograd to
+    record and undo (microseconds of a small layer's step)."""
+    return a.transpose(1, 0, 2) if time_major else a
 
 
 def _by_direction(states):
@@ -136,11 +145,11 @@ class _Layer(torch.autograd.Function):
     """One layer, all its directions, through fastrnn's kernels.
 
     forward(ctx, cell, nonlinearity, time_major, dirs, x, lengths, h0, c0, *params):
-    x (N, T, D); lengths (N,) int64 array or None; h0, c0 (dirs, N, H) or None for zeros
+    x (N, T, D), or (T, N, D) when ``time_major``; lengths (N,) int64 array or None; h0, c0 (dirs, N, H) or None for zeros
     (c0 is None but for the LSTM); params: for each of the dirs directions torch's w_ih,
     w_hh and, with bias, b_ih, b_hh.
-    Returns out (N, T, dirs * H) (0 past each length; its memory (T, N, dirs * H) when
-    ``time_major``), h_n (dirs, N, H) and for the LSTM c_n (dirs, N, H). The reverse
+    Returns out (N, T, dirs * H) ((T, N, dirs * H) when ``time_major``; 0 past each
+    length), h_n (dirs, N, H) and for the LSTM c_n (dirs, N, H). The reverse
     direction runs each sequence's real steps backwards, as torch's does.
 
     The outputs are assembled in NumPy rather than with torch.cat/contiguous: a torch op
@@ -152,8 +161,8 @@ class _Layer(torch.autograd.Function):
     def forward(ctx, cell, nonlinearity, time_major, dirs, x, lengths, h0, c0, *params):
         outputs, caches = _layer_forward(cell, nonlinearity, time_major, dirs, x, lengths, h0,
                                          c0, params, _cell_forward)
-        ctx.fastrnn = (cell, lengths, caches, len(params) // dirs == 4, h0 is not None,
-                       c0 is not None, outputs[0].shape)
+        ctx.fastrnn = (cell, time_major, lengths, caches, len(params) // dirs == 4,
+                       h0 is not None, c0 is not None, outputs[0].shape)
         # Outputs the loss does not use get None, not a tensor of zeros: fastrnn then
         # skips them (a final state's None is its dh_last=None).
         ctx.set_materialize_grads(False)
@@ -162,9 +171,10 @@ class _Layer(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dout, dh_n, dc_n=None):
-        cell, lengths, caches, has_bias, has_h0, has_c0, out_shape = ctx.fastrnn
+        cell, time_major, lengths, caches, has_bias, has_h0, has_c0, out_shape = ctx.fastrnn
         dtype = caches[0].final_h.dtype
-        dout = np.zeros(out_shape, dtype) if dout is None else _array(dout)
+        dout = _batch_major(np.zeros(out_shape, dtype) if dout is None else _array(dout),
+                            time_major)
         dfinals = [_array(dh_n)] + ([_array(dc_n)] if cell == "lstm" else [])
         H = dout.shape[2] // len(caches)
         dxs, dinits, grads = [], [], []
@@ -179,7 +189,7 @@ class _Layer(torch.autograd.Function):
             grads += _parameter_grads(cell, dweights, has_bias)
         dinits = _by_direction(dinits)
         dx = dxs[0] if len(dxs) == 1 else dxs[0] + dxs[1]  # the input feeds both directions
-        return (None, None, None, None, _tensor(dx), None,
+        return (None, None, None, None, _tensor(_batch_major(dx, time_major)), None,
                 _tensor(dinits[0]) if has_h0 else None,
                 _tensor(dinits[1]) if has_c0 else None, *grads)
 
@@ -247,12 +257,12 @@ class _FastrnnForward:
                                  f"or 2-D (T, D) unbatched; got shape {tuple(input.shape)}")
             batched = input.dim() == 3
             x = input if batched else input.unsqueeze(1 - int(self.batch_first))
-            x = x if self.batch_first else x.transpose(0, 1)  # (N, T, D), a view
             lengths = None
         if x.shape[2] != self.input_size:
             raise ValueError(f"input must have {self.input_size} features (input_size) in its "
                              f"last dimension, got shape {tuple(x.shape)}")
-        N = x.shape[0]
+        time_major = not (packed or self.batch_first)
+        N = x.shape[1 if time_major else 0]
         if self._cell == "lstm":
             if hx is None:
                 hx = (None, None)
@@ -263,20 +273,18 @@ class _FastrnnForward:
         else:
             h0 = self._initial_state("hx", hx, batched, N, dtype)
             c0 = None
-        time_major = not (packed or self.batch_first)
         out, finals = self._run_layers(x, lengths, h0, c0, time_major)
         if packed:
             out = self._packed_like(input, out, lengths)
         elif not batched:
-            out = out[0]
-        elif not self.batch_first:
-            out = out.transpose(0, 1)  # (T, N, dirs * H), C-contiguous (see _Layer)
+            out = out.squeeze(1 if time_major else 0)
         if not batched:
             finals = [s.squeeze(1) for s in finals]
         return out, (tuple(finals) if self._cell == "lstm" else finals[0])
 
     def _run_layers(self, x, lengths, h0, c0, time_major):
-        """x (N, T, D) -> out (N, T, dirs * H) and the final states, each (L * dirs, N, H)."""
+        """x (N, T, D) -> out (N, T, dirs * H), both (T, N, .) when ``time_major``, and the
+        final states, each (L * dirs, N, H)."""
         dirs = 2 if self.bidirectional else 1
         per_layer = len(self._flat_weights) // self.num_layers
         # From __dict__: a missing attribute goes through Module.__getattr__, microseconds.
