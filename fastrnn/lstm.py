@@ -17,9 +17,10 @@ from ._core import (CellCache, batch_order, backward_dx, check_backward_cache, c
 from ._isa import MR_STEP
 from ._threads import kernel_threads, run_workers
 from .kernels.address import entry_address
-from .kernels.gemm import padded_columns, padded_rows
-from .kernels.lstm import (INFER_STEPS_ARGS, TRAIN_STEPS_ARGS, lstm_backward_run,
-                           lstm_backward_steps, lstm_infer_small, lstm_infer_steps,
+from .kernels.gemm import GEMM_PART_ARGS, gemm_part, padded_columns, padded_rows
+from .kernels.lstm import (BACKWARD_STEPS_ARGS, INFER_STEPS_ARGS, TRAIN_STEPS_ARGS,
+                           lstm_backward_run, lstm_backward_small, lstm_backward_steps,
+                           lstm_infer_small, lstm_infer_steps,
                            lstm_split_run, lstm_step_backward_small, lstm_step_small,
                            lstm_step_buffers, lstm_step_part, lstm_train_small,
                            lstm_train_steps)
@@ -231,8 +232,18 @@ def _backward(dh, cache, dh_last, dc_last, dh_last_name, dc_last_name):
     dh_next = state_grad(dh_last_name, dh_last, N, H, dtype, order)
     dc_next = state_grad(dc_last_name, dc_last, N, H, dtype, order)
     D = cache.Wx.shape[0]
-    da, h_prev = order.rows(dtype, 4 * H, H)  # h_prev: filled by the backward loop
     with kernel_threads(N, T, D, H, 4) as threads:
+        if threads == 1 and order.real_steps:
+            # Small calls: one numba call allocates and runs everything (lstm_backward_small).
+            dx, dWx, dWh, db = lstm_backward_small(
+                order.sort(dh), cache.gates, cache.c_hist, cache.h0, cache.c0, cache.Wh,
+                cache.Wx, cache.x_rows, dh_next, dc_next, order.offsets, order.active,
+                order.ragged, dx_in_time_loop(D, H, dtype),
+                entry_address(lstm_backward_steps, dtype, BACKWARD_STEPS_ARGS),
+                entry_address(gemm_part, dtype, GEMM_PART_ARGS))
+            return (order.unsort(dx), order.unsort(dh_next), dWx, dWh, db,
+                    order.unsort(dc_next))
+        da, h_prev = order.rows(dtype, 4 * H, H)  # h_prev: filled by the backward loop
         bounds = loop_split(N, D, H, 4, threads) if order.real_steps else None
         if bounds is not None:
             dx = _split_backward(order.sort(dh), cache, dh_next, dc_next, da, h_prev, bounds)

@@ -507,6 +507,13 @@ def gemm_part(A, a_transposed, B, B_panels, C, accumulate, m_lo, m_hi, p_lo, p_h
                                     C[m0 + r, p0 + q] = edge_block[r * NR + q]
 
 
+# gemm_part's argument types (address.array_types), for kernels that call it through its
+# address: gemm_at(address, (A, a_transposed, B, B_panels, C, accumulate, m_lo, m_hi, p_lo,
+# p_hi)), the whole GEMM without linking it in again (kernels/address.py).
+GEMM_PART_ARGS = "2b212biiii"
+gemm_at = caller(GEMM_PART_ARGS)
+
+
 def _split_unit(M, P, NR):
     """(size, count) of the pieces split_bounds deals out for an (M, P) result: MR-row tiles
     of C when M >= P (each worker packs all of B, the smaller operand, itself), else

@@ -20,8 +20,9 @@ from numba import njit
 from .._config import JIT_OPTIONS
 from ._math import one_of, sigmoid, tanh
 from .address import caller
-from .gemm import (MR_STEP, chunk_scratch_like, pack_panels, step_product,
-                   step_product_in_place, steps_product_at, times_transposed)
+from .gemm import (MR_STEP, chunk_scratch_like, gemm_at as _gemm_at, pack_panels,
+                   panel_width, step_product, step_product_in_place, steps_product_at,
+                   times_transposed)
 from .split import BEGIN, CHUNK, END, STEP, driver, pack_unit_part, part_panel_length
 from .stream import copy_row, copy_rows, store_fence
 
@@ -553,6 +554,68 @@ def lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_rows, h0, c0,
             for n in range(m0, min(m0 + MR_STEP, M)):
                 copy_row(dh_next[n], rec[n, :H], False)
                 copy_row(dx[n, t], rec[n, H:H + D], False)
+
+
+# lstm_backward_steps' argument types, for lstm_backward_small (as TRAIN_STEPS_ARGS).
+BACKWARD_STEPS_ARGS = "ii32222212222322II"
+_call_backward_steps = caller(BACKWARD_STEPS_ARGS)
+
+
+@njit(**JIT_OPTIONS)
+def lstm_backward_small(dh, gates, c_hist, h0, c0, Wh, Wx, x_rows, dh_next, dc_next, offsets,
+                        active, ragged, dx_in_loop, steps_address, gemm_address):
+    """The whole backward on the calling thread in one call, for calls too small to share
+    out (as lstm_train_small for the forward): the weights' panels, the time loop, dx and
+    the weight gradients without Python between them. The same operations as the threaded
+    path on one worker, so the same bits.
+
+    dh: (N, T, H); gates (R, 4H), c_hist (R, H), x_rows (R, D): the forward's cache rows;
+    h0, c0: (N, H); Wh: (H, 4H); Wx: (D, 4H)
+    dh_next, dc_next: (N, H) in: gradients of the final h and c; out: of h0 and c0
+    offsets, active: see kernels/__init__.py; ragged: some sequence stops before T
+    dx_in_loop: dx_t from the loop's per-step product (_core.dx_in_time_loop), else one
+        product da @ Wx.T after it
+    steps_address, gemm_address: entry_address of lstm_backward_steps for
+        BACKWARD_STEPS_ARGS and of gemm.gemm_part for GEMM_PART_ARGS
+    Returns dx (N, T, D) (0 past each length), dWx (D, 4H), dWh (H, 4H), db (4H,).
+    """
+    N, T, H = dh.shape
+    D, G = Wx.shape
+    R = gates.shape[0]
+    dtype = dh.dtype
+    rows = (N + MR_STEP - 1) // MR_STEP * MR_STEP
+    NR = panel_width(dh)
+    D_loop = D if dx_in_loop else 0
+    dx = np.zeros((N, T, D), dtype) if ragged else np.empty((N, T, D), dtype)
+    dx_loop = dx if dx_in_loop else np.empty((N, T, 0), dtype)
+    da = np.empty((R, G), dtype)
+    h_prev = np.empty((R, H), dtype)
+    yes, no = np.bool_(True), np.bool_(False)  # not literals: see lstm_train_small
+    panels = pack_panels(np.concatenate((Wh, Wx)) if dx_in_loop else Wh, yes)
+    _call_backward_steps(steps_address, (
+        np.int64(0), np.int64(1), dh, gates, c_hist, np.empty((N, H), dtype), h0, c0, panels,
+        dh_next, dc_next, da, h_prev, dx_loop, np.zeros((rows, G), dtype),
+        np.empty((rows, (H + D_loop + NR - 1) // NR * NR), dtype), offsets, active))
+    nothing = np.empty(0, dtype)
+    dWx = np.empty((D, G), dtype)
+    dWh = np.empty((H, G), dtype)
+    db = np.empty((1, G), dtype)
+    # As _core.weight_grads: x_rows.T and h_prev.T as transposed operands, db as the
+    # product of a row of ones with da.
+    _gemm_at(gemm_address, (x_rows, yes, da, nothing, dWx, no, np.int64(0), D, np.int64(0),
+                            G))
+    _gemm_at(gemm_address, (h_prev, yes, da, nothing, dWh, no, np.int64(0), H, np.int64(0),
+                            G))
+    _gemm_at(gemm_address, (np.ones((1, R), dtype), no, da, nothing, db, no, np.int64(0),
+                            np.int64(1), np.int64(0), G))
+    if not dx_in_loop:  # as _core.input_grad, then the rows unpacked into (N, T, D)
+        dx_rows = np.empty((R, D), dtype)
+        _gemm_at(gemm_address, (da, no, np.ascontiguousarray(Wx.T), nothing, dx_rows, no,
+                                np.int64(0), R, np.int64(0), D))
+        for t in range(T):
+            for n in range(active[t]):
+                copy_row(dx[n, t], dx_rows[offsets[t] + n], False)
+    return dx, dWx, dWh, db[0]
 
 
 @njit(**JIT_OPTIONS)
