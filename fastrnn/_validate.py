@@ -148,11 +148,14 @@ def _arrays_ready(x, h0, c0, Wx, Wh, bias_arrays, gates, N, D):
     """H when x (an ndarray of N sequences of D features) and the cell's arrays are one
     float dtype, C-contiguous and writeable, and h0, c0 (None for none) (N, H), Wx (D, G),
     Wh (H, G) and each bias (G,), G = gates * H; else None."""
+    # Identity first, equality second: the arrays numba's kernels return (fastrnn's own
+    # outputs, a sampling loop's state) carry dtype objects equal to NumPy's but not the same.
     dtype = x.dtype
-    if dtype is not SUPPORTED_DTYPES[0] and dtype is not SUPPORTED_DTYPES[1]:
+    if (dtype is not SUPPORTED_DTYPES[0] and dtype is not SUPPORTED_DTYPES[1]
+            and dtype not in SUPPORTED_DTYPES):
         return None
     for a in (x, h0, Wx, Wh) + bias_arrays + (() if c0 is None else (c0,)):
-        if type(a) is not np.ndarray or a.dtype is not dtype:
+        if type(a) is not np.ndarray or (a.dtype is not dtype and a.dtype != dtype):
             return None
         flags = a.flags
         if not (flags.c_contiguous and flags.writeable):

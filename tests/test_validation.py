@@ -231,6 +231,9 @@ def test_steps_take_the_fast_path_only_with_kernel_ready_arrays(name, step, args
                             a.get("prev_c"))
     assert ready(args) == (1, D, H)
     want = step(**args)
+    # A sampling loop feeds each step the last one's state: arrays numba made, whose dtype
+    # objects equal NumPy's without being the same object.
+    assert ready({**args, "prev_h": want[0]}) == (1, D, H)
     for key in args:
         for layout, value in layouts(args[key]):
             other = {**args, key: value}
@@ -250,6 +253,19 @@ def test_steps_take_the_fast_path_only_with_kernel_ready_arrays(name, step, args
         assert ready(args) is None  # the finite check is validate_step's
     finally:
         fastrnn.set_check_finite(False)
+
+
+def test_arrays_fastrnn_returned_take_the_sequence_fast_path():
+    """A layer's output, a chunk's final state (TBPTT), the torch modules' converted
+    weights are arrays numba made; their dtype objects equal NumPy's but are other objects.
+    The check that lets kernel-ready arguments skip validation must take them too."""
+    x, h0, c0, Wx, Wh, b = make_inputs(N, T, D, H, 4)
+    h, cache = fastrnn.lstm_forward(x, h0, Wx, Wh, b, c0=c0)
+    for name, made in (("x", h[:, :, :D].copy()), ("h0", cache.final_h),
+                       ("c0", cache.final_c)):
+        args = {"x": x, "h0": h0, "c0": c0, **{name: made}}
+        ready = v._kernel_ready_cell(args["x"], args["h0"], Wx, Wh, (("b", b),), 4, args["c0"])
+        assert ready is not None, f"{name} from a kernel took the slow path"
 
 
 @pytest.mark.parametrize("cell", CELLS, ids=lambda c: c.name)
