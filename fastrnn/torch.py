@@ -26,6 +26,8 @@ kernel, so only the distribution is the same). Not supported, with an error nami
 This module imports torch; ``import fastrnn`` does not import it.
 """
 
+import weakref
+
 import numpy as np
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
@@ -88,19 +90,19 @@ def _cell_inference(cell, x, h0, c0, weights, lengths, nonlinearity):
     return h, (final_h,), None
 
 
-def _layer_forward(cell, nonlinearity, time_major, dirs, x, lengths, h0, c0, params,
+def _layer_forward(cell, nonlinearity, time_major, dirs, arrays, x, lengths, h0, c0,
                    run_direction):
-    """One layer's forward, all directions, as _Layer.forward describes; run_direction is
-    _cell_forward (keeping caches) or _cell_inference. Returns the output tensors and the
-    directions' caches."""
+    """One layer's forward, all directions, as _Layer.forward describes (``arrays``: its
+    parameters as NumPy views); run_direction is _cell_forward (keeping caches) or
+    _cell_inference. Returns the output tensors and the directions' caches."""
     x = _batch_major(_array(x), time_major)
     N, T, _ = x.shape
-    H = params[1].shape[1]
-    per_direction = len(params) // dirs
+    H = arrays[1].shape[1]
+    per_direction = len(arrays) // dirs
     h0, c0 = _array(h0), _array(c0)
     caches, outs, finals = [], [], []
     for d in range(dirs):
-        w = [_array(p) for p in params[d * per_direction:(d + 1) * per_direction]]
+        w = arrays[d * per_direction:(d + 1) * per_direction]
         h, states, cache = run_direction(
             cell, x if d == 0 else reverse_within_lengths(x, lengths),
             np.zeros((N, H), x.dtype) if h0 is None else h0[d],
@@ -144,10 +146,11 @@ def _batch_major_view(shape, dtype, time_major):
 class _Layer(torch.autograd.Function):
     """One layer, all its directions, through fastrnn's kernels.
 
-    forward(ctx, cell, nonlinearity, time_major, dirs, x, lengths, h0, c0, *params):
+    forward(ctx, cell, nonlinearity, time_major, dirs, arrays, x, lengths, h0, c0, *params):
     x (N, T, D), or (T, N, D) when ``time_major``; lengths (N,) int64 array or None; h0, c0 (dirs, N, H) or None for zeros
     (c0 is None but for the LSTM); params: for each of the dirs directions torch's w_ih,
-    w_hh and, with bias, b_ih, b_hh.
+    w_hh and, with bias, b_ih, b_hh; arrays: the same as NumPy views (the module's
+    _parameter_arrays), which the kernels read; params are there for autograd.
     Returns out (N, T, dirs * H) ((T, N, dirs * H) when ``time_major``; 0 past each
     length), h_n (dirs, N, H) and for the LSTM c_n (dirs, N, H). The reverse
     direction runs each sequence's real steps backwards, as torch's does.
@@ -158,9 +161,10 @@ class _Layer(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, cell, nonlinearity, time_major, dirs, x, lengths, h0, c0, *params):
-        outputs, caches = _layer_forward(cell, nonlinearity, time_major, dirs, x, lengths, h0,
-                                         c0, params, _cell_forward)
+    def forward(ctx, cell, nonlinearity, time_major, dirs, arrays, x, lengths, h0, c0,
+                *params):
+        outputs, caches = _layer_forward(cell, nonlinearity, time_major, dirs, arrays, x,
+                                         lengths, h0, c0, _cell_forward)
         ctx.fastrnn = (cell, time_major, lengths, caches, len(params) // dirs == 4,
                        h0 is not None, c0 is not None, outputs[0].shape)
         # Outputs the loss does not use get None, not a tensor of zeros: fastrnn then
@@ -189,9 +193,14 @@ class _Layer(torch.autograd.Function):
             grads += _parameter_grads(cell, dweights, has_bias)
         dinits = _by_direction(dinits)
         dx = dxs[0] if len(dxs) == 1 else dxs[0] + dxs[1]  # the input feeds both directions
-        return (None, None, None, None, _tensor(_batch_major(dx, time_major)), None,
+        return (None, None, None, None, None, _tensor(_batch_major(dx, time_major)), None,
                 _tensor(dinits[0]) if has_h0 else None,
                 _tensor(dinits[1]) if has_c0 else None, *grads)
+
+
+# module -> (key, views) for _FastrnnForward._parameter_arrays; kept outside the modules so
+# that pickling, deepcopy and state_dict never see the views.
+_PARAMETER_ARRAYS = weakref.WeakKeyDictionary()
 
 
 class _FastrnnForward:
@@ -293,23 +302,37 @@ class _FastrnnForward:
         # require grad): fastrnn's inference path, faster and without a cache.
         differentiate = torch.is_grad_enabled() and any(
             t is not None and t.requires_grad for t in (x, h0, c0, *self._flat_weights))
+        arrays = self._parameter_arrays()
         finals = []
         layer_input = x
         for l in range(self.num_layers):
             k = slice(l * dirs, (l + 1) * dirs)
-            args = (self._cell, nonlinearity, time_major, dirs, layer_input, lengths,
+            args = (self._cell, nonlinearity, time_major, dirs,
+                    arrays[l * per_layer:(l + 1) * per_layer], layer_input, lengths,
                     None if h0 is None else h0[k], None if c0 is None else c0[k])
-            params = self._flat_weights[l * per_layer:(l + 1) * per_layer]
             if differentiate:
-                layer_input, *states = _Layer.apply(*args, *params)
+                layer_input, *states = _Layer.apply(
+                    *args, *self._flat_weights[l * per_layer:(l + 1) * per_layer])
             else:
-                (layer_input, *states), _ = _layer_forward(*args, params, _cell_inference)
+                (layer_input, *states), _ = _layer_forward(*args, _cell_inference)
             finals.append(states)
             if self.dropout and self.training and l < self.num_layers - 1:
                 layer_input = torch.nn.functional.dropout(layer_input, self.dropout, True)
         if self.num_layers == 1:
             return layer_input, finals[0]
         return layer_input, [torch.cat(s) for s in zip(*finals)]
+
+    def _parameter_arrays(self):
+        """The parameters (self._flat_weights) as NumPy views of their memory, made again
+        only when a parameter is another tensor or its memory moved (``.to()``, assigning
+        ``.data``): a view costs ~3 us a tensor, a visible share of a small layer's step.
+        The views hold their tensors, so memory they point to is never reused while cached."""
+        weights = self._flat_weights
+        key = tuple((id(w), w.data_ptr()) for w in weights)
+        cached = _PARAMETER_ARRAYS.get(self)
+        if cached is None or cached[0] != key:
+            cached = _PARAMETER_ARRAYS[self] = (key, tuple(_array(w) for w in weights))
+        return cached[1]
 
     @staticmethod
     def _packed_like(input, out, lengths):

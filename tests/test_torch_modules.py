@@ -171,6 +171,38 @@ def test_an_optimiser_step_gives_torchs_weights(kind):
         assert_close(name, p_o, p_t, torch.float64)
 
 
+def test_every_way_of_changing_the_weights_reaches_the_kernels():
+    """The modules keep NumPy views of their parameters between calls; a change made in
+    place, by assigning .data, by replacing a Parameter or by .to() must show in the next
+    call as it does in torch's."""
+    theirs, ours = make_pair("lstm", num_layers=2)
+    x = torch.randn(T, N, D, dtype=torch.float64)
+
+    def check(what):
+        assert_close(what, ours(x)[0], theirs(x)[0], torch.float64)
+        x_grad = x.clone().requires_grad_()
+        ours(x_grad)[0].sum().backward()  # the training path reads the same views
+        x_want = x.clone().requires_grad_()
+        theirs(x_want)[0].sum().backward()
+        assert_close(what + " (dx)", x_grad.grad, x_want.grad, torch.float64)
+
+    check("first call")
+    with torch.no_grad():
+        for module in (theirs, ours):
+            module.weight_hh_l1.mul_(1.5)
+    check("in place")
+    for module in (theirs, ours):
+        module.weight_ih_l0.data = module.weight_ih_l0.data * -1.0
+    check(".data assigned")
+    bias = torch.randn(4 * H, dtype=torch.float64)
+    for module in (theirs, ours):
+        module.bias_hh_l0 = torch.nn.Parameter(bias.clone())
+    check("a new Parameter")
+    theirs, ours = theirs.float(), ours.float()
+    x = x.float()
+    assert_close(".to(float32)", ours(x)[0], theirs(x)[0], torch.float32)
+
+
 def test_dropout_between_layers():
     """As torch applies it: only in training mode, between layers. p = 1 is deterministic
     (the second layer sees zeros), so it can be compared with torch's exactly."""
