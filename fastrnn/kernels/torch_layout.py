@@ -50,11 +50,13 @@ def weights_from_torch(w_ih, w_hh, b_ih, b_hh, H, swap):
     Wh = np.empty((w_hh.shape[1], G), w_hh.dtype)
     b = np.empty(G, b_ih.dtype)
     for block in range(G // H):
-        theirs = slice(block * H, (block + 1) * H)
-        ours = slice(_other_block(block, swap) * H, (_other_block(block, swap) + 1) * H)
-        _transpose(w_ih[theirs], Wx[:, ours])
-        _transpose(w_hh[theirs], Wh[:, ours])
-        b[ours] = b_ih[theirs] + b_hh[theirs]
+        t0, o0 = block * H, _other_block(block, swap) * H
+        _transpose(w_ih[t0:t0 + H], Wx[:, o0:o0 + H])
+        _transpose(w_hh[t0:t0 + H], Wh[:, o0:o0 + H])
+        # Element by element: a slice assignment compiles numba's shape check and its
+        # error message (string formatting), seconds of the first call.
+        for j in range(H):
+            b[o0 + j] = b_ih[t0 + j] + b_hh[t0 + j]
     return Wx, Wh, b
 
 
@@ -67,9 +69,9 @@ def grads_to_torch(dWx, dWh, db, H, swap):
     dw_hh = np.empty((G, dWh.shape[0]), dWh.dtype)
     db_torch = np.empty(G, db.dtype)
     for block in range(G // H):
-        ours = slice(block * H, (block + 1) * H)
-        theirs = slice(_other_block(block, swap) * H, (_other_block(block, swap) + 1) * H)
-        _transpose(dWx[:, ours], dw_ih[theirs])
-        _transpose(dWh[:, ours], dw_hh[theirs])
-        db_torch[theirs] = db[ours]
+        o0, t0 = block * H, _other_block(block, swap) * H
+        _transpose(dWx[:, o0:o0 + H], dw_ih[t0:t0 + H])
+        _transpose(dWh[:, o0:o0 + H], dw_hh[t0:t0 + H])
+        for j in range(H):  # not a slice assignment: see weights_from_torch
+            db_torch[t0 + j] = db[o0 + j]
     return dw_ih, dw_hh, db_torch
