@@ -9,10 +9,10 @@ import numpy as np
 
 from . import _memory
 from . import _validate as v
-from ._core import (CellCache, batch_order, backward_dx, check_backward_cache, chunk_scratch,
-                    chunk_steps, dx_in_time_loop, finish_dx, loop_split, part_panels,
-                    projection_address, run_steps, single_worker_step, small_step,
-                    split_scratch, state_grad, step_operand, step_split, step_scratch,
+from ._core import (CellCache, batch_order, backward_dx, backward_panels,
+                    check_backward_cache, chunk_scratch, chunk_steps, dx_in_time_loop,
+                    finish_dx, loop_split, part_panels, projection_address, run_steps,
+                    single_worker_step, small_step, split_scratch, state_grad, step_operand, step_split, step_scratch,
                     streamed, unit_bounds, weight_grads, weight_panels)
 from ._isa import MR_STEP
 from ._threads import kernel_threads, run_workers
@@ -236,8 +236,8 @@ def _backward(dh, cache, dh_last, dc_last, dh_last_name, dc_last_name):
         if threads == 1 and order.real_steps:
             # Small calls: one numba call allocates and runs everything (lstm_backward_small).
             dx, dWx, dWh, db = lstm_backward_small(
-                order.sort(dh), cache.gates, cache.c_hist, cache.h0, cache.c0, cache.Wh,
-                cache.Wx, cache.x_rows, dh_next, dc_next, order.offsets, order.active,
+                order.sort(dh), cache.gates, cache.c_hist, cache.h0, cache.c0,
+                backward_panels(cache.Wh, cache.Wx), cache.Wx, cache.x_rows, dh_next, dc_next, order.offsets, order.active,
                 order.ragged, dx_in_time_loop(D, H, dtype),
                 entry_address(lstm_backward_steps, dtype, BACKWARD_STEPS_ARGS),
                 entry_address(gemm_part, dtype, GEMM_PART_ARGS))

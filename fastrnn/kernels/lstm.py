@@ -562,15 +562,16 @@ _call_backward_steps = caller(BACKWARD_STEPS_ARGS)
 
 
 @njit(**JIT_OPTIONS)
-def lstm_backward_small(dh, gates, c_hist, h0, c0, Wh, Wx, x_rows, dh_next, dc_next, offsets,
-                        active, ragged, dx_in_loop, steps_address, gemm_address):
+def lstm_backward_small(dh, gates, c_hist, h0, c0, WT_panels, Wx, x_rows, dh_next, dc_next,
+                        offsets, active, ragged, dx_in_loop, steps_address, gemm_address):
     """The whole backward on the calling thread in one call, for calls too small to share
-    out (as lstm_train_small for the forward): the weights' panels, the time loop, dx and
-    the weight gradients without Python between them. The same operations as the threaded
-    path on one worker, so the same bits.
+    out (as lstm_train_small for the forward): the time loop, dx and the weight gradients
+    without Python between them. The same operations as the threaded path on one worker,
+    so the same bits.
 
     dh: (N, T, H); gates (R, 4H), c_hist (R, H), x_rows (R, D): the forward's cache rows;
-    h0, c0: (N, H); Wh: (H, 4H); Wx: (D, 4H)
+    h0, c0: (N, H); WT_panels: the loop's product operand (_core.backward_panels);
+    Wx: (D, 4H)
     dh_next, dc_next: (N, H) in: gradients of the final h and c; out: of h0 and c0
     offsets, active: see kernels/__init__.py; ragged: some sequence stops before T
     dx_in_loop: dx_t from the loop's per-step product (_core.dx_in_time_loop), else one
@@ -591,9 +592,9 @@ def lstm_backward_small(dh, gates, c_hist, h0, c0, Wh, Wx, x_rows, dh_next, dc_n
     da = np.empty((R, G), dtype)
     h_prev = np.empty((R, H), dtype)
     yes, no = np.bool_(True), np.bool_(False)  # not literals: see lstm_train_small
-    panels = pack_panels(np.concatenate((Wh, Wx)) if dx_in_loop else Wh, yes)
     _call_backward_steps(steps_address, (
-        np.int64(0), np.int64(1), dh, gates, c_hist, np.empty((N, H), dtype), h0, c0, panels,
+        np.int64(0), np.int64(1), dh, gates, c_hist, np.empty((N, H), dtype), h0, c0,
+        WT_panels,
         dh_next, dc_next, da, h_prev, dx_loop, np.zeros((rows, G), dtype),
         np.empty((rows, (H + D_loop + NR - 1) // NR * NR), dtype), offsets, active))
     nothing = np.empty(0, dtype)
@@ -609,9 +610,13 @@ def lstm_backward_small(dh, gates, c_hist, h0, c0, Wh, Wx, x_rows, dh_next, dc_n
     _gemm_at(gemm_address, (np.ones((1, R), dtype), no, da, nothing, db, no, np.int64(0),
                             np.int64(1), np.int64(0), G))
     if not dx_in_loop:  # as _core.input_grad, then the rows unpacked into (N, T, D)
+        WxT = np.empty((G, D), dtype)
+        for d in range(D):  # a loop, not ascontiguousarray: its Fortran view compiles more
+            for g in range(G):
+                WxT[g, d] = Wx[d, g]
         dx_rows = np.empty((R, D), dtype)
-        _gemm_at(gemm_address, (da, no, np.ascontiguousarray(Wx.T), nothing, dx_rows, no,
-                                np.int64(0), R, np.int64(0), D))
+        _gemm_at(gemm_address, (da, no, WxT, nothing, dx_rows, no, np.int64(0), R,
+                                np.int64(0), D))
         for t in range(T):
             for n in range(active[t]):
                 copy_row(dx[n, t], dx_rows[offsets[t] + n], False)
