@@ -12,8 +12,9 @@ from . import _validate as v
 from ._core import (CellCache, batch_order, backward_dx, backward_panels,
                     check_backward_cache, chunk_scratch, chunk_steps, dx_in_time_loop,
                     finish_dx, loop_split, part_panels, projection_address, run_steps,
-                    single_worker_step, small_step, split_scratch, state_grad, step_operand, step_split, step_scratch,
-                    streamed, unit_bounds, weight_grads, weight_panels)
+                    single_worker_step, small_step, split_scratch, state_grad,
+                    step_operand, step_split, step_scratch, streamed, unit_bounds,
+                    weight_grads, weight_panels)
 from ._isa import MR_STEP
 from ._threads import kernel_threads, run_workers
 from .kernels.address import entry_address
