@@ -26,6 +26,7 @@ kernel, so only the distribution is the same). Not supported, with an error nami
 This module imports torch; ``import fastrnn`` does not import it.
 """
 
+import functools
 import weakref
 
 import numpy as np
@@ -35,7 +36,6 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from . import gru as _gru
 from . import lstm as _lstm
 from . import rnn as _rnn
-from .kernels.torch_layout import grads_to_torch, weights_from_torch
 from .stack import _cell_backward, _cell_forward, reverse_within_lengths
 
 __all__ = ["LSTM", "GRU", "RNN", "from_torch"]
@@ -53,24 +53,47 @@ def _array(tensor):
 _tensor = torch.from_numpy
 
 
+@functools.lru_cache(maxsize=None)
+def _gate_order(cell, G):
+    """Indices taking the G gate rows from torch's order to fastrnn's, and back (the same
+    permutation: torch packs the LSTM's gates i, f, g, o, fastrnn i, f, o, g); None for the
+    GRU and RNN, whose orders agree."""
+    if cell != "lstm":
+        return None
+    H = G // 4
+    return np.r_[0:2 * H, 3 * H:4 * H, 2 * H:3 * H]
+
+
 def _cell_weights(cell, w_ih, w_hh, b_ih=None, b_hh=None):
     """torch's (G, D), (G, H), (G,), (G,) parameters as the fastrnn cell function's weights:
     (Wx, Wh, b) for "lstm"/"rnn" (b = b_ih + b_hh), (Wx, Wh, bx, bh) for "gru"; Wx (D, G)
-    and Wh (H, G) C-contiguous, which is how fastrnn's products read them."""
-    G, H = w_hh.shape
+    and Wh (H, G) C-contiguous, which is how fastrnn's products read them.
+
+    Two NumPy operations per weight (a gather of whole rows, then a transposed copy): as
+    fast as a numba kernel at small sizes, which would cost seconds to compile, and where
+    slicing gate block by gate block took fifteen operations."""
+    G = w_ih.shape[0]
+    order = _gate_order(cell, G)
     if b_ih is None:
         b_ih = b_hh = np.zeros(G, w_ih.dtype)
-    Wx, Wh, b = weights_from_torch(w_ih, w_hh, b_ih, b_hh, H, cell == "lstm")
-    return (Wx, Wh, b_ih, b_hh) if cell == "gru" else (Wx, Wh, b)
+    if order is not None:
+        w_ih, w_hh = w_ih.take(order, axis=0), w_hh.take(order, axis=0)
+    Wx, Wh = w_ih.T.copy(), w_hh.T.copy()
+    if cell == "gru":
+        return Wx, Wh, b_ih, b_hh
+    b = b_ih + b_hh
+    return Wx, Wh, b if order is None else b.take(order)
 
 
 def _parameter_grads(cell, dweights, has_bias):
     """fastrnn's weight gradients as gradients of torch's w_ih, w_hh and, with bias, b_ih,
     b_hh (new C-contiguous tensors, as torch's own gradients are)."""
     dWx, dWh, db, *dbh = dweights  # the GRU's (dbx, dbh); the others' one db = b_ih + b_hh
-    H = dWh.shape[0]
-    dw_ih, dw_hh, db = grads_to_torch(dWx, dWh, db, H, cell == "lstm")
-    grads = [dw_ih, dw_hh]
+    order = _gate_order(cell, dWx.shape[1])
+    grads = [np.ascontiguousarray(dWx.T), np.ascontiguousarray(dWh.T)]
+    if order is not None:
+        grads = [g.take(order, axis=0) for g in grads]
+        db = db.take(order)
     if has_bias:  # b = b_ih + b_hh: both get db, as two tensors
         grads += [db, dbh[0] if dbh else db.copy()]
     return [_tensor(g) for g in grads]
