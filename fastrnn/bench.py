@@ -412,11 +412,11 @@ def print_table(rows, peak_by_dtype, out=None):
               f"{r.fwd_gflops:>8.1f} {100 * r.fwd_peak_fraction:>5.0f}% "
               f"{r.fwd_ms / fast.fwd_ms:>7.2f} {r.infer_ms / fast.infer_ms:>7.2f} "
               f"{r.fwdbwd_ms / fast.fwdbwd_ms:>7.2f}", file=out)
-    print(f"\n'fwd x', 'inf x', 'f+b x': that row's time over fastrnn's (how many times faster "
-          f"fastrnn is); torch's inference is its forward under no_grad. '±%': half the "
-          f"min-max range of the repeats, in % of the median. GFLOP/s: forward. %peak: forward "
-          f"over one product with the same FLOP count, the faster of NumPy and fastrnn's GEMM. "
-          f"One large product, (4096, 1024) @ (1024, 1024), GFLOP/s: "
+    print("\n'fwd x', 'inf x', 'f+b x': that row's time over fastrnn's (how many times faster "
+          "fastrnn is); torch's inference is its forward under no_grad. '±%': half the "
+          "min-max range of the repeats, in % of the median. GFLOP/s: forward. %peak: forward "
+          "over one product with the same FLOP count, the faster of NumPy and fastrnn's GEMM. "
+          "One large product, (4096, 1024) @ (1024, 1024), GFLOP/s: "
           + "; ".join(f"{k} fastrnn {v['fastrnn']:.0f}, NumPy {v['numpy']:.0f} (fastrnn / NumPy "
                       f"{v['fastrnn'] / v['numpy']:.2f})" for k, v in peak_by_dtype.items()),
           file=out)

@@ -4,8 +4,6 @@ N batch, T time, D input, H hidden. h_t = act(x_t Wx + h_{t-1} Wh + b), act = ta
 The relu derivative at exactly 0 is taken as 0.
 """
 
-import numpy as np
-
 from . import _validate as v
 from ._core import (CellCache, batch_order, backward_dx, check_backward_cache, chunk_scratch,
                     chunk_steps, finish_dx, projection_address, run_steps,

@@ -55,7 +55,6 @@ def gru_train_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, r
     projection: _core.projection_address, the input projection's kernel
     """
     N, T, D = x.shape
-    H = h.shape[1]
     G = gates.shape[1]
     S = proj.shape[0]
     for t0 in range(0, T, S):
@@ -108,7 +107,6 @@ def gru_infer_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, r
     """The inference time loop for the worker's row tiles: as gru_train_steps, keeping
     nothing but the output (working memory O(N * H))."""
     N, T, D = x.shape
-    H = h.shape[1]
     S = proj.shape[0]
     for t0 in range(0, T, S):
         steps_product_at(projection, (x, t0, min(S, T - t0), Wx_panels, proj, worker, workers,

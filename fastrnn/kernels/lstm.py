@@ -158,7 +158,6 @@ def lstm_infer_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, re
     nothing but the output. x_t is read in place from x and the gates are built in rec, so
     the working memory is O(N * H) whatever T is. The arguments as lstm_train_steps."""
     N, T, D = x.shape
-    H = h.shape[1]
     S = proj.shape[0]
     for t0 in range(0, T, S):
         steps_product_at(projection, (x, t0, min(S, T - t0), Wx_panels, proj, worker, workers,

@@ -46,7 +46,6 @@ def rnn_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, proj, rec, x
     projection: _core.projection_address, the input projection's kernel
     """
     N, T, D = x.shape
-    H = h.shape[1]
     S = proj.shape[0]
     for t0 in range(0, T, S):
         steps_product_at(projection, (x, t0, min(S, T - t0), Wx_panels, proj, worker, workers,
@@ -93,7 +92,6 @@ def rnn_infer_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, proj, rec, h
     """The inference time loop for the worker's row tiles: as rnn_train_steps, keeping
     nothing but the output (working memory O(N * H))."""
     N, T, D = x.shape
-    H = h.shape[1]
     S = proj.shape[0]
     for t0 in range(0, T, S):
         steps_product_at(projection, (x, t0, min(S, T - t0), Wx_panels, proj, worker, workers,
