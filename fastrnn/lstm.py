@@ -236,8 +236,8 @@ def _backward(dh, cache, dh_last, dc_last, dh_last_name, dc_last_name):
     with kernel_threads(N, T, D, H, 4) as threads:
         # Small sequences: one numba call allocates and runs everything
         # (lstm_backward_small). Not a single step of more than MR_STEP rows, which
-        # lstm_step_backward sends here: its first call would compile that kernel too
-        # (1-2 s) for a call the kernels it shares with the sequences already serve.
+        # lstm_step_backward sends here: its first call would compile that kernel too, for
+        # a call the kernels it shares with the sequences already serve.
         if threads == 1 and order.real_steps and not cache.is_step:
             dx, dWx, dWh, db = lstm_backward_small(
                 order.sort(dh), cache.gates, cache.c_hist, cache.h0, cache.c0,

@@ -147,7 +147,7 @@ def _batch_major(a, time_major):
     """An (N, T, F) view of a (T, N, F) array when ``time_major``, else a itself; the same
     swap takes it back. The layers hand time-major tensors on as they are (a module without
     batch_first): swapped here, in NumPy, it is not a torch operation for autograd to
-    record and undo (microseconds of a small layer's step)."""
+    record and undo, a visible share of a small layer's step."""
     return a.transpose(1, 0, 2) if time_major else a
 
 
@@ -170,10 +170,11 @@ class _Layer(torch.autograd.Function):
     """One layer, all its directions, through fastrnn's kernels.
 
     forward(ctx, cell, nonlinearity, time_major, dirs, arrays, x, lengths, h0, c0, *params):
-    x (N, T, D), or (T, N, D) when ``time_major``; lengths (N,) int64 array or None; h0, c0 (dirs, N, H) or None for zeros
-    (c0 is None but for the LSTM); params: for each of the dirs directions torch's w_ih,
-    w_hh and, with bias, b_ih, b_hh; arrays: the same as NumPy views (the module's
-    _parameter_arrays), which the kernels read; params are there for autograd.
+    x (N, T, D), or (T, N, D) when ``time_major``; lengths (N,) int64 array or None; h0, c0
+    (dirs, N, H) or None for zeros (c0 is None but for the LSTM); params: for each of the
+    dirs directions torch's w_ih, w_hh and, with bias, b_ih, b_hh; arrays: the same as
+    NumPy views (the module's _parameter_arrays), which the kernels read; params are there
+    for autograd.
     Returns out (N, T, dirs * H) ((T, N, dirs * H) when ``time_major``; 0 past each
     length), h_n (dirs, N, H) and for the LSTM c_n (dirs, N, H). The reverse
     direction runs each sequence's real steps backwards, as torch's does.
@@ -348,8 +349,9 @@ class _FastrnnForward:
     def _parameter_arrays(self):
         """The parameters (self._flat_weights) as NumPy views of their memory, made again
         only when a parameter is another tensor or its memory moved (``.to()``, assigning
-        ``.data``): a view costs ~3 us a tensor, a visible share of a small layer's step.
-        The views hold their tensors, so memory they point to is never reused while cached."""
+        ``.data``): making a view per tensor and call was a visible share of a small layer's
+        step. The views hold their tensors, so memory they point to is never reused while
+        cached."""
         weights = self._flat_weights
         key = tuple((id(w), w.data_ptr()) for w in weights)
         cached = _PARAMETER_ARRAYS.get(self)

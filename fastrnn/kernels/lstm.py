@@ -593,8 +593,7 @@ def lstm_backward_small(dh, gates, c_hist, h0, c0, WT_panels, Wx, x_rows, dh_nex
     yes, no = np.bool_(True), np.bool_(False)  # not literals: see lstm_train_small
     _call_backward_steps(steps_address, (
         np.int64(0), np.int64(1), dh, gates, c_hist, np.empty((N, H), dtype), h0, c0,
-        WT_panels,
-        dh_next, dc_next, da, h_prev, dx_loop, np.zeros((rows, G), dtype),
+        WT_panels, dh_next, dc_next, da, h_prev, dx_loop, np.zeros((rows, G), dtype),
         np.empty((rows, (H + D_loop + NR - 1) // NR * NR), dtype), offsets, active))
     nothing = np.empty(0, dtype)
     dWx = np.empty((D, G), dtype)
