@@ -609,9 +609,7 @@ def lstm_backward_small(dh, gates, c_hist, h0, c0, WT_panels, Wx, x_rows, dh_nex
                             np.int64(1), np.int64(0), G))
     if not dx_in_loop:  # as _core.input_grad, then the rows unpacked into (N, T, D)
         WxT = np.empty((G, D), dtype)
-        for d in range(D):  # a loop, not ascontiguousarray: its Fortran view compiles more
-            for g in range(G):
-                WxT[g, d] = Wx[d, g]
+        copy_rows(WxT, Wx.T)
         dx_rows = np.empty((R, D), dtype)
         _gemm_at(gemm_address, (da, no, WxT, nothing, dx_rows, no, np.int64(0), R,
                                 np.int64(0), D))
