@@ -410,13 +410,13 @@ def backward_dx(order, Wh, Wx):
     packs [Wh.T | Wx.T] (G, H + D); otherwise dx is (N, T, 0), so the loop writes none of
     it, panels packs Wh.T (G, H) alone, and finish_dx makes dx with one GEMM."""
     in_loop = dx_in_time_loop(Wx.shape[0], Wh.shape[0], Wh.dtype)
-    return order.padded(Wx.shape[0] if in_loop else 0, Wh.dtype), backward_panels(Wh, Wx)
+    return (order.padded(Wx.shape[0] if in_loop else 0, Wh.dtype),
+            backward_panels(Wh, Wx, in_loop))
 
 
-def backward_panels(Wh, Wx):
-    """backward_dx's panels alone: [Wh.T | Wx.T] packed where dx_in_time_loop, else
-    Wh.T."""
-    in_loop = dx_in_time_loop(Wx.shape[0], Wh.shape[0], Wh.dtype)
+def backward_panels(Wh, Wx, in_loop):
+    """backward_dx's panels alone: [Wh.T | Wx.T] packed when ``in_loop`` (dx_in_time_loop),
+    else Wh.T."""
     return pack_panels(np.concatenate((Wh, Wx)) if in_loop else Wh, True)
 
 

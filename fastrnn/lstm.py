@@ -239,11 +239,11 @@ def _backward(dh, cache, dh_last, dc_last, dh_last_name, dc_last_name):
         # lstm_step_backward sends here: its first call would compile that kernel too, for
         # a call the kernels it shares with the sequences already serve.
         if threads == 1 and order.real_steps and not cache.is_step:
+            in_loop = dx_in_time_loop(D, H, dtype)
             dx, dWx, dWh, db = lstm_backward_small(
                 order.sort(dh), cache.gates, cache.c_hist, cache.h0, cache.c0,
-                backward_panels(cache.Wh, cache.Wx), cache.Wx, cache.x_rows, dh_next,
-                dc_next, order.offsets, order.active, order.ragged,
-                dx_in_time_loop(D, H, dtype),
+                backward_panels(cache.Wh, cache.Wx, in_loop), cache.Wx, cache.x_rows,
+                dh_next, dc_next, order.offsets, order.active, order.ragged, in_loop,
                 entry_address(lstm_backward_steps, dtype, BACKWARD_STEPS_ARGS),
                 entry_address(gemm_part, dtype, GEMM_PART_ARGS))
             return (order.unsort(dx), order.unsort(dh_next), dWx, dWh, db,
