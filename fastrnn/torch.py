@@ -161,9 +161,7 @@ def _batch_major_view(shape, dtype, time_major):
     """An (N, T, F) array whose memory is (T, N, F) when ``time_major`` (the layout of a
     module without batch_first, so its output needs no further copy), else (N, T, F)."""
     N, T, F = shape
-    if time_major:
-        return np.empty((T, N, F), dtype).transpose(1, 0, 2)
-    return np.empty(shape, dtype)
+    return _batch_major(np.empty((T, N, F) if time_major else shape, dtype), time_major)
 
 
 class _Layer(torch.autograd.Function):
