@@ -426,35 +426,50 @@ def finish_dx(dx, da, Wx, order, threads):
     return dx if dx.shape[2] else input_grad(da, Wx, order, threads)
 
 
-def weight_grads(da_x, x_rows, h_prev, order, threads, da_h=None):
-    """dWx, dWh, db_x (and db_h when da_h is given) from the gate gradients of all steps,
-    as a few large products.
-
-    da_x: (R, G) gradient of the input-side pre-activations (x_t Wx + b_x)
-    da_h: (R, G) gradient of the recurrent-side ones (h_{t-1} Wh + b_h), only where they
-        differ (the GRU); otherwise da_x serves for both
-    x_rows: (R, D); h_prev: (R, H) packed rows.
-    """
-    G = da_x.shape[1]
+def weight_grad_rows(order, x_rows, G, H):
+    """The LSTM's and RNN's backward working rows: da (R, G), which their time loop fills,
+    and rows = [h_prev | x_rows | 1] (R, H + D + 1), whose first H columns (h_{t-1} of each
+    packed row) the loop fills. With the three side by side, dWh, dWx and db come out of
+    one product rows.T @ da (stacked_weight_grads): da, the big operand, is packed once,
+    where three products packed it three times."""
     D = x_rows.shape[1]
-    H = h_prev.shape[1]
+    da, rows = order.rows(x_rows.dtype, G, H + D + 1)
+    rows[:, H:H + D] = x_rows
+    rows[:, H + D] = 1
+    return da, rows
+
+
+def stacked_weight_grads(da, rows, H, threads):
+    """dWx (D, G), dWh (H, G), db (G,) from weight_grad_rows' da and filled rows, as views
+    of the one product rows.T @ da (H + D + 1, G): dWh its first H rows, dWx the next D,
+    db the last (summed as a product with the column of ones: the same GEMM, summed in
+    blocks, so float32 rounding error grows less than with one running sum)."""
+    R, width = rows.shape
+    out = (np.empty if R else np.zeros)((width, da.shape[1]), da.dtype)
+    if R:
+        products([(rows.T, da, out, False, None)], threads)
+    return out[H:width - 1], out[:H], out[width - 1]
+
+
+def weight_grads(da_x, da_h, x_rows, h_prev, order, threads):
+    """The GRU's dWx, dWh, db_x, db_h from the gradients of its input-side (x_t Wx + b_x)
+    and recurrent-side (h_{t-1} Wh + b_h) pre-activations, da_x and da_h (R, G), which
+    differ (so stacked_weight_grads' one product does not apply), as four products in one
+    launch of the threads. x_rows: (R, D); h_prev: (R, H) packed rows."""
+    G = da_x.shape[1]
     dtype = da_x.dtype
-    dWx = np.zeros((D, G), dtype)
-    dWh = np.zeros((H, G), dtype)
+    dWx = np.zeros((x_rows.shape[1], G), dtype)
+    dWh = np.zeros((h_prev.shape[1], G), dtype)
     db_x = np.zeros(G, dtype)
-    db_h = np.zeros(G if da_h is not None else 0, dtype)
+    db_h = np.zeros(G, dtype)
     if order.real_steps:
-        # The bias gradients as products with a row of ones: the same compiled GEMM as the
-        # GRU's dx (a column-sum kernel of their own added seconds of compile time) and as
-        # fast, summed in blocks (so float32 rounding error grows less than with one running
-        # sum down all the rows). All in one launch of the threads.
+        # The bias gradients as products with a row of ones (see stacked_weight_grads): a
+        # column-sum kernel of their own added seconds of compile time.
         ones = np.ones((1, order.real_steps), dtype)
-        jobs = [(x_rows.T, da_x, dWx), (h_prev.T, da_x if da_h is None else da_h, dWh),
-                (ones, da_x, db_x[None, :])]
-        if da_h is not None:
-            jobs.append((ones, da_h, db_h[None, :]))
-        products([job + (False, None) for job in jobs], threads)
-    return (dWx, dWh, db_x) if da_h is None else (dWx, dWh, db_x, db_h)
+        products([(x_rows.T, da_x, dWx, False, None), (h_prev.T, da_h, dWh, False, None),
+                  (ones, da_x, db_x[None, :], False, None),
+                  (ones, da_h, db_h[None, :], False, None)], threads)
+    return dWx, dWh, db_x, db_h
 
 
 def input_grad(da_x, Wx, order, threads):

@@ -130,8 +130,8 @@ def _backward(dh, cache, dh_last, dh_last_name):
                       step_operand(N, 3 * H, dtype), step_scratch(N, H, dtype), order.offsets,
                       order.active)
         dx = input_grad(da_x, cache.Wx, order, threads)
-        dWx, dWh, dbx, dbh = weight_grads(da_x, cache.x_rows, cache.h_prev, order, threads,
-                                          da_h=da_h)
+        dWx, dWh, dbx, dbh = weight_grads(da_x, da_h, cache.x_rows, cache.h_prev, order,
+                                          threads)
     return order.unsort(dx), order.unsort(dh_next), dWx, dWh, dbx, dbh
 
 

@@ -14,7 +14,7 @@ from ._core import (CellCache, batch_order, backward_dx, backward_panels,
                     finish_dx, loop_split, part_panels, projection_address, run_steps,
                     single_worker_step, small_step, split_scratch, state_grad,
                     step_operand, step_split, step_scratch, streamed, unit_bounds,
-                    weight_grads, weight_panels)
+                    stacked_weight_grads, weight_grad_rows, weight_panels)
 from ._isa import MR_STEP
 from ._threads import kernel_threads, run_workers
 from .kernels.address import entry_address
@@ -248,20 +248,22 @@ def _backward(dh, cache, dh_last, dc_last, dh_last_name, dc_last_name):
                 entry_address(gemm_part, dtype, GEMM_PART_ARGS))
             return (order.unsort(dx), order.unsort(dh_next), dWx, dWh, db,
                     order.unsort(dc_next))
-        da, h_prev = order.rows(dtype, 4 * H, H)  # h_prev: filled by the backward loop
+        # The loop fills da and the first H columns of grad_rows (h_prev).
+        da, grad_rows = weight_grad_rows(order, cache.x_rows, 4 * H, H)
         bounds = loop_split(N, D, H, 4, threads) if order.real_steps else None
         if bounds is not None:
-            dx = _split_backward(order.sort(dh), cache, dh_next, dc_next, da, h_prev, bounds)
+            dx = _split_backward(order.sort(dh), cache, dh_next, dc_next, da, grad_rows,
+                                 bounds)
         else:
             dx, panels = backward_dx(order, cache.Wh, cache.Wx)
             if order.real_steps:
                 run_steps(lstm_backward_steps, threads,
                           order.active[0], order.sort(dh), cache.gates, cache.c_hist,
                           np.empty((N, H), dtype), cache.h0, cache.c0, panels, dh_next,
-                          dc_next, da, h_prev, dx, step_operand(N, 4 * H, dtype),
+                          dc_next, da, grad_rows, dx, step_operand(N, 4 * H, dtype),
                           step_scratch(N, H + dx.shape[2], dtype), order.offsets,
                           order.active)
-        dWx, dWh, db = weight_grads(da, cache.x_rows, h_prev, order, threads)
+        dWx, dWh, db = stacked_weight_grads(da, grad_rows, H, threads)
         dx = finish_dx(dx, da, cache.Wx, order, threads)
     return (order.unsort(dx), order.unsort(dh_next), dWx, dWh, db, order.unsort(dc_next))
 

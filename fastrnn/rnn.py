@@ -8,7 +8,7 @@ from . import _validate as v
 from ._core import (CellCache, batch_order, backward_dx, check_backward_cache, chunk_scratch,
                     chunk_steps, finish_dx, projection_address, run_steps,
                     single_worker_step, small_step, state_grad, step_operand, step_scratch,
-                    streamed, weight_grads, weight_panels)
+                    streamed, stacked_weight_grads, weight_grad_rows, weight_panels)
 from ._threads import kernel_threads
 from .kernels.rnn import (rnn_backward_steps,
                           rnn_infer_steps, rnn_step_small, rnn_train_steps)
@@ -111,15 +111,16 @@ def _backward(dh, cache, dh_last, dh_last_name):
     H = cache.h0.shape[1]
     dh_next = state_grad(dh_last_name, dh_last, N, H, dh.dtype, order)
     D = cache.Wx.shape[0]
-    da, h_prev = order.rows(dh.dtype, H, H)  # h_prev: filled by the backward loop
+    # The loop fills da and the first H columns of grad_rows (h_prev).
+    da, grad_rows = weight_grad_rows(order, cache.x_rows, H, H)
     dx, panels = backward_dx(order, cache.Wh, cache.Wx)
     with kernel_threads(N, T, D, H, 1) as threads:
         if order.real_steps:
             run_steps(rnn_backward_steps, threads, order.active[0],
-                      order.sort(dh), cache.h_rows, cache.h0, panels, dh_next, da, h_prev, dx,
+                      order.sort(dh), cache.h_rows, cache.h0, panels, dh_next, da, grad_rows, dx,
                       step_operand(N, H, dh.dtype), step_scratch(N, H + dx.shape[2], dh.dtype),
                       cache.relu, order.offsets, order.active)
-        dWx, dWh, db = weight_grads(da, cache.x_rows, h_prev, order, threads)
+        dWx, dWh, db = stacked_weight_grads(da, grad_rows, H, threads)
         dx = finish_dx(dx, da, cache.Wx, order, threads)
     return order.unsort(dx), order.unsort(dh_next), dWx, dWh, db
 

@@ -502,10 +502,11 @@ def lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_rows, h0, c0,
         A sequence's rows are left alone until its last real step, so the final-state
         gradients enter there, and after its first step they are its dh0, dc0.
     da: (R, 4H) out: gradient of the gate pre-activations, packed rows
-    h_prev: (R, H) out: h_{t-1} of every packed row, for dWh. The forward does not keep
-        it: h_t = o_t * tanh(c_t) is rebuilt here from the tanh(c_t) this loop needs
-        anyway, with the same operations on the same bits, so it equals the forward's h_t
-        exactly; that takes H of the D + 7H values per row off the forward's writes.
+    h_prev: (R, >= H) out: h_{t-1} of every packed row in its first H columns, for dWh
+        (the others: _core.weight_grad_rows). The forward does not keep it: h_t =
+        o_t * tanh(c_t) is rebuilt here from the tanh(c_t) this loop needs anyway, with
+        the same operations on the same bits, so it equals the forward's h_t exactly; that
+        takes H of the D + 7H values per row off the forward's writes.
     dx: (N, T, D) out: gradient of x at real steps (padding is not written); D = 0 where
         a GEMM after the loop makes it instead (_core.dx_in_time_loop)
     da_step: (N rounded up to MR_STEP, 4H) scratch: one step of da, the product's operand
@@ -589,24 +590,24 @@ def lstm_backward_small(dh, gates, c_hist, h0, c0, WT_panels, Wx, x_rows, dh_nex
     dx = np.zeros((N, T, D), dtype) if ragged else np.empty((N, T, D), dtype)
     dx_loop = dx if dx_in_loop else np.empty((N, T, 0), dtype)
     da = np.empty((R, G), dtype)
-    h_prev = np.empty((R, H), dtype)
+    # As _core.weight_grad_rows: [h_prev | x_rows | 1], h_prev filled by the loop.
+    grad_rows = np.empty((R, H + D + 1), dtype)
+    for r in range(R):
+        row = grad_rows[r]
+        x_row = x_rows[r]
+        for k in range(D):
+            row[H + k] = x_row[k]
+        row[H + D] = 1
     yes, no = np.bool_(True), np.bool_(False)  # not literals: see lstm_train_small
     _call_backward_steps(steps_address, (
         np.int64(0), np.int64(1), dh, gates, c_hist, np.empty((N, H), dtype), h0, c0,
-        WT_panels, dh_next, dc_next, da, h_prev, dx_loop, np.zeros((rows, G), dtype),
+        WT_panels, dh_next, dc_next, da, grad_rows, dx_loop, np.zeros((rows, G), dtype),
         np.empty((rows, (H + D_loop + NR - 1) // NR * NR), dtype), offsets, active))
     nothing = np.empty(0, dtype)
-    dWx = np.empty((D, G), dtype)
-    dWh = np.empty((H, G), dtype)
-    db = np.empty((1, G), dtype)
-    # As _core.weight_grads: x_rows.T and h_prev.T as transposed operands, db as the
-    # product of a row of ones with da.
-    _gemm_at(gemm_address, (x_rows, yes, da, nothing, dWx, no, np.int64(0), D, np.int64(0),
-                            G))
-    _gemm_at(gemm_address, (h_prev, yes, da, nothing, dWh, no, np.int64(0), H, np.int64(0),
-                            G))
-    _gemm_at(gemm_address, (np.ones((1, R), dtype), no, da, nothing, db, no, np.int64(0),
-                            np.int64(1), np.int64(0), G))
+    # As _core.stacked_weight_grads: dWh, dWx and db from one product grad_rows.T @ da.
+    grads = np.empty((H + D + 1, G), dtype)
+    _gemm_at(gemm_address, (grad_rows, yes, da, nothing, grads, no, np.int64(0), H + D + 1,
+                            np.int64(0), G))
     if not dx_in_loop:  # as _core.input_grad, then the rows unpacked into (N, T, D)
         WxT = np.empty((G, D), dtype)
         copy_rows(WxT, Wx.T)
@@ -616,7 +617,7 @@ def lstm_backward_small(dh, gates, c_hist, h0, c0, WT_panels, Wx, x_rows, dh_nex
         for t in range(T):
             for n in range(active[t]):
                 copy_row(dx[n, t], dx_rows[offsets[t] + n], False)
-    return dx, dWx, dWh, db[0]
+    return dx, grads[H:H + D], grads[:H], grads[H + D]
 
 
 @njit(**JIT_OPTIONS)

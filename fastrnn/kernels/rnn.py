@@ -116,7 +116,8 @@ def rnn_backward_steps(worker, workers, dh, h_rows, h0, WT_panels, dh_next, da, 
         (_core.backward_dx)
     dh_next: (N, H) in: gradient of the final h; out: gradient of h0
     da: (R, H) out, packed rows
-    h_prev: (R, H) out: h_{t-1} of every packed row, for dWh, copied from h_rows and h0 here
+    h_prev: (R, >= H) out: h_{t-1} of every packed row in its first H columns (the others:
+        _core.weight_grad_rows), for dWh, copied from h_rows and h0 here
         rather than written by the forward (a quarter of its D + 3H values per row)
     dx: (N, T, D) out: gradient of x at real steps, from the step's product with
         dh_{t-1} (see kernels/lstm.lstm_backward_steps); D = 0 where a GEMM makes it
