@@ -91,7 +91,7 @@ class BatchOrder:
         and one block rather than several so that it is reused whole."""
         R = self.real_steps
         # Each array starts a multiple of 64 bytes into the block (the pool aligns blocks
-        # of 1 MB and more to 64 bytes): whole cache lines for the vector loads.
+        # of MIN_POOLED_BYTES and more to 64 bytes): whole cache lines for the vector loads.
         sizes = [-(-R * w // 16) * 16 for w in widths]
         block = _memory.empty((sum(sizes),), dtype)
         arrays = []
@@ -445,7 +445,7 @@ def stacked_weight_grads(da, rows, H, threads):
     db the last (summed as a product with the column of ones: the same GEMM, summed in
     blocks, so float32 rounding error grows less than with one running sum)."""
     R, width = rows.shape
-    out = (np.empty if R else np.zeros)((width, da.shape[1]), da.dtype)
+    out = (_memory.empty if R else _memory.zeros)((width, da.shape[1]), da.dtype)
     if R:
         products([(rows.T, da, out, False, None)], threads)
     return out[H:width - 1], out[:H], out[width - 1]
@@ -458,8 +458,9 @@ def weight_grads(da_x, da_h, x_rows, h_prev, order, threads):
     launch of the threads. x_rows: (R, D); h_prev: (R, H) packed rows."""
     G = da_x.shape[1]
     dtype = da_x.dtype
-    dWx = np.zeros((x_rows.shape[1], G), dtype)
-    dWh = np.zeros((h_prev.shape[1], G), dtype)
+    new = _memory.empty if order.real_steps else _memory.zeros  # the products fill them
+    dWx = new((x_rows.shape[1], G), dtype)
+    dWh = new((h_prev.shape[1], G), dtype)
     db_x = np.zeros(G, dtype)
     db_h = np.zeros(G, dtype)
     if order.real_steps:
@@ -479,7 +480,9 @@ def input_grad(da_x, Wx, order, threads):
     dx_rows = order.rows(da_x.dtype, Wx.shape[0])
     if order.real_steps:
         # Wx.T copied (D x G, small): the GEMM then packs it from contiguous rows.
-        matmul(da_x, np.ascontiguousarray(Wx.T), dx_rows, threads)
+        WxT = _memory.empty(Wx.T.shape, Wx.dtype)
+        WxT[...] = Wx.T
+        matmul(da_x, WxT, dx_rows, threads)
     return order.unpack(dx_rows)
 
 

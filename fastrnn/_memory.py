@@ -17,7 +17,11 @@ import threading
 
 import numpy as np
 
-MIN_POOLED_BYTES = 1 << 20
+# glibc's malloc maps blocks from 128 KB (M_MMAP_THRESHOLD's default) fresh from the OS and
+# unmaps them on free, until a free raises its threshold; whether it has depends on what the
+# process did before. So arrays of 128 KB to 1 MB too page-faulted on every call in some
+# processes, several times the kernels' own time (docs/performance.md).
+MIN_POOLED_BYTES = 128 << 10
 MAX_IDLE_BYTES = 1 << 30
 MAX_BLOCKS = 16
 
