@@ -12,7 +12,7 @@ from ._threads import _parallel_launch, get_num_threads, run_workers
 from .kernels.address import entry_address
 from .kernels.gemm import (STEPS_PRODUCT_ARGS, columns_per_panel, gemm_share,
                            gemm_worker_count, pack_panels, padded_columns, padded_rows,
-                           steps_product_kernel, worker_count)
+                           panel_length, steps_product_kernel, worker_count)
 
 
 @functools.lru_cache(maxsize=32)
@@ -188,7 +188,10 @@ def step_operand(N, width, dtype):
 def weight_panels(W, transpose=False):
     """A weight matrix W (or W.T) packed in the micro-kernel's column panels
     (kernels/gemm.pack_panels), the operand of the time loops' per-step products."""
-    return pack_panels(W, transpose)
+    K, P = W.shape[::-1] if transpose else W.shape
+    panels = _memory.empty((panel_length(K, P, W.dtype),), W.dtype)
+    pack_panels(W, transpose, panels)
+    return panels
 
 
 def state_grad(name, grad, N, H, dtype, order):
@@ -417,7 +420,7 @@ def backward_dx(order, Wh, Wx):
 def backward_panels(Wh, Wx, in_loop):
     """backward_dx's panels alone: [Wh.T | Wx.T] packed when ``in_loop`` (dx_in_time_loop),
     else Wh.T."""
-    return pack_panels(np.concatenate((Wh, Wx)) if in_loop else Wh, True)
+    return weight_panels(np.concatenate((Wh, Wx)) if in_loop else Wh, True)
 
 
 def finish_dx(dx, da, Wx, order, threads):

@@ -5,10 +5,10 @@ bits for 1 and 2 threads."""
 import numpy as np
 import pytest
 
-from fastrnn._core import matmul
+from fastrnn._core import matmul, weight_panels
 from numba import njit
 
-from fastrnn.kernels.gemm import (columns_per_panel, pack_panels, padded_columns, step_product,
+from fastrnn.kernels.gemm import (columns_per_panel, padded_columns, step_product,
                                   step_product_in_place, times_transposed)
 
 # (M, K, P): ones, primes, edges of every target's row tiles (4 or 6 rows) and column panels
@@ -50,7 +50,7 @@ def test_matmul_matches_numpy(shape, dtype, threads):
     matmul(A, B, C3, threads, accumulate=True)
     assert_product(C3, A, B, dtype, offset=1.0)
     C4 = np.empty((M, P), dtype)
-    matmul(A, None, C4, threads, B_panels=pack_panels(B, False))
+    matmul(A, None, C4, threads, B_panels=weight_panels(B))
     np.testing.assert_array_equal(C4, C)
 
 
@@ -117,7 +117,7 @@ def _check_in_place_against_packed(dtype, rows_apart, M, K):
     P = 2 * NR + NR // 2 + 1
     A, W = operands(padded_rows(M), K, P, dtype)
     want = np.zeros((padded_rows(M), padded_columns(P, dtype)), dtype)
-    _packed(A, pack_panels(W, False), want, M, rows_apart)
+    _packed(A, weight_panels(W), want, M, rows_apart)
     for p_lo, p_hi in ((0, P), (1, NR + 3)):
         got = np.full((padded_rows(M), P), np.nan, dtype)
         _in_place(A, W, got, M, rows_apart, p_lo, p_hi)

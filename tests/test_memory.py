@@ -41,13 +41,14 @@ def test_dropped_results_are_reused_and_give_the_same_answer():
     args = lstm_args(0)
     h, cache = fastrnn.lstm_forward(*args)
     first = h.copy()
+    # h and the cache hold pooled blocks; the call's scratch (the packed weights) is idle.
     used, idle = _memory.pooled_bytes()
-    assert used > 0 and idle == 0
+    assert used > 0
     del h, cache
     used_after, idle_after = _memory.pooled_bytes()
-    assert used_after == 0 and idle_after == used
+    assert used_after == 0 and idle_after == used + idle
     h, cache = fastrnn.lstm_forward(*args)  # served from the idle blocks: no new memory
-    assert _memory.pooled_bytes() == (used, 0)
+    assert _memory.pooled_bytes() == (used, idle)
     np.testing.assert_array_equal(h, first)
 
 

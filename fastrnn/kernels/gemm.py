@@ -538,16 +538,23 @@ def gemm_share(w, workers, A, a_transposed, B, B_panels, C, accumulate):
               *split_bounds(C.shape[0], C.shape[1], columns_per_panel(C.dtype), workers, w))
 
 
+def panel_length(K, P, dtype):
+    """Length of pack_panels' output for a (K, P) matrix of ``dtype``."""
+    NR = columns_per_panel(dtype)
+    return -(-P // NR) * K * NR
+
+
 @njit(**JIT_OPTIONS)
-def pack_panels(W, transposed):
+def pack_panels(W, transposed, panels):
     """W: (K, P), or given as its transpose (P, K) when ``transposed``, C-contiguous either
-    way -> (ceil(P / NR) * K * NR,) its NR-column panels, k-major, zero-padded: the B
-    operand of step_product. Done once per call for the recurrent weights. (A flag, not a
-    Fortran-ordered view: each memory layout compiled a kernel of its own.)"""
+    way -> panels[:ceil(P / NR) * K * NR], its NR-column panels, k-major, zero-padded: the
+    B operand of step_product. Done once per call for the recurrent weights, into memory
+    the caller gives (from Python: fastrnn's pool, see _core.weight_panels; in a kernel:
+    packed_panels). (A flag, not a Fortran-ordered view: each memory layout compiled a
+    kernel of its own.)"""
     K, P = (W.shape[1], W.shape[0]) if transposed else (W.shape[0], W.shape[1])
     NR = panel_width(W)
     n_panels = (P + NR - 1) // NR
-    panels = np.empty(n_panels * K * NR, W.dtype)
     zero = zero_of(W)
     for j in range(n_panels):
         panel = panels[j * K * NR:(j + 1) * K * NR]
@@ -562,6 +569,15 @@ def pack_panels(W, transposed):
         for q in range(width, NR):
             for k in range(K):
                 panel[k * NR + q] = zero
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def packed_panels(W, transposed):
+    """pack_panels(W, transposed) into a new array, inside a kernel."""
+    K, P = (W.shape[1], W.shape[0]) if transposed else (W.shape[0], W.shape[1])
+    NR = panel_width(W)
+    panels = np.empty((P + NR - 1) // NR * K * NR, W.dtype)
+    pack_panels(W, transposed, panels)
     return panels
 
 

@@ -21,8 +21,8 @@ from .._config import JIT_OPTIONS
 from ._math import one_of, sigmoid, tanh
 from .address import caller
 from .gemm import (MR_STEP, chunk_scratch_like, gemm_at as _gemm_at, pack_panels,
-                   panel_width, step_product, step_product_in_place, steps_product_at,
-                   times_transposed)
+                   packed_panels, panel_width, step_product, step_product_in_place,
+                   steps_product_at, times_transposed)
 from .split import BEGIN, CHUNK, END, STEP, driver, pack_unit_part, part_panel_length
 from .stream import copy_row, copy_rows, store_fence
 
@@ -210,7 +210,7 @@ def lstm_train_small(x, h0, c0, Wx, Wh, b, S, R, offsets, active, ragged, steps_
     # callee again for those literal types (here a second whole time loop).
     one_worker, no = np.int64(1), np.bool_(False)
     _call_train_steps(steps_address, (
-        one_worker - 1, one_worker, x, pack_panels(Wx, no), pack_panels(Wh, no), b, h, c,
+        one_worker - 1, one_worker, x, packed_panels(Wx, no), packed_panels(Wh, no), b, h, c,
         chunk_scratch_like(h, S, G), chunk_scratch_like(h, 1, G)[0], x_rows, gates, h_out,
         c_hist, np.empty(c.shape, c.dtype), offsets, active, no, projection))
     return h_out, x_rows, gates, c_hist, h, c
@@ -363,7 +363,7 @@ def lstm_infer_small(x, Wx, Wh, b, h, c, S, h_out, active, steps_address, projec
     G = Wx.shape[1]
     one_worker, no = np.int64(1), np.bool_(False)  # not literals: see lstm_train_small
     _call_infer_steps(steps_address, (
-        one_worker - 1, one_worker, x, pack_panels(Wx, no), pack_panels(Wh, no), b, h, c,
+        one_worker - 1, one_worker, x, packed_panels(Wx, no), packed_panels(Wh, no), b, h, c,
         chunk_scratch_like(h, S, G), chunk_scratch_like(h, 1, G)[0],
         np.empty(c.shape, c.dtype), h_out, active, projection))
 
@@ -654,8 +654,7 @@ def lstm_backward_part(stage, p, i, s, state):
         own = np.empty((4 * H, U + d1 - d0), dh.dtype)
         copy_rows(own, Wh[j0:j1].T)
         copy_rows(own[:, U:], Wx[d0:d1].T)
-        panels = pack_panels(own, np.bool_(False))  # not a literal: see lstm_train_small
-        copy_row(WT_parts[p], panels, False)
+        pack_panels(own, np.bool_(False), WT_parts[p])  # not a literal: see lstm_train_small
     elif stage == STEP or stage == END:
         after = t + 1 if stage == STEP else 0  # the step whose product comes first
         if after < T:
