@@ -1,6 +1,11 @@
 """fastrnn's memory pool (_memory.py): big per-call arrays reuse blocks, but never one that a
 caller still holds, in whole or through a view."""
 
+import os
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -67,3 +72,42 @@ def test_small_arrays_are_not_pooled_and_blocks_are_aligned():
     assert _memory.pooled_bytes() == (0, 0) and small.shape == (10, 10)
     big = _memory.zeros((1000, 1000), np.float32)
     assert big.ctypes.data % 64 == 0 and big.flags.c_contiguous and not big.any()
+
+
+# Run in a fresh interpreter whose malloc maps every block of 128 KB and more fresh from the
+# OS and unmaps it on free (glibc's M_MMAP_THRESHOLD pinned at its default, which switches
+# its dynamic raising off): what any process gets until a free happens to raise it.
+_FRESH_MAPPING_SCRIPT = """
+import ctypes, resource, sys
+assert ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024) == 1  # M_MMAP_THRESHOLD
+import numpy as np
+import fastrnn
+sys.path.insert(0, sys.argv[1])
+from helpers import make_inputs
+x, h0, c0, Wx, Wh, b = make_inputs(8, 20, 64, 128, gates=4, dtype=np.float32, seed=0)
+dh = np.ones((8, 20, 128), np.float32)
+def call():
+    h, cache = fastrnn.lstm_forward(x, h0, Wx, Wh, b)
+    fastrnn.lstm_backward(dh, cache)
+for _ in range(3):
+    call()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):
+    call()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+                    reason="pins glibc's malloc threshold")
+def test_calls_do_not_page_fault_when_malloc_maps_blocks_fresh():
+    """An LSTM forward + backward at (N, T, D, H) = (8, 20, 64, 128) has a dozen arrays of
+    128 KB to 1 MB (cache rows, packed weights, weight gradients); from fresh mappings,
+    each page of them faulted on every call (about 200 faults a call with the pool from
+    1 MB, several microseconds each on a virtual machine). From the pool: a few dozen."""
+    out = subprocess.run([sys.executable, "-c", _FRESH_MAPPING_SCRIPT,
+                          os.path.dirname(__file__)],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    faults_per_call = float(out.stdout.split()[-1])
+    assert faults_per_call < 80, faults_per_call
