@@ -9,7 +9,8 @@ How: blocks of at least MIN_POOLED_BYTES are kept in a small pool after use. A b
 handed out again only when nothing outside the pool refers to it any more: every array a
 caller holds (the cache, an output, any view of them) keeps a reference to its block, which
 ``sys.getrefcount`` sees. So reuse can never overwrite an array someone still holds.
-At most MAX_IDLE_BYTES of blocks nobody uses are kept; ``release_memory()`` drops them.
+At most MAX_BLOCKS blocks and MAX_IDLE_BYTES of blocks nobody uses are kept (checked when
+a block is added); ``release_memory()`` drops the unused ones.
 """
 
 import sys
@@ -23,9 +24,11 @@ import numpy as np
 # processes, several times the kernels' own time (docs/performance.md).
 MIN_POOLED_BYTES = 128 << 10
 MAX_IDLE_BYTES = 1 << 30
-MAX_BLOCKS = 16
+MAX_BLOCKS = 32
 
 _blocks = []  # uint8 arrays, most recently used last
+_sizes = []  # their nbytes, in the same order (read on every allocation)
+_starts = []  # and the offset of their first 64-byte aligned byte
 _lock = threading.Lock()
 
 # References to a pooled block that nobody else holds: the _blocks list, the loop variable
@@ -50,16 +53,26 @@ def empty(shape, dtype):
         return np.empty(shape, dtype)
     with _lock:
         best = None
-        for i in range(len(_blocks)):
-            # Best fit, and never more than twice the size asked for.
-            size = _blocks[i].nbytes - 64
-            if (nbytes <= size <= 2 * nbytes and _unused(i)
-                    and (best is None or size < _blocks[best].nbytes)):
-                best = i
-        block = np.empty(nbytes + 64, np.uint8) if best is None else _blocks.pop(best)
-        _blocks.append(block)
-        _trim()
-    start = -block.ctypes.data % 64  # cache-line aligned
+        best_size = 2 * nbytes + 64  # best fit, and never more than twice the size asked for
+        for i, size in enumerate(_sizes):
+            if nbytes + 64 <= size <= best_size and _unused(i):
+                best, best_size = i, size
+        if best is None:
+            block = np.empty(nbytes + 64, np.uint8)
+            start = -block.ctypes.data % 64  # cache-line aligned (.ctypes costs a microsecond)
+            _blocks.append(block)
+            _sizes.append(block.nbytes)
+            _starts.append(start)
+        else:
+            block = _blocks.pop(best)
+            _blocks.append(block)
+            _sizes.append(_sizes.pop(best))
+            start = _starts.pop(best)
+            _starts.append(start)
+        # Blocks beyond the bounds are dropped when a new one joins, or while the pool
+        # holds too many (a scan of every block per call otherwise).
+        if best is None or len(_blocks) > MAX_BLOCKS:
+            _trim()
     return block[start:start + nbytes].view(dtype).reshape(shape)
 
 
@@ -81,13 +94,20 @@ def _trim():
             break
         dropped.add(i)
         idle -= _blocks[i].nbytes
-    _blocks[:] = [_blocks[i] for i in range(len(_blocks)) if i not in dropped]
+    _keep([i not in dropped for i in range(len(_blocks))])
+
+
+def _keep(flags):
+    """Keep the blocks whose flag is true, in order (call with _lock held)."""
+    _starts[:] = [s for s, keep in zip(_starts, flags) if keep]
+    _blocks[:] = [b for b, keep in zip(_blocks, flags) if keep]
+    _sizes[:] = [b.nbytes for b in _blocks]
 
 
 def release_memory():
     """Let go of every pooled block nobody uses: their memory goes back to the allocator."""
     with _lock:
-        _blocks[:] = [_blocks[i] for i in range(len(_blocks)) if not _unused(i)]
+        _keep([not _unused(i) for i in range(len(_blocks))])
 
 
 def pooled_bytes():
