@@ -12,7 +12,8 @@ from ._threads import _parallel_launch, get_num_threads, run_workers
 from .kernels.address import entry_address
 from .kernels.gemm import (STEPS_PRODUCT_ARGS, columns_per_panel, gemm_share,
                            gemm_worker_count, pack_panels, padded_columns, padded_rows,
-                           panel_length, steps_product_kernel, worker_count)
+                           panel_length, share_scratch_length, steps_product_kernel,
+                           worker_count)
 
 
 @functools.lru_cache(maxsize=32)
@@ -149,13 +150,13 @@ def check_backward_cache(cache, cache_type, cell, step):
 def step_scratch(N, width, dtype):
     """Scratch for the per-step products' output: (N, width) padded to whole row tiles and
     column panels, as kernels/gemm.step_product writes them."""
-    return np.empty((padded_rows(N), padded_columns(width, dtype)), dtype)
+    return _memory.empty((padded_rows(N), padded_columns(width, dtype)), dtype)
 
 
 def chunk_scratch(S, N, width, dtype):
     """Scratch for S steps of the per-step products (the time loops' input projection):
-    (S, N, width) padded as step_scratch."""
-    return np.empty((S, padded_rows(N), padded_columns(width, dtype)), dtype)
+    (S, N, width) padded as step_scratch, from the memory pool (up to a few MB)."""
+    return _memory.empty((S, padded_rows(N), padded_columns(width, dtype)), dtype)
 
 
 def chunk_steps(order, D, width, dtype, threads):
@@ -182,7 +183,7 @@ def _chunk_steps(N, T, D, width, dtype, threads):
 def step_operand(N, width, dtype):
     """An (N, width) per-step operand of the products, rows padded to whole row tiles
     (zeros, so the padding rows compute harmless zeros)."""
-    return np.zeros((padded_rows(N), width), dtype)
+    return _memory.zeros((padded_rows(N), width), dtype)
 
 
 def weight_panels(W, transpose=False):
@@ -249,17 +250,23 @@ def products(jobs, threads):
         shares.append((gemm_worker_count(M, P, threads, C.dtype),
                        (A, a_transposed, B, B_panels, C, accumulate)))
     workers = max((w for w, _ in shares), default=1)
+    # Each worker's packing scratch, for the largest of its shares, from the memory pool:
+    # allocated in the kernel, the packed panels were fresh pages on every call.
+    scratch = [_memory.empty((max([share_scratch_length(w, n, A, a_t, C)
+                                   for n, (A, a_t, _, _, C, _) in shares if w < n],
+                                  default=0),), shares[0][1][4].dtype)
+               for w in range(workers)] if shares else []
     if workers == 1:
         for _, args in shares:
-            gemm_share(0, 1, *args)
+            gemm_share(0, 1, *args, scratch[0])
     else:
-        run_workers(_product_shares, workers, shares)
+        run_workers(_product_shares, workers, shares, scratch)
 
 
-def _product_shares(w, workers, shares):
+def _product_shares(w, workers, shares, scratch):
     for product_workers, args in shares:
         if w < product_workers:
-            gemm_share(w, product_workers, *args)
+            gemm_share(w, product_workers, *args, scratch[w])
 
 
 def run_steps(steps, threads, rows, *args):

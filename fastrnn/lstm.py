@@ -122,13 +122,14 @@ def _split_backward(dh, cache, dh_next, dc_next, da, h_prev, bounds):
     dx = order.padded(D if dx_in_time_loop(D, H, dtype) else 0, dtype)
     dx_bounds = unit_bounds(dx.shape[2], parts)  # dx's columns split as the units
     widths = bounds + dx_bounds  # each part's columns of [Wh.T | Wx.T]: diff(widths)
+    widest = int(np.max(np.diff(widths)))
     lstm_backward_run(parts, np.zeros(sync_slots(parts), np.int64), T, T,
                       (dh, cache.gates, cache.c_hist, np.empty((N, H), dtype), cache.h0,
                        cache.c0, cache.Wh, cache.Wx, bounds, dx_bounds,
-                       part_panels(widths, 4 * H, 1, dtype), dh_next, dc_next, da, h_prev, dx,
-                       np.zeros((2, padded_rows(N), 4 * H), dtype),
-                       np.empty((parts, padded_rows(N), padded_columns(
-                           int(np.max(np.diff(widths))), dtype)), dtype),
+                       part_panels(widths, 4 * H, 1, dtype),
+                       _memory.empty((parts, 4 * H * widest), dtype), dh_next, dc_next, da,
+                       h_prev, dx, np.zeros((2, padded_rows(N), 4 * H), dtype),
+                       np.empty((parts, padded_rows(N), padded_columns(widest, dtype)), dtype),
                        order.offsets, order.active))
     return dx
 

@@ -421,13 +421,25 @@ def pack_a_tile(A, a_transposed, m0, m_end, k0, kc, tile):
             tile[k * MR + r] = zero
 
 
+def scratch_length(m_lo, m_hi, p_lo, p_hi, K, dtype):
+    """Elements of gemm_part's packing scratch for that share of a product with depth K:
+    the packed panels of B, the packed row tiles of A and one edge block."""
+    NR = columns_per_panel(dtype)
+    kc_max = min(KC_BYTES // np.dtype(dtype).itemsize, K)
+    n_tiles = -(-(m_hi - m_lo) // MR)
+    n_panels = -(-(p_hi - p_lo) // NR)
+    return (n_panels * NR + min(n_tiles, ROW_TILES_PER_JOB) * MR) * kc_max + MR * NR
+
+
 @njit(**JIT_OPTIONS)
-def gemm_part(A, a_transposed, B, B_panels, C, accumulate, m_lo, m_hi, p_lo, p_hi):
+def gemm_part(A, a_transposed, B, B_panels, C, accumulate, m_lo, m_hi, p_lo, p_hi, scratch):
     """C[m_lo:m_hi, p_lo:p_hi] (+)= A[m_lo:m_hi] @ B[:, p_lo:p_hi] on one thread.
     A: (M, K), or its transpose (K, M) when a_transposed (the weight gradients' x_rows.T:
     one compiled kernel for both, where a Fortran-ordered A compiled a second); B: (K, P);
     both C-contiguous; C: (M, P) C-contiguous. B_panels: pack_panels(B) when the caller has
-    it (then B itself is not read), else empty.
+    it (then B itself is not read), else empty. scratch: (>= scratch_length(...),) for the
+    packed operands, from the caller's memory pool (see _memory.py), or shorter (empty) to
+    allocate them here.
 
     k-blocks of KC run one after another, so every element of C is summed in the same
     order however the rows and columns are shared out. Within a k-block, B is cut into
@@ -454,9 +466,13 @@ def gemm_part(A, a_transposed, B, B_panels, C, accumulate, m_lo, m_hi, p_lo, p_h
     # a packed panel is contiguous (docs/performance.md).
     direct_B = B_flat.shape[0] > 0 and (K * (p_hi - p_lo) < 1 << 16 or n_tiles <= 2)
     prepacked = B_panels.shape[0] > 0
-    B_packed = np.empty(n_panels * NR * kc_max, C.dtype)
-    A_packed = np.empty(min(n_tiles, ROW_TILES_PER_JOB) * MR * kc_max, C.dtype)
-    edge_block = np.empty(MR * NR, C.dtype)
+    B_length = n_panels * NR * kc_max
+    A_length = min(n_tiles, ROW_TILES_PER_JOB) * MR * kc_max
+    need = B_length + A_length + MR * NR
+    work = scratch if scratch.shape[0] >= need else np.empty(need, C.dtype)
+    B_packed = work[:B_length]
+    A_packed = work[B_length:B_length + A_length]
+    edge_block = work[B_length + A_length:need]
     flat_C = C.reshape(-1)
     for k0 in range(0, K, KC):
         kc = min(KC, K - k0)
@@ -509,8 +525,8 @@ def gemm_part(A, a_transposed, B, B_panels, C, accumulate, m_lo, m_hi, p_lo, p_h
 
 # gemm_part's argument types (address.array_types), for kernels that call it through its
 # address: gemm_at(address, (A, a_transposed, B, B_panels, C, accumulate, m_lo, m_hi, p_lo,
-# p_hi)), the whole GEMM without linking it in again (kernels/address.py).
-GEMM_PART_ARGS = "2b212biiii"
+# p_hi, scratch)), the whole GEMM without linking it in again (kernels/address.py).
+GEMM_PART_ARGS = "2b212biiii1"
 gemm_at = caller(GEMM_PART_ARGS)
 
 
@@ -531,11 +547,19 @@ def split_bounds(M, P, NR, workers, w):
     return (lo, hi, 0, P) if M >= P else (0, M, lo, hi)
 
 
-def gemm_share(w, workers, A, a_transposed, B, B_panels, C, accumulate):
+def gemm_share(w, workers, A, a_transposed, B, B_panels, C, accumulate, scratch):
     """gemm_part on worker w's share of C (split_bounds): what each of ``workers`` threads
     runs (_threads.run_workers). Arguments as gemm_part."""
     gemm_part(A, a_transposed, B, B_panels, C, accumulate,
-              *split_bounds(C.shape[0], C.shape[1], columns_per_panel(C.dtype), workers, w))
+              *split_bounds(C.shape[0], C.shape[1], columns_per_panel(C.dtype), workers, w),
+              scratch)
+
+
+def share_scratch_length(w, workers, A, a_transposed, C):
+    """scratch_length of worker w's share (gemm_share) of the product A @ B -> C."""
+    K = A.shape[0] if a_transposed else A.shape[1]
+    return scratch_length(*split_bounds(C.shape[0], C.shape[1], columns_per_panel(C.dtype),
+                                        workers, w), K, C.dtype)
 
 
 def panel_length(K, P, dtype):

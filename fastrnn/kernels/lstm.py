@@ -607,13 +607,13 @@ def lstm_backward_small(dh, gates, c_hist, h0, c0, WT_panels, Wx, x_rows, dh_nex
     # As _core.stacked_weight_grads: dWh, dWx and db from one product grad_rows.T @ da.
     grads = np.empty((H + D + 1, G), dtype)
     _gemm_at(gemm_address, (grad_rows, yes, da, nothing, grads, no, np.int64(0), H + D + 1,
-                            np.int64(0), G))
+                            np.int64(0), G, nothing))
     if not dx_in_loop:  # as _core.input_grad, then the rows unpacked into (N, T, D)
         WxT = np.empty((G, D), dtype)
         copy_rows(WxT, Wx.T)
         dx_rows = np.empty((R, D), dtype)
         _gemm_at(gemm_address, (da, no, WxT, nothing, dx_rows, no, np.int64(0), R,
-                                np.int64(0), D))
+                                np.int64(0), D, nothing))
         for t in range(T):
             for n in range(active[t]):
                 copy_row(dx[n, t], dx_rows[offsets[t] + n], False)
@@ -624,12 +624,14 @@ def lstm_backward_small(dh, gates, c_hist, h0, c0, WT_panels, Wx, x_rows, dh_nex
 def lstm_backward_part(stage, p, i, s, state):
     """The backward time loop split by hidden units (kernels/split.py), step i being time
     t = T - 1 - i: what part p does at each stage. state = (dh, gates, c_hist, tanh_c, h0,
-    c0, Wh, Wx, bounds, dx_bounds, WT_parts, dh_next, dc_next, da, h_prev, dx, da_steps,
-    rec, offsets, active), as lstm_backward_steps takes them but for:
+    c0, Wh, Wx, bounds, dx_bounds, WT_parts, WT_own, dh_next, dc_next, da, h_prev, dx,
+    da_steps, rec, offsets, active), as lstm_backward_steps takes them but for:
 
     WT_parts: (parts, >= panel length) scratch: part p's columns j0..j1 of Wh.T and
         d0..d1 of Wx.T side by side, packed (dx_bounds: (parts + 1,) its columns of dx,
         all zeros when dx has none)
+    WT_own: (parts, >= 4H * (U + d1 - d0)) scratch: the same columns unpacked, the
+        packing's source (given from Python's memory pool, as every big scratch array)
     da_steps: (2, rows, 4H) scratch: da_t in da_steps[t % 2], the operand of step t's
         product, which the parts read whole (two buffers: see split.py)
     rec: (parts, rows, U + d1 - d0 rounded up to a panel) scratch: a part's columns of
@@ -640,8 +642,8 @@ def lstm_backward_part(stage, p, i, s, state):
     Step t is the product of step t + 1 (dh_t's recurrent part, this part's units), then
     the cell's backward of step t for the part's units; END makes step 0's product (dh_0).
     """
-    (dh, gates, c_hist, tanh_c_rows, h0, c0, Wh, Wx, bounds, dx_bounds, WT_parts, dh_next,
-     dc_next, da, h_prev, dx, da_steps, rec, offsets, active) = state
+    (dh, gates, c_hist, tanh_c_rows, h0, c0, Wh, Wx, bounds, dx_bounds, WT_parts, WT_own,
+     dh_next, dc_next, da, h_prev, dx, da_steps, rec, offsets, active) = state
     j0 = bounds[p]
     j1 = bounds[p + 1]
     U = j1 - j0
@@ -651,7 +653,7 @@ def lstm_backward_part(stage, p, i, s, state):
     H = dh.shape[2]
     t = T - 1 - i
     if stage == BEGIN:
-        own = np.empty((4 * H, U + d1 - d0), dh.dtype)
+        own = WT_own[p][:4 * H * (U + d1 - d0)].reshape((4 * H, U + d1 - d0))
         copy_rows(own, Wh[j0:j1].T)
         copy_rows(own[:, U:], Wx[d0:d1].T)
         pack_panels(own, np.bool_(False), WT_parts[p])  # not a literal: see lstm_train_small
