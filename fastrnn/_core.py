@@ -250,17 +250,27 @@ def products(jobs, threads):
         shares.append((gemm_worker_count(M, P, threads, C.dtype),
                        (A, a_transposed, B, B_panels, C, accumulate)))
     workers = max((w for w, _ in shares), default=1)
-    # Each worker's packing scratch, for the largest of its shares, from the memory pool:
-    # allocated in the kernel, the packed panels were fresh pages on every call.
-    scratch = [_memory.empty((max([share_scratch_length(w, n, A, a_t, C)
-                                   for n, (A, a_t, _, _, C, _) in shares if w < n],
-                                  default=0),), shares[0][1][4].dtype)
-               for w in range(workers)] if shares else []
+    scratch = _worker_scratch(shares, workers)
     if workers == 1:
         for _, args in shares:
             gemm_share(0, 1, *args, scratch[0])
     else:
         run_workers(_product_shares, workers, shares, scratch)
+
+
+def _worker_scratch(shares, workers):
+    """Each worker's packing scratch for gemm_part, sized for the largest of its shares,
+    from the memory pool: allocated inside the kernel, the packed operands were fresh pages
+    on every call wherever malloc maps its blocks fresh (_memory.py)."""
+    scratch = []
+    for w in range(workers if shares else 0):
+        length = 0
+        for product_workers, (A, a_transposed, _, _, C, _) in shares:
+            if w < product_workers:
+                length = max(length, share_scratch_length(w, product_workers, A,
+                                                          a_transposed, C))
+        scratch.append(_memory.empty((length,), shares[0][1][4].dtype))
+    return scratch
 
 
 def _product_shares(w, workers, shares, scratch):
