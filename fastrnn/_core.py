@@ -428,7 +428,7 @@ def backward_dx(order, Wh, Wx):
     per-step product packed as weight_panels does. Where dx_in_time_loop, dx is the
     (N, T, D) output the loop fills at real steps (zeros elsewhere when ragged) and panels
     packs [Wh.T | Wx.T] (G, H + D); otherwise dx is (N, T, 0), so the loop writes none of
-    it, panels packs Wh.T (G, H) alone, and finish_dx makes dx with one GEMM."""
+    it, panels packs Wh.T (G, H) alone, and backward_products makes dx with one GEMM."""
     in_loop = dx_in_time_loop(Wx.shape[0], Wh.shape[0], Wh.dtype)
     return (order.padded(Wx.shape[0] if in_loop else 0, Wh.dtype),
             backward_panels(Wh, Wx, in_loop))
@@ -440,17 +440,11 @@ def backward_panels(Wh, Wx, in_loop):
     return weight_panels(np.concatenate((Wh, Wx)) if in_loop else Wh, True)
 
 
-def finish_dx(dx, da, Wx, order, threads):
-    """dx from backward_dx as the loop filled it, or, where it has no columns, from one
-    product da @ Wx.T (input_grad)."""
-    return dx if dx.shape[2] else input_grad(da, Wx, order, threads)
-
-
 def weight_grad_rows(order, x_rows, G, H):
     """The LSTM's and RNN's backward working rows: da (R, G), which their time loop fills,
     and rows = [h_prev | x_rows | 1] (R, H + D + 1), whose first H columns (h_{t-1} of each
     packed row) the loop fills. With the three side by side, dWh, dWx and db come out of
-    one product rows.T @ da (stacked_weight_grads): da, the big operand, is packed once,
+    one product rows.T @ da (backward_products): da, the big operand, is packed once,
     where three products packed it three times."""
     D = x_rows.shape[1]
     da, rows = order.rows(x_rows.dtype, G, H + D + 1)
@@ -459,23 +453,33 @@ def weight_grad_rows(order, x_rows, G, H):
     return da, rows
 
 
-def stacked_weight_grads(da, rows, H, threads):
-    """dWx (D, G), dWh (H, G), db (G,) from weight_grad_rows' da and filled rows, as views
-    of the one product rows.T @ da (H + D + 1, G): dWh its first H rows, dWx the next D,
-    db the last (summed as a product with the column of ones: the same GEMM, summed in
-    blocks, so float32 rounding error grows less than with one running sum)."""
+def backward_products(dx, da, rows, H, Wx, order, threads):
+    """The LSTM's and RNN's products after the backward loop, in one launch of the threads:
+    dWx (D, G), dWh (H, G) and db (G,) as views of the one product rows.T @ da
+    (H + D + 1, G) (weight_grad_rows' filled arrays: dWh its first H rows, dWx the next D,
+    db the last, summed as a product with the column of ones: the same GEMM, summed in
+    blocks, so float32 rounding error grows less than with one running sum); and dx,
+    backward_dx's as the loop filled it or, where it has no columns, da @ Wx.T
+    (input_grad). Returns dx, dWx, dWh, db."""
     R, width = rows.shape
-    out = (_memory.empty if R else _memory.zeros)((width, da.shape[1]), da.dtype)
-    if R:
-        products([(rows.T, da, out, False, None)], threads)
-    return out[H:width - 1], out[:H], out[width - 1]
+    grads = (_memory.empty if R else _memory.zeros)((width, da.shape[1]), da.dtype)
+    jobs = [(rows.T, da, grads, False, None)] if R else []
+    dx_rows = None
+    if not dx.shape[2]:
+        dx_jobs, dx_rows = input_grad(da, Wx, order)
+        jobs += dx_jobs
+    products(jobs, threads)
+    if dx_rows is not None:
+        dx = order.unpack(dx_rows)
+    return dx, grads[H:width - 1], grads[:H], grads[width - 1]
 
 
-def weight_grads(da_x, da_h, x_rows, h_prev, order, threads):
+def weight_grads(da_x, da_h, x_rows, h_prev, order):
     """The GRU's dWx, dWh, db_x, db_h from the gradients of its input-side (x_t Wx + b_x)
     and recurrent-side (h_{t-1} Wh + b_h) pre-activations, da_x and da_h (R, G), which
-    differ (so stacked_weight_grads' one product does not apply), as four products in one
-    launch of the threads. x_rows: (R, D); h_prev: (R, H) packed rows."""
+    differ (so backward_products' one product does not apply). x_rows: (R, D); h_prev:
+    (R, H) packed rows. Returns (jobs, (dWx, dWh, db_x, db_h)): four products for
+    ``products`` and the arrays they fill."""
     G = da_x.shape[1]
     dtype = da_x.dtype
     new = _memory.empty if order.real_steps else _memory.zeros  # the products fill them
@@ -483,27 +487,29 @@ def weight_grads(da_x, da_h, x_rows, h_prev, order, threads):
     dWh = new((h_prev.shape[1], G), dtype)
     db_x = np.zeros(G, dtype)
     db_h = np.zeros(G, dtype)
+    jobs = []
     if order.real_steps:
-        # The bias gradients as products with a row of ones (see stacked_weight_grads): a
+        # The bias gradients as products with a row of ones (see backward_products): a
         # column-sum kernel of their own added seconds of compile time.
         ones = np.ones((1, order.real_steps), dtype)
-        products([(x_rows.T, da_x, dWx, False, None), (h_prev.T, da_h, dWh, False, None),
-                  (ones, da_x, db_x[None, :], False, None),
-                  (ones, da_h, db_h[None, :], False, None)], threads)
-    return dWx, dWh, db_x, db_h
+        jobs = [(x_rows.T, da_x, dWx, False, None), (h_prev.T, da_h, dWh, False, None),
+                (ones, da_x, db_x[None, :], False, None),
+                (ones, da_h, db_h[None, :], False, None)]
+    return jobs, (dWx, dWh, db_x, db_h)
 
 
-def input_grad(da_x, Wx, order, threads):
-    """dx = da_x @ Wx.T as one product, (N, T, D) in kernel order, zero past each length:
-    the GRU's (its dh_{t-1} comes from other gate gradients, so the LSTM's and RNN's way
-    of getting dx_t in the time loop's product does not apply). da_x: (R, G); Wx: (D, G)."""
+def input_grad(da_x, Wx, order):
+    """dx = da_x @ Wx.T as one product (the GRU's dx, and the LSTM's and RNN's where the
+    loop's product does not make it, see dx_in_time_loop). da_x: (R, G); Wx: (D, G).
+    Returns (jobs, dx_rows): the product for ``products`` and the (R, D) rows it fills,
+    which order.unpack makes (N, T, D) in kernel order, zero past each length."""
     dx_rows = order.rows(da_x.dtype, Wx.shape[0])
-    if order.real_steps:
-        # Wx.T copied (D x G, small): the GEMM then packs it from contiguous rows.
-        WxT = _memory.empty(Wx.T.shape, Wx.dtype)
-        WxT[...] = Wx.T
-        matmul(da_x, WxT, dx_rows, threads)
-    return order.unpack(dx_rows)
+    if not order.real_steps:
+        return [], dx_rows
+    # Wx.T copied (D x G, small): the GEMM then packs it from contiguous rows.
+    WxT = _memory.empty(Wx.T.shape, Wx.dtype)
+    WxT[...] = Wx.T
+    return [(da_x, WxT, dx_rows, False, None)], dx_rows
 
 
 class CellCache:

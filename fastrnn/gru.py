@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _validate as v
 from ._core import (CellCache, batch_order, check_backward_cache, chunk_scratch, chunk_steps,
-                    input_grad, projection_address, run_steps, single_worker_step,
+                    input_grad, products, projection_address, run_steps, single_worker_step,
                     small_step, state_grad, step_operand, step_scratch, streamed,
                     weight_grads, weight_panels)
 from ._threads import kernel_threads
@@ -129,9 +129,12 @@ def _backward(dh, cache, dh_last, dh_last_name):
                       weight_panels(cache.Wh, transpose=True), dh_next, da_x, da_h,
                       step_operand(N, 3 * H, dtype), step_scratch(N, H, dtype), order.offsets,
                       order.active)
-        dx = input_grad(da_x, cache.Wx, order, threads)
-        dWx, dWh, dbx, dbh = weight_grads(da_x, da_h, cache.x_rows, cache.h_prev, order,
-                                          threads)
+        # dx and the weight gradients in one launch of the threads.
+        dx_jobs, dx_rows = input_grad(da_x, cache.Wx, order)
+        grad_jobs, (dWx, dWh, dbx, dbh) = weight_grads(da_x, da_h, cache.x_rows,
+                                                       cache.h_prev, order)
+        products(dx_jobs + grad_jobs, threads)
+        dx = order.unpack(dx_rows)
     return order.unsort(dx), order.unsort(dh_next), dWx, dWh, dbx, dbh
 
 

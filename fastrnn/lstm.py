@@ -10,11 +10,11 @@ import numpy as np
 from . import _memory
 from . import _validate as v
 from ._core import (CellCache, batch_order, backward_dx, backward_panels,
-                    check_backward_cache, chunk_scratch, chunk_steps, dx_in_time_loop,
-                    finish_dx, loop_split, part_panels, projection_address, run_steps,
-                    single_worker_step, small_step, split_scratch, state_grad,
+                    backward_products, check_backward_cache, chunk_scratch, chunk_steps,
+                    dx_in_time_loop, loop_split, part_panels, projection_address,
+                    run_steps, single_worker_step, small_step, split_scratch, state_grad,
                     step_operand, step_split, step_scratch, streamed, unit_bounds,
-                    stacked_weight_grads, weight_grad_rows, weight_panels)
+                    weight_grad_rows, weight_panels)
 from ._isa import MR_STEP
 from ._threads import kernel_threads, run_workers
 from .kernels.address import entry_address
@@ -264,8 +264,7 @@ def _backward(dh, cache, dh_last, dc_last, dh_last_name, dc_last_name):
                           dc_next, da, grad_rows, dx, step_operand(N, 4 * H, dtype),
                           step_scratch(N, H + dx.shape[2], dtype), order.offsets,
                           order.active)
-        dWx, dWh, db = stacked_weight_grads(da, grad_rows, H, threads)
-        dx = finish_dx(dx, da, cache.Wx, order, threads)
+        dx, dWx, dWh, db = backward_products(dx, da, grad_rows, H, cache.Wx, order, threads)
     return (order.unsort(dx), order.unsort(dh_next), dWx, dWh, db, order.unsort(dc_next))
 
 

@@ -5,10 +5,10 @@ The relu derivative at exactly 0 is taken as 0.
 """
 
 from . import _validate as v
-from ._core import (CellCache, batch_order, backward_dx, check_backward_cache, chunk_scratch,
-                    chunk_steps, finish_dx, projection_address, run_steps,
-                    single_worker_step, small_step, state_grad, step_operand, step_scratch,
-                    streamed, stacked_weight_grads, weight_grad_rows, weight_panels)
+from ._core import (CellCache, batch_order, backward_dx, backward_products,
+                    check_backward_cache, chunk_scratch, chunk_steps, projection_address,
+                    run_steps, single_worker_step, small_step, state_grad, step_operand,
+                    step_scratch, streamed, weight_grad_rows, weight_panels)
 from ._threads import kernel_threads
 from .kernels.rnn import (rnn_backward_steps,
                           rnn_infer_steps, rnn_step_small, rnn_train_steps)
@@ -120,8 +120,7 @@ def _backward(dh, cache, dh_last, dh_last_name):
                       order.sort(dh), cache.h_rows, cache.h0, panels, dh_next, da, grad_rows, dx,
                       step_operand(N, H, dh.dtype), step_scratch(N, H + dx.shape[2], dh.dtype),
                       cache.relu, order.offsets, order.active)
-        dWx, dWh, db = stacked_weight_grads(da, grad_rows, H, threads)
-        dx = finish_dx(dx, da, cache.Wx, order, threads)
+        dx, dWx, dWh, db = backward_products(dx, da, grad_rows, H, cache.Wx, order, threads)
     return order.unsort(dx), order.unsort(dh_next), dWx, dWh, db
 
 

@@ -604,7 +604,7 @@ def lstm_backward_small(dh, gates, c_hist, h0, c0, WT_panels, Wx, x_rows, dh_nex
         WT_panels, dh_next, dc_next, da, grad_rows, dx_loop, np.zeros((rows, G), dtype),
         np.empty((rows, (H + D_loop + NR - 1) // NR * NR), dtype), offsets, active))
     nothing = np.empty(0, dtype)
-    # As _core.stacked_weight_grads: dWh, dWx and db from one product grad_rows.T @ da.
+    # As _core.backward_products: dWh, dWx and db from one product grad_rows.T @ da.
     grads = np.empty((H + D + 1, G), dtype)
     _gemm_at(gemm_address, (grad_rows, yes, da, nothing, grads, no, np.int64(0), H + D + 1,
                             np.int64(0), G, nothing))
