@@ -6,8 +6,9 @@ no BLAS is called): each worker calls the same serial, GIL-free (nogil) kernel o
 so no kernel is compiled with numba's ``parallel=True``. That lowering made every
 kernel compile two or three times over (the parfor's gufunc re-optimised the whole time
 loop it called), and cost the first call of each function seconds. A launch of Python
-threads costs ~20 us against ~3 us for numba's pool, paid once per call (a time loop runs
-whole inside one launch; the weight-gradient products share one).
+threads costs tens of microseconds against ~3 us for numba's pool (docs/performance.md),
+so a call launches as few times as it can: a time loop runs whole inside one launch, and
+the products after a backward loop share one.
 
 ``set_num_threads`` sets the count for the calling Python thread (as numba's does).
 Results are bit-identical for every thread count: no sum is ever split between threads
