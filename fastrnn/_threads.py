@@ -82,9 +82,9 @@ class kernel_threads:
 
 class _Worker:
     """A daemon thread that runs one job at a time for run_workers, handed over through two
-    locks. A launch costs about 20 us against numba's 3 us, whatever the hand-over (GIL-free
-    spinning on atomic counters measured the same): the worker needs the GIL to call its
-    kernel, and getting it from the caller is a thread wake-up each way."""
+    locks. A launch costs tens of microseconds against numba's 3 us, whatever the hand-over
+    (GIL-free spinning on atomic counters measured the same): the worker needs the GIL to
+    call its kernel, and getting it from the caller is a thread wake-up each way."""
 
     def __init__(self):
         self.job = None
