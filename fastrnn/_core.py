@@ -327,7 +327,7 @@ class step_split:
 def loop_split(N, D, H, gates, threads):
     """How a time loop over N sequences shares its hidden units out between ``threads``
     threads (kernels/split.py): (parts + 1,) unit bounds as step_split gives them, or None
-    to share out by rows (kernels/lstm.lstm_infer_steps). Split when the rows leave threads
+    to share out by rows (kernels/lstm.lstm_train_steps). Split when the rows leave threads
     idle (fewer row tiles than threads) and a step has at least LOOP_SPLIT_MIN_FLOPS; each
     part keeps at least MIN_SPLIT_UNITS units. ``threads`` comes from kernel_threads, which
     holds the parallel-launch lock when it is above 1."""

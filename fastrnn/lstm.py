@@ -19,12 +19,10 @@ from ._isa import MR_STEP
 from ._threads import kernel_threads, run_workers
 from .kernels.address import entry_address
 from .kernels.gemm import GEMM_PART_ARGS, gemm_part, padded_columns, padded_rows
-from .kernels.lstm import (BACKWARD_STEPS_ARGS, INFER_STEPS_ARGS, TRAIN_STEPS_ARGS,
-                           lstm_backward_run, lstm_backward_small, lstm_backward_steps,
-                           lstm_infer_small, lstm_infer_steps,
-                           lstm_split_run, lstm_step_backward_small, lstm_step_small,
-                           lstm_step_buffers, lstm_step_part, lstm_train_small,
-                           lstm_train_steps)
+from .kernels.lstm import (BACKWARD_STEPS_ARGS, TRAIN_STEPS_ARGS, lstm_backward_run,
+                           lstm_backward_small, lstm_backward_steps, lstm_split_run,
+                           lstm_step_backward_small, lstm_step_small, lstm_step_buffers,
+                           lstm_step_part, lstm_train_small, lstm_train_steps)
 from .kernels.sync import sync_slots
 
 
@@ -58,39 +56,42 @@ def _start(x, h0, c0, order):
 
 
 def _forward_infer(x, h0, c0, Wx, Wh, b, order):
-    """The cache-free forward on validated arrays: h (N, T, H), final h, final c."""
+    """The cache-free forward on validated arrays: h (N, T, H), final h, final c. The
+    training forward's kernels given no cache rows (lstm_train_steps keeps nothing then):
+    one time loop to compile for both."""
     N, T, D = x.shape
     H = h0.shape[1]
     dtype = x.dtype
-    x, h0, c0, h, c, h_out = _start(x, h0, c0, order)
-    if order.real_steps:
-        with kernel_threads(N, T, D, H, 4) as threads:
+    with kernel_threads(N, T, D, H, 4) as threads:
+        if threads == 1 and order.real_steps:
+            # Small calls: one numba call allocates and runs everything (lstm_train_small).
+            x, h0 = order.sort(x), order.sort(h0)
+            h_out, _, _, _, h, c = lstm_train_small(
+                x, h0, _c0_in_order(c0, h0, order), Wx, Wh, b,
+                chunk_steps(order, D, 4 * H, dtype, threads), 0, order.offsets,
+                order.active, order.ragged,
+                entry_address(lstm_train_steps, dtype, TRAIN_STEPS_ARGS),
+                projection_address(dtype))
+            return order.unsort(h_out), order.final(h), order.final(c)
+        x, h0, c0, h, c, h_out = _start(x, h0, c0, order)
+        if order.real_steps:
             S = chunk_steps(order, D, 4 * H, dtype, threads)
             bounds = loop_split(N, D, H, 4, threads)
-            if threads == 1:
-                _infer_one_thread(x, Wx, Wh, b, h, c, S, h_out, order.active)
-            elif bounds is not None:
-                _split_forward(x, Wx, Wh, b, h, c, S, h_out, order, bounds,
-                               *_NO_ROWS[dtype.char])
+            no_rows = _NO_ROWS[dtype.char]
+            if bounds is not None:
+                _split_forward(x, Wx, Wh, b, h, c, S, h_out, order, bounds, *no_rows)
             else:
-                run_steps(lstm_infer_steps, threads, order.active[0], x,
+                x_rows, gates, c_hist = no_rows
+                run_steps(lstm_train_steps, threads, order.active[0], x,
                           weight_panels(Wx), weight_panels(Wh), b, h, c,
                           chunk_scratch(S, N, 4 * H, dtype), step_scratch(N, 4 * H, dtype),
-                          np.empty((N, H), dtype), h_out, order.active,
-                          projection_address(dtype))
+                          x_rows, gates, h_out, c_hist, np.empty((N, H), dtype),
+                          order.offsets, order.active, False, projection_address(dtype))
     return order.unsort(h_out), order.final(h), order.final(c)
 
 
-# The cache rows _split_forward fills when nothing is kept (inference): none.
+# The cache rows the training kernels fill when nothing is kept (inference): none.
 _NO_ROWS = {np.dtype(t).char: (np.empty((0, 0), t),) * 3 for t in (np.float32, np.float64)}
-
-
-def _infer_one_thread(x, Wx, Wh, b, h, c, S, h_out, active):
-    """lstm_infer_small, given the addresses of the kernels it calls."""
-    dtype = x.dtype
-    lstm_infer_small(x, Wx, Wh, b, h, c, S, h_out, active,
-                     entry_address(lstm_infer_steps, dtype, INFER_STEPS_ARGS),
-                     projection_address(dtype))
 
 
 def _split_forward(x, Wx, Wh, b, h, c, S, h_out, order, bounds, x_rows, gates, c_hist):

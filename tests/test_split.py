@@ -37,8 +37,12 @@ def _infer(kernel_inputs, order, parts):
     H = h0.shape[1]
     x_, h0_, c0_, h, c, h_out = fastrnn.lstm._start(x, h0, c0, order)
     S = min(T, 6)
-    if parts is None:
-        fastrnn.lstm._infer_one_thread(x_, Wx, Wh, b, h, c, S, h_out, order.active)
+    if parts is None:  # as lstm_inference's one-thread path: the training kernels, no rows
+        L = fastrnn.lstm
+        h_out, _, _, _, h, c = L.lstm_train_small(
+            x_, h0_, c0_, Wx, Wh, b, S, 0, order.offsets, order.active, order.ragged,
+            L.entry_address(L.lstm_train_steps, x.dtype, L.TRAIN_STEPS_ARGS),
+            L.projection_address(x.dtype))
     else:
         fastrnn.lstm._split_forward(x_, Wx, Wh, b, h, c, S, h_out, order,
                                     _core.unit_bounds(H, parts),

@@ -115,7 +115,9 @@ def lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, re
         the gates; otherwise the cell writes them straight into their cache row
     out, packed rows: x_rows (R, D) x_t; gates (R, 4H) activated i, f, o, g;
         c_hist (R, H) c_t. Not h_{t-1}: the backward rebuilds it as o_{t-1} * tanh(c_{t-1})
-        from these, to the bit (see lstm_backward_steps)
+        from these, to the bit (see lstm_backward_steps). With no rows (inference:
+        lstm_inference's loop is this one, compiled once for both), nothing is kept: the
+        gates are built in rec, and the working memory is O(N * H) whatever T is.
     tanh_c: (N, H) scratch (the backward recomputes tanh(c_t): cheaper than storing it)
     h_out: (N, T, H) out: h_t of every real step (padding is not written)
     offsets: (T,) first packed row of each step; active: (T,) sequences running at t
@@ -129,6 +131,7 @@ def lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, re
     N, T, D = x.shape
     G = gates.shape[1]
     S = proj.shape[0]
+    keep = gates.shape[0] > 0
     for t0 in range(0, T, S):
         steps_product_at(projection, (x, t0, min(S, T - t0), Wx_panels, proj, worker, workers,
                                       active))
@@ -138,46 +141,29 @@ def lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, re
             for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
                 for n in range(m0, min(m0 + MR_STEP, M)):
                     row = offsets[t] + n
-                    copy_row(x_rows[row], x[n, t], stream)
-                    if stream:  # whole lines streamed from a finished row
+                    if keep:
+                        copy_row(x_rows[row], x[n, t], stream)
+                    # Two call sites of the (inlined) cell, not three: each is compiled
+                    # whole again.
+                    if stream or not keep:  # gates in rec: streamed from a finished row
                         lstm_cell(proj[t - t0, n], rec[n], b, rec[n], c[n], h[n], tanh_c[n])
-                        copy_row(gates[row], rec[n, :G], True)
+                        if keep:
+                            copy_row(gates[row], rec[n, :G], True)
                     else:  # the gates straight into the cache, no copy
                         lstm_cell(proj[t - t0, n], rec[n], b, gates[row], c[n], h[n],
                                   tanh_c[n])
-                    copy_row(c_hist[row], c[n], stream)
+                    if keep:
+                        copy_row(c_hist[row], c[n], stream)
                     copy_row(h_out[n, t], h[n], stream)
     if stream:
         store_fence()
 
 
-@njit(**JIT_OPTIONS)
-def lstm_infer_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, rec, tanh_c,
-                     h_out, active, projection):
-    """The inference time loop for the worker's row tiles: as lstm_train_steps, keeping
-    nothing but the output. x_t is read in place from x and the gates are built in rec, so
-    the working memory is O(N * H) whatever T is. The arguments as lstm_train_steps."""
-    N, T, D = x.shape
-    S = proj.shape[0]
-    for t0 in range(0, T, S):
-        steps_product_at(projection, (x, t0, min(S, T - t0), Wx_panels, proj, worker, workers,
-                                      active))
-        for t in range(t0, min(t0 + S, T)):
-            M = active[t]
-            step_product(h, Wh_panels, rec, worker, workers, M)
-            for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
-                for n in range(m0, min(m0 + MR_STEP, M)):
-                    lstm_cell(proj[t - t0, n], rec[n], b, rec[n], c[n], h[n], tanh_c[n])
-                    copy_row(h_out[n, t], h[n], False)
-
-
-# lstm_train_steps' and lstm_infer_steps' argument types (address.array_types), for the
-# small wrappers below, which call them through their addresses: linked in, each wrapper
-# compiled the whole time loop again (kernels/address.py).
+# lstm_train_steps' argument types (address.array_types), for the small wrapper below,
+# which calls it through its address: linked in, the wrapper compiled the whole time loop
+# again (kernels/address.py).
 TRAIN_STEPS_ARGS = "ii3111223222322IIbi"
-INFER_STEPS_ARGS = "ii3111223223Ii"
 _call_train_steps = caller(TRAIN_STEPS_ARGS)
-_call_infer_steps = caller(INFER_STEPS_ARGS)
 
 
 @njit(**JIT_OPTIONS)
@@ -189,7 +175,8 @@ def lstm_train_small(x, h0, c0, Wx, Wh, b, S, R, offsets, active, ragged, steps_
     as (50, 1, 32, 32)).
 
     x: (N, T, D); h0, c0: (N, H); Wx: (D, 4H); Wh: (H, 4H); b: (4H,)
-    S: steps per projection chunk; R: real steps; offsets, active: see kernels/__init__.py
+    S: steps per projection chunk; R: real steps, or 0 for inference (nothing kept, see
+    lstm_train_steps); offsets, active: see kernels/__init__.py
     ragged: some sequence stops before T (its padding in h_out must read 0)
     steps_address: address.entry_address of lstm_train_steps for TRAIN_STEPS_ARGS;
     projection: as lstm_train_steps
@@ -353,19 +340,6 @@ def lstm_step_part(w, workers, x, h_prev, Wx, Wh, b, projected, recurrent, gates
     the next. Same bits as lstm_step_small for any split (see lstm_step_units)."""
     lstm_step_units(x, h_prev, Wx, Wh, b, projected, recurrent, gates, c, h_next, tanh_c,
                     unit_bounds[w], unit_bounds[w + 1])
-
-
-@njit(**JIT_OPTIONS)
-def lstm_infer_small(x, Wx, Wh, b, h, c, S, h_out, active, steps_address, projection):
-    """The whole inference forward on the calling thread in one call (see
-    lstm_train_small); steps_address: entry_address of lstm_infer_steps for
-    INFER_STEPS_ARGS; projection: as lstm_train_steps."""
-    G = Wx.shape[1]
-    one_worker, no = np.int64(1), np.bool_(False)  # not literals: see lstm_train_small
-    _call_infer_steps(steps_address, (
-        one_worker - 1, one_worker, x, packed_panels(Wx, no), packed_panels(Wh, no), b, h, c,
-        chunk_scratch_like(h, S, G), chunk_scratch_like(h, 1, G)[0],
-        np.empty(c.shape, c.dtype), h_out, active, projection))
 
 
 @njit(inline="always", **JIT_OPTIONS)
