@@ -147,6 +147,18 @@ def check_backward_cache(cache, cache_type, cell, step):
     return N, T, cache.h0.shape[1], cache.h0.dtype
 
 
+# The cache rows of a training time loop when nothing is kept (inference): none. Given
+# such rows, the loops skip them (kernels/lstm.lstm_train_steps): one loop per cell to
+# compile for training and inference.
+_NO_ROWS = {np.dtype(t).char: np.empty((0, 0), t) for t in (np.float32, np.float64)}
+
+
+def no_rows(dtype):
+    """An empty (0, 0) array of ``dtype`` for each cache-row argument of a time loop run
+    for inference."""
+    return _NO_ROWS[np.dtype(dtype).char]
+
+
 def step_scratch(N, width, dtype):
     """Scratch for the per-step products' output: (N, width) padded to whole row tiles and
     column panels, as kernels/gemm.step_product writes them."""

@@ -13,12 +13,11 @@ import numpy as np
 
 from . import _validate as v
 from ._core import (CellCache, batch_order, check_backward_cache, chunk_scratch, chunk_steps,
-                    input_grad, products, projection_address, run_steps, single_worker_step,
-                    small_step, state_grad, step_operand, step_scratch, streamed,
-                    weight_grads, weight_panels)
+                    input_grad, no_rows, products, projection_address, run_steps,
+                    single_worker_step, small_step, state_grad, step_operand, step_scratch,
+                    streamed, weight_grads, weight_panels)
 from ._threads import kernel_threads
-from .kernels.gru import (gru_backward_steps,
-                          gru_infer_steps, gru_step_small, gru_train_steps)
+from .kernels.gru import gru_backward_steps, gru_step_small, gru_train_steps
 
 
 class GRUCache(CellCache):
@@ -51,10 +50,12 @@ def _forward_infer(x, h0, Wx, Wh, bx, bh, order):
     if order.real_steps:
         with kernel_threads(N, T, D, H, 3) as threads:
             S = chunk_steps(order, D, 3 * H, dtype, threads)
-            run_steps(gru_infer_steps, threads, order.active[0], x,
+            none = no_rows(dtype)  # the training loop, keeping nothing
+            run_steps(gru_train_steps, threads, order.active[0], x,
                       weight_panels(Wx), weight_panels(Wh), bx, bh, h,
                       chunk_scratch(S, N, 3 * H, dtype), step_scratch(N, 3 * H, dtype),
-                      np.empty((N, H), dtype), h_out, order.active, projection_address(dtype))
+                      np.empty((N, H), dtype), none, none, h_out, none, none, order.offsets,
+                      order.active, False, projection_address(dtype))
     return order.unsort(h_out), order.final(h)
 
 

@@ -11,7 +11,7 @@ from . import _memory
 from . import _validate as v
 from ._core import (CellCache, batch_order, backward_dx, backward_panels,
                     backward_products, check_backward_cache, chunk_scratch, chunk_steps,
-                    dx_in_time_loop, loop_split, part_panels, projection_address,
+                    dx_in_time_loop, loop_split, no_rows, part_panels, projection_address,
                     run_steps, single_worker_step, small_step, split_scratch, state_grad,
                     step_operand, step_split, step_scratch, streamed, unit_bounds,
                     weight_grad_rows, weight_panels)
@@ -77,21 +77,17 @@ def _forward_infer(x, h0, c0, Wx, Wh, b, order):
         if order.real_steps:
             S = chunk_steps(order, D, 4 * H, dtype, threads)
             bounds = loop_split(N, D, H, 4, threads)
-            no_rows = _NO_ROWS[dtype.char]
+            none = no_rows(dtype)  # for x_rows, gates and c_hist: nothing kept
             if bounds is not None:
-                _split_forward(x, Wx, Wh, b, h, c, S, h_out, order, bounds, *no_rows)
+                _split_forward(x, Wx, Wh, b, h, c, S, h_out, order, bounds, none, none,
+                               none)
             else:
-                x_rows, gates, c_hist = no_rows
                 run_steps(lstm_train_steps, threads, order.active[0], x,
                           weight_panels(Wx), weight_panels(Wh), b, h, c,
                           chunk_scratch(S, N, 4 * H, dtype), step_scratch(N, 4 * H, dtype),
-                          x_rows, gates, h_out, c_hist, np.empty((N, H), dtype),
+                          none, none, h_out, none, np.empty((N, H), dtype),
                           order.offsets, order.active, False, projection_address(dtype))
     return order.unsort(h_out), order.final(h), order.final(c)
-
-
-# The cache rows the training kernels fill when nothing is kept (inference): none.
-_NO_ROWS = {np.dtype(t).char: (np.empty((0, 0), t),) * 3 for t in (np.float32, np.float64)}
 
 
 def _split_forward(x, Wx, Wh, b, h, c, S, h_out, order, bounds, x_rows, gates, c_hist):

@@ -6,12 +6,12 @@ The relu derivative at exactly 0 is taken as 0.
 
 from . import _validate as v
 from ._core import (CellCache, batch_order, backward_dx, backward_products,
-                    check_backward_cache, chunk_scratch, chunk_steps, projection_address,
-                    run_steps, single_worker_step, small_step, state_grad, step_operand,
-                    step_scratch, streamed, weight_grad_rows, weight_panels)
+                    check_backward_cache, chunk_scratch, chunk_steps, no_rows,
+                    projection_address, run_steps, single_worker_step, small_step,
+                    state_grad, step_operand, step_scratch, streamed, weight_grad_rows,
+                    weight_panels)
 from ._threads import kernel_threads
-from .kernels.rnn import (rnn_backward_steps,
-                          rnn_infer_steps, rnn_step_small, rnn_train_steps)
+from .kernels.rnn import rnn_backward_steps, rnn_step_small, rnn_train_steps
 
 
 class RNNCache(CellCache):
@@ -36,10 +36,11 @@ def _forward_infer(x, h0, Wx, Wh, b, order, relu):
     if order.real_steps:
         with kernel_threads(N, T, D, H, 1) as threads:
             S = chunk_steps(order, D, H, dtype, threads)
-            run_steps(rnn_infer_steps, threads, order.active[0], x,
+            none = no_rows(dtype)  # the training loop, keeping nothing
+            run_steps(rnn_train_steps, threads, order.active[0], x,
                       weight_panels(Wx), weight_panels(Wh), b, h, chunk_scratch(S, N, H, dtype),
-                      step_scratch(N, H, dtype), h_out, relu, order.active,
-                      projection_address(dtype))
+                      step_scratch(N, H, dtype), none, h_out, none, relu, order.offsets,
+                      order.active, False, projection_address(dtype))
     return order.unsort(h_out), order.final(h)
 
 

@@ -46,7 +46,7 @@ def _infer(kernel_inputs, order, parts):
     else:
         fastrnn.lstm._split_forward(x_, Wx, Wh, b, h, c, S, h_out, order,
                                     _core.unit_bounds(H, parts),
-                                    *fastrnn.lstm._NO_ROWS[x.dtype.char])
+                                    *(_core.no_rows(x.dtype),) * 3)
     return h_out, h[:N], c
 
 

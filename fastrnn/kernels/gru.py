@@ -48,7 +48,8 @@ def gru_train_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, r
         then the gates r, z, n; rec: (rows of h, 3H rounded up) scratch: h_{t-1} Wh (kept
         apart from x_t Wx: the n gate scales only the recurrent part by r); hn: (N, H) scratch
     packed rows out: x_rows (R, D) x_t; gates (R, 3H) r, z, n; h_prev (R, H) h_{t-1};
-        hn_hist (R, H) h_{t-1} Wh_n + bh_n
+        hn_hist (R, H) h_{t-1} Wh_n + bh_n. With no rows (inference: gru_inference's loop
+        is this one, compiled once for both), nothing is kept: working memory O(N * H).
     h_out: (N, T, H) out: h_t of every real step (padding is not written)
     offsets, active: see kernels/__init__.py
     stream: non-temporal stores for the packed rows and h_out (kernels/stream.py)
@@ -57,6 +58,7 @@ def gru_train_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, r
     N, T, D = x.shape
     G = gates.shape[1]
     S = proj.shape[0]
+    keep = gates.shape[0] > 0
     for t0 in range(0, T, S):
         steps_product_at(projection, (x, t0, min(S, T - t0), Wx_panels, proj, worker, workers,
                                       active))
@@ -66,11 +68,13 @@ def gru_train_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, r
             for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
                 for n in range(m0, min(m0 + MR_STEP, M)):
                     row = offsets[t] + n
-                    copy_row(x_rows[row], x[n, t], stream)
-                    copy_row(h_prev[row], h[n], stream)
+                    if keep:
+                        copy_row(x_rows[row], x[n, t], stream)
+                        copy_row(h_prev[row], h[n], stream)
                     gru_cell(proj[t - t0, n], rec[n], bx, bh, h[n], hn[n])
-                    copy_row(gates[row], proj[t - t0, n, :G], stream)
-                    copy_row(hn_hist[row], hn[n], stream)
+                    if keep:
+                        copy_row(gates[row], proj[t - t0, n, :G], stream)
+                        copy_row(hn_hist[row], hn[n], stream)
                     copy_row(h_out[n, t], h[n], stream)
     if stream:
         store_fence()
@@ -99,25 +103,6 @@ def gru_step_small(x, h0, Wx, Wh, bx, bh):
     for n in range(N):
         gru_cell(gates[n], recurrent[n], bx, bh, h[n], hn[n])
     return h[:N], gates, hn, h0.copy(), x.copy()
-
-
-@njit(**JIT_OPTIONS)
-def gru_infer_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, rec, hn, h_out,
-                    active, projection):
-    """The inference time loop for the worker's row tiles: as gru_train_steps, keeping
-    nothing but the output (working memory O(N * H))."""
-    N, T, D = x.shape
-    S = proj.shape[0]
-    for t0 in range(0, T, S):
-        steps_product_at(projection, (x, t0, min(S, T - t0), Wx_panels, proj, worker, workers,
-                                      active))
-        for t in range(t0, min(t0 + S, T)):
-            M = active[t]
-            step_product(h, Wh_panels, rec, worker, workers, M)
-            for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
-                for n in range(m0, min(m0 + MR_STEP, M)):
-                    gru_cell(proj[t - t0, n], rec[n], bx, bh, h[n], hn[n])
-                    copy_row(h_out[n, t], h[n], False)
 
 
 @njit(**JIT_OPTIONS)

@@ -39,7 +39,8 @@ def rnn_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, proj, rec, x
     proj: (S, rows of h, H rounded up to a panel) scratch: x_t Wx for S steps at a time
     rec: (rows of h, H rounded up to a panel) scratch: h_{t-1} Wh
     packed rows out: x_rows (R, D) x_t; h_rows (R, H) h_t (the backward takes h_{t-1}
-        from these too)
+        from these too). With no rows (inference: rnn_inference's loop is this one,
+        compiled once for both), nothing is kept: working memory O(N * H).
     h_out: (N, T, H) out: h_t of every real step (padding is not written)
     relu: relu instead of tanh; offsets, active: see kernels/__init__.py
     stream: non-temporal stores for the packed rows and h_out (kernels/stream.py)
@@ -47,6 +48,7 @@ def rnn_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, proj, rec, x
     """
     N, T, D = x.shape
     S = proj.shape[0]
+    keep = h_rows.shape[0] > 0
     for t0 in range(0, T, S):
         steps_product_at(projection, (x, t0, min(S, T - t0), Wx_panels, proj, worker, workers,
                                       active))
@@ -56,9 +58,11 @@ def rnn_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, proj, rec, x
             for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
                 for n in range(m0, min(m0 + MR_STEP, M)):
                     row = offsets[t] + n
-                    copy_row(x_rows[row], x[n, t], stream)
+                    if keep:
+                        copy_row(x_rows[row], x[n, t], stream)
                     rnn_cell(proj[t - t0, n], rec[n], b, h[n], relu)
-                    copy_row(h_rows[row], h[n], stream)
+                    if keep:
+                        copy_row(h_rows[row], h[n], stream)
                     copy_row(h_out[n, t], h[n], stream)
     if stream:
         store_fence()
@@ -84,25 +88,6 @@ def rnn_step_small(x, h0, Wx, Wh, b, relu):
     for n in range(N):
         rnn_cell(projected[n], recurrent[n], b, h[n], relu)
     return h[:N], x.copy()
-
-
-@njit(**JIT_OPTIONS)
-def rnn_infer_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, proj, rec, h_out, relu,
-                    active, projection):
-    """The inference time loop for the worker's row tiles: as rnn_train_steps, keeping
-    nothing but the output (working memory O(N * H))."""
-    N, T, D = x.shape
-    S = proj.shape[0]
-    for t0 in range(0, T, S):
-        steps_product_at(projection, (x, t0, min(S, T - t0), Wx_panels, proj, worker, workers,
-                                      active))
-        for t in range(t0, min(t0 + S, T)):
-            M = active[t]
-            step_product(h, Wh_panels, rec, worker, workers, M)
-            for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
-                for n in range(m0, min(m0 + MR_STEP, M)):
-                    rnn_cell(proj[t - t0, n], rec[n], b, h[n], relu)
-                    copy_row(h_out[n, t], h[n], False)
 
 
 @njit(**JIT_OPTIONS)
