@@ -44,8 +44,9 @@ class Target:
     kc_bytes: int          # k-block depth of the GEMM and per-step products, bytes per row
     fma: bool              # fused multiply-add instructions (else multiply, then add)
     # Calls with fewer floating-point operations than this in their forward run on one
-    # thread: below it, waking numba's threads costs more than it saves.
-    parallel_min_flops: int = 4_000_000
+    # thread: below it, waking the worker threads (tens of microseconds per launch, and a
+    # backward launches twice) costs more than the second core saves (docs/performance.md).
+    parallel_min_flops: int = 12_000_000
     # A single step of one row tile splits its hidden units between the threads from this
     # many floating-point operations (4 MB of float32 weights): each worker then reads only
     # its share. Below, the weights stay in one core's L2 and waking a second thread cost
@@ -84,13 +85,15 @@ CONFIGURATIONS = {
     "avx2": Target("avx2", vector_bytes=32, vectors=3, mr=4, mr_step=4, kc_bytes=2048,
                    fma=True, max_chunk_steps=28),
     # 24 of 32 q registers accumulate: 6 x 16 float32, 6 x 8 float64 (BLIS armv8a dgemm).
-    # Not measured on aarch64 hardware yet: chosen by register count, checked under QEMU.
+    # Not measured on aarch64 hardware yet: chosen by register count, checked under QEMU;
+    # parallel_min_flops as it was before it was measured on the x86 VM.
     "neon": Target("neon", vector_bytes=16, vectors=4, mr=6, mr_step=4, kc_bytes=2048,
-                   fma=True),
+                   fma=True, parallel_min_flops=4_000_000),
     # SSE2 has 16 xmm registers and no FMA: each multiply-add needs a temporary, so 12
-    # accumulators leave room for the B vectors, the broadcast and the products.
+    # accumulators leave room for the B vectors, the broadcast and the products. Its
+    # slower products repay a launch from fewer FLOPs.
     "generic": Target("generic", vector_bytes=16, vectors=2, mr=6, mr_step=4, kc_bytes=2048,
-                      fma=False),
+                      fma=False, parallel_min_flops=6_000_000),
 }
 
 

@@ -282,7 +282,8 @@ def test_kernels_actually_run_fused_code():
 @pytest.mark.parametrize("cell", CELLS, ids=lambda c: c.name)
 def test_set_num_threads_and_results_are_bit_identical_for_any_thread_count(cell, ragged):
     before = fastrnn.get_num_threads()
-    N, T, D, H = 37, 9, 40, 67  # enough work for the threaded path, odd row and panel edges
+    N, T, D, H = 37, 25, 40, 67  # enough work for the threaded path, odd row and panel edges
+    assert 2 * N * T * (D + H) * cell.gates * H >= fastrnn._isa.PARALLEL_MIN_FLOPS
     p = cell.params(*make_inputs(N, T, D, H, cell.gates, np.float32))
     lengths = np.random.default_rng(4).integers(0, T + 1, N) if ragged else None
     dh = upstream((N, T, H), np.float32)
@@ -350,8 +351,9 @@ def test_concurrent_calls_from_python_threads_agree_with_serial_ones():
     the worker threads, the others run serially) give the same bits as one at a time."""
     from concurrent.futures import ThreadPoolExecutor
     cell = CELLS[0]
-    inputs = [cell.params(*make_inputs(24, 7, 33, 50, 4, np.float32, seed=s)) for s in range(6)]
-    dh = upstream((24, 7, 50), np.float32)
+    inputs = [cell.params(*make_inputs(24, 20, 33, 50, 4, np.float32, seed=s)) for s in range(6)]
+    assert 2 * 24 * 20 * (33 + 50) * 4 * 50 >= fastrnn._isa.PARALLEL_MIN_FLOPS  # threaded
+    dh = upstream((24, 20, 50), np.float32)
     dstates = (upstream((24, 50), np.float32, 2), upstream((24, 50), np.float32, 3))
 
     def run(p):

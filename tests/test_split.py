@@ -83,7 +83,7 @@ def test_split_called_off_runs_every_part_on_one_thread(monkeypatch):
 
 
 # Through the API: enough work per step for _core.loop_split (N within one row tile).
-API_SHAPES = [(1, 12, 40, 256), (3, 7, 64, 129), (2, 9, 40, 200)]  # the last: dx in the row
+API_SHAPES = [(1, 24, 40, 256), (3, 24, 64, 129), (2, 20, 40, 200)]  # the last: dx in the row
 # schedule's time loop (_core.dx_in_time_loop), from a GEMM in the split one
 
 
@@ -101,7 +101,8 @@ def _all_results(cell, p, lengths, dh, dstates, mod=fastrnn):
 def test_split_loops_through_the_api_match_reference_and_any_thread_count(cell, shape,
                                                                           ragged):
     N, T, D, H = shape
-    assert _core.loop_split(N, D, H, cell.gates, 2) is not None  # the split is what runs
+    assert _core.loop_split(N, D, H, cell.gates, 2) is not None  # the split is what runs,
+    assert 2 * N * T * (D + H) * cell.gates * H >= fastrnn._isa.PARALLEL_MIN_FLOPS  # threaded
     lengths, _ = _sorted_batch(N, T, ragged, seed=3)
     if lengths is not None:
         lengths = lengths[::-1].copy()  # any order: the API sorts
