@@ -64,14 +64,8 @@ def _forward_infer(x, h0, c0, Wx, Wh, b, order):
     dtype = x.dtype
     with kernel_threads(N, T, D, H, 4) as threads:
         if threads == 1 and order.real_steps:
-            # Small calls: one numba call allocates and runs everything (lstm_train_small).
-            x, h0 = order.sort(x), order.sort(h0)
-            h_out, _, _, _, h, c = lstm_train_small(
-                x, h0, _c0_in_order(c0, h0, order), Wx, Wh, b,
-                chunk_steps(order, D, 4 * H, dtype, threads), 0, order.offsets,
-                order.active, order.ragged,
-                entry_address(lstm_train_steps, dtype, TRAIN_STEPS_ARGS),
-                projection_address(dtype))
+            _, _, (h_out, _, _, _, h, c) = _one_call_forward(x, h0, c0, Wx, Wh, b, order,
+                                                             keep=False)
             return order.unsort(h_out), order.final(h), order.final(c)
         x, h0, c0, h, c, h_out = _start(x, h0, c0, order)
         if order.real_steps:
@@ -88,6 +82,21 @@ def _forward_infer(x, h0, c0, Wx, Wh, b, order):
                           none, none, h_out, none, np.empty((N, H), dtype),
                           order.offsets, order.active, False, projection_address(dtype))
     return order.unsort(h_out), order.final(h), order.final(c)
+
+
+def _one_call_forward(x, h0, c0, Wx, Wh, b, order, keep):
+    """A small call's forward on one thread: one numba call allocates and runs everything
+    (lstm_train_small), keeping the cache rows or (inference) none. Returns h0 and c0 in
+    kernel order (c0 zeros when None) and lstm_train_small's (h_out, x_rows, gates,
+    c_hist, h, c)."""
+    D, H = x.shape[2], h0.shape[1]
+    dtype = x.dtype
+    x, h0 = order.sort(x), order.sort(h0)
+    c0 = _c0_in_order(c0, h0, order)
+    return h0, c0, lstm_train_small(
+        x, h0, c0, Wx, Wh, b, chunk_steps(order, D, 4 * H, dtype, 1),
+        order.real_steps if keep else 0, order.offsets, order.active, order.ragged,
+        entry_address(lstm_train_steps, dtype, TRAIN_STEPS_ARGS), projection_address(dtype))
 
 
 def _split_forward(x, Wx, Wh, b, h, c, S, h_out, order, bounds, x_rows, gates, c_hist):
@@ -166,14 +175,8 @@ def _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step):
     c0_given = c0 is not None
     with kernel_threads(N, T, D, H, 4) as threads:
         if threads == 1 and order.real_steps:
-            # Small calls: one numba call allocates and runs everything (lstm_train_small).
-            x, h0 = order.sort(x), order.sort(h0)
-            c0 = _c0_in_order(c0, h0, order)
-            h_out, x_rows, gates, c_hist, h, c = lstm_train_small(
-                x, h0, c0, Wx, Wh, b, chunk_steps(order, D, 4 * H, dtype, threads),
-                order.real_steps, order.offsets, order.active, order.ragged,
-                entry_address(lstm_train_steps, dtype, TRAIN_STEPS_ARGS),
-                projection_address(dtype))
+            h0, c0, (h_out, x_rows, gates, c_hist, h, c) = _one_call_forward(
+                x, h0, c0, Wx, Wh, b, order, keep=True)
         else:
             x, h0, c0, h, c, h_out = _start(x, h0, c0, order)
             # x_rows: x in packed rows for the backward's dWx, filled by the time loop.
