@@ -12,8 +12,7 @@ from ._threads import _parallel_launch, get_num_threads, run_workers
 from .kernels.address import entry_address
 from .kernels.gemm import (STEPS_PRODUCT_ARGS, columns_per_panel, gemm_share,
                            gemm_worker_count, pack_panels, padded_columns, padded_rows,
-                           panel_length, share_scratch_length, steps_product_kernel,
-                           worker_count)
+                           share_scratch_length, steps_product_kernel, worker_count)
 
 
 @functools.lru_cache(maxsize=32)
@@ -202,7 +201,7 @@ def weight_panels(W, transpose=False):
     """A weight matrix W (or W.T) packed in the micro-kernel's column panels
     (kernels/gemm.pack_panels), the operand of the time loops' per-step products."""
     K, P = W.shape[::-1] if transpose else W.shape
-    panels = _memory.empty((panel_length(K, P, W.dtype),), W.dtype)
+    panels = _memory.empty((K * padded_columns(P, W.dtype),), W.dtype)
     pack_panels(W, transpose, panels)
     return panels
 
@@ -274,14 +273,17 @@ def _worker_scratch(shares, workers):
     """Each worker's packing scratch for gemm_part, sized for the largest of its shares,
     from the memory pool: allocated inside the kernel, the packed operands were fresh pages
     on every call wherever malloc maps its blocks fresh (_memory.py)."""
+    if not shares:
+        return []
+    dtype = shares[0][1][4].dtype  # C's: every product of a call has one dtype
     scratch = []
-    for w in range(workers if shares else 0):
+    for w in range(workers):
         length = 0
         for product_workers, (A, a_transposed, _, _, C, _) in shares:
             if w < product_workers:
                 length = max(length, share_scratch_length(w, product_workers, A,
                                                           a_transposed, C))
-        scratch.append(_memory.empty((length,), shares[0][1][4].dtype))
+        scratch.append(_memory.empty((length,), dtype))
     return scratch
 
 

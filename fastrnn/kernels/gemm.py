@@ -562,12 +562,6 @@ def share_scratch_length(w, workers, A, a_transposed, C):
                                         workers, w), K, C.dtype)
 
 
-def panel_length(K, P, dtype):
-    """Length of pack_panels' output for a (K, P) matrix of ``dtype``."""
-    NR = columns_per_panel(dtype)
-    return -(-P // NR) * K * NR
-
-
 @njit(**JIT_OPTIONS)
 def pack_panels(W, transposed, panels):
     """W: (K, P), or given as its transpose (P, K) when ``transposed``, C-contiguous either
