@@ -26,19 +26,19 @@ MIN_POOLED_BYTES = 128 << 10
 MAX_IDLE_BYTES = 1 << 30
 MAX_BLOCKS = 32
 
-_blocks = []  # uint8 arrays, most recently used last
-_sizes = []  # their nbytes, in the same order (read on every allocation)
-_starts = []  # and the offset of their first 64-byte aligned byte
+# (block, its nbytes, the offset of its first 64-byte aligned byte): uint8 arrays, most
+# recently used last, with what every allocation reads of them (.ctypes costs a microsecond).
+_blocks = []
 _lock = threading.Lock()
 
-# References to a pooled block that nobody else holds: the _blocks list, the loop variable
-# and getrefcount's own argument.
+# References to a pooled block that nobody else holds: its entry in _blocks, the local
+# variable and getrefcount's own argument.
 _UNUSED_REFS = 3
 
 
 def _unused(i):
     """Whether nothing outside the pool refers to block i (call with _lock held)."""
-    block = _blocks[i]
+    block = _blocks[i][0]
     return sys.getrefcount(block) == _UNUSED_REFS
 
 
@@ -54,21 +54,16 @@ def empty(shape, dtype):
     with _lock:
         best = None
         best_size = 2 * nbytes + 64  # best fit, and never more than twice the size asked for
-        for i, size in enumerate(_sizes):
+        for i, (_, size, _) in enumerate(_blocks):
             if nbytes + 64 <= size <= best_size and _unused(i):
                 best, best_size = i, size
         if best is None:
             block = np.empty(nbytes + 64, np.uint8)
-            start = -block.ctypes.data % 64  # cache-line aligned (.ctypes costs a microsecond)
-            _blocks.append(block)
-            _sizes.append(block.nbytes)
-            _starts.append(start)
+            entry = (block, block.nbytes, -block.ctypes.data % 64)
         else:
-            block = _blocks.pop(best)
-            _blocks.append(block)
-            _sizes.append(_sizes.pop(best))
-            start = _starts.pop(best)
-            _starts.append(start)
+            entry = _blocks.pop(best)
+        _blocks.append(entry)
+        block, _, start = entry
         # Blocks beyond the bounds are dropped when a new one joins, or while the pool
         # holds too many (a scan of every block per call otherwise).
         if best is None or len(_blocks) > MAX_BLOCKS:
@@ -87,32 +82,25 @@ def _trim():
     """Drop unused blocks, least recently used first, while the pool holds more than
     MAX_BLOCKS blocks or more than MAX_IDLE_BYTES in unused ones (call with _lock held)."""
     unused = [i for i in range(len(_blocks)) if _unused(i)]
-    idle = sum(_blocks[i].nbytes for i in unused)
+    idle = sum(_blocks[i][1] for i in unused)
     dropped = set()
     for i in unused:
         if len(_blocks) - len(dropped) <= MAX_BLOCKS and idle <= MAX_IDLE_BYTES:
             break
         dropped.add(i)
-        idle -= _blocks[i].nbytes
-    _keep([i not in dropped for i in range(len(_blocks))])
-
-
-def _keep(flags):
-    """Keep the blocks whose flag is true, in order (call with _lock held)."""
-    _starts[:] = [s for s, keep in zip(_starts, flags) if keep]
-    _blocks[:] = [b for b, keep in zip(_blocks, flags) if keep]
-    _sizes[:] = [b.nbytes for b in _blocks]
+        idle -= _blocks[i][1]
+    _blocks[:] = [_blocks[i] for i in range(len(_blocks)) if i not in dropped]
 
 
 def release_memory():
     """Let go of every pooled block nobody uses: their memory goes back to the allocator."""
     with _lock:
-        _keep([not _unused(i) for i in range(len(_blocks))])
+        _blocks[:] = [_blocks[i] for i in range(len(_blocks)) if not _unused(i)]
 
 
 def pooled_bytes():
     """(bytes in use, bytes idle) in the pool."""
     with _lock:
         unused = [_unused(i) for i in range(len(_blocks))]
-        used = sum(b.nbytes for b, u in zip(_blocks, unused) if not u)
-        return used, sum(b.nbytes for b, u in zip(_blocks, unused) if u)
+        used = sum(e[1] for e, u in zip(_blocks, unused) if not u)
+        return used, sum(e[1] for e, u in zip(_blocks, unused) if u)
