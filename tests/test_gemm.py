@@ -104,11 +104,12 @@ def test_times_transposed_matches_numpy(shape, dtype):
 @pytest.mark.parametrize("rows_apart", [False, True])
 def test_step_product_in_place_matches_packed_to_the_bit(dtype, rows_apart):
     """Reading W where it lies gives step_product's bits, for the whole width and for a
-    column range whose last block overlaps the one before it, with one k-block and with
-    several (the overlap must not add a k-block twice)."""
+    column range that is not a whole number of panels or vectors, with one k-block and
+    with several, for a tile of several rows and one holding a single row (M = 5)."""
     from fastrnn import _isa
     for K in (37, 2 * _isa.KC_BYTES // np.dtype(dtype).itemsize + 5):
-        _check_in_place_against_packed(dtype, rows_apart, 3, K)
+        for M in (3, 5):
+            _check_in_place_against_packed(dtype, rows_apart, M, K)
 
 
 def _check_in_place_against_packed(dtype, rows_apart, M, K):
@@ -118,7 +119,7 @@ def _check_in_place_against_packed(dtype, rows_apart, M, K):
     A, W = operands(padded_rows(M), K, P, dtype)
     want = np.zeros((padded_rows(M), padded_columns(P, dtype)), dtype)
     _packed(A, weight_panels(W), want, M, rows_apart)
-    for p_lo, p_hi in ((0, P), (1, NR + 3)):
+    for p_lo, p_hi in ((2, 5), (0, P), (1, NR + 3)):
         got = np.full((padded_rows(M), P), np.nan, dtype)
         _in_place(A, W, got, M, rows_apart, p_lo, p_hi)
         np.testing.assert_array_equal(got[:M, p_lo:p_hi], want[:M, p_lo:p_hi])

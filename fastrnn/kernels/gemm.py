@@ -30,6 +30,10 @@ from ._math import emit_multiply_add, zero_of
 from .address import caller
 
 ROW_TILES_PER_JOB = 16  # MR-row tiles of A packed per k-block and job (kept in L2)
+# Independent sums per element in the one-row kernel: a single row has only VECTORS
+# dependency chains, so each k would wait for the previous FMA (latency-bound). ROW_WAYS
+# sets take consecutive k's and are summed in a fixed order after the k loop.
+ROW_WAYS = 4
 
 
 def columns_per_panel(dtype):
@@ -144,10 +148,7 @@ def _tile_function(module, MR, scalar, lanes):
         builder.cbranch(builder.icmp_signed("<", counter_next, limit), loop, exit_block)
         return end
 
-    # One row has only VECTORS dependency chains: each k would wait for the previous FMA
-    # (latency-bound). Four sets take consecutive k's, summed in a fixed order after the
-    # loop.
-    ways = 4 if MR == 1 else 1
+    ways = ROW_WAYS if MR == 1 else 1
     size = MR * VECTORS
     entry = builder.basic_block
     main = builder.append_basic_block("main")
@@ -373,9 +374,204 @@ def times_transposed(A, W, out):
             dot_row_kernel(W, j * G, G, A, n * G, G, out, n * J + j)
 
 
+# k's per pass of the row-streaming kernels onto each partial sum: each pass loads and
+# stores the sums once (L1) for this many FMAs per chain, and holds rows x ways x depth
+# broadcast values of A in registers (16 on AVX2 for the one-row and the MR_STEP-row kernel).
+STREAM_DEPTH = 2
+SUMS_SKEW = 16  # elements between the end of one chain's sums and the next one's start
+
+
+def _counted_loop(builder, start, stop, step, body):
+    """Emit ``for i in range(start, stop, step): body(i)`` (i64 values; step > 0)."""
+    intp = ir.IntType(64)
+    before = builder.basic_block
+    head = builder.append_basic_block("head")
+    inside = builder.append_basic_block("body")
+    after = builder.append_basic_block("after")
+    builder.branch(head)
+    builder.position_at_end(head)
+    i = builder.phi(intp)
+    i.add_incoming(start, before)
+    builder.cbranch(builder.icmp_signed("<", i, stop), inside, after)
+    builder.position_at_end(inside)
+    body(i)
+    i.add_incoming(builder.add(i, ir.Constant(intp, step)), builder.basic_block)
+    builder.branch(head)
+    builder.position_at_end(after)
+
+
+def _stream_function(module, rows, ways, scalar, lanes):
+    """The LLVM function of a per-step product reading W row by row, noinline:
+
+    void stream(A*, a_rs, W*, ldw, kc, n, S*, C*, ldc, accumulate):
+    C[r * ldc + q] (+)= sum_k A[r * a_rs + k] * W[k * ldw + q], r < rows, q < n, k < kc,
+
+    summed as the rows x NR micro-kernel sums (_tile_function): ``ways`` interleaved sums per
+    element over k = w, w + ways, ... (the first kc - kc % ways k's), added in order, then
+    the last k's one by one, then added onto C (or onto 0). The sums live in S, rows x ways
+    x n elements of scratch, rather than in registers, so that W is read along its rows, a
+    pass of ways x STREAM_DEPTH rows over all n columns at a time (vectors, then single
+    columns), instead of one register block of columns down all kc rows.
+    """
+    intp = ir.IntType(64)
+    pointer = scalar.as_pointer()
+    function, new = _kernel_function(module, f"stream_{rows}x{ways}", scalar, lanes, [
+        pointer, intp, pointer, intp, intp, intp, pointer, pointer, intp, ir.IntType(1)])
+    if not new:
+        return function
+    a_base, a_rs, w_base, ldw, kc, n, s_base, c_base, ldc, accumulate = function.args
+    builder = ir.IRBuilder(function.append_basic_block("entry"))
+    vec = ir.VectorType(scalar, lanes)
+    splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+
+    def const(value):
+        return ir.Constant(intp, value)
+
+    def element(base, index):
+        return builder.gep(base, [index])
+
+    def load(ty, base, index):
+        address = element(base, index)
+        if ty is vec:
+            return builder.load(builder.bitcast(address, vec.as_pointer()), align=4)
+        return builder.load(address)
+
+    def store(value, base, index):
+        address = element(base, index)
+        if isinstance(value.type, ir.VectorType):
+            address = builder.bitcast(address, vec.as_pointer())
+            builder.store(value, address, align=4)
+        else:
+            builder.store(value, address)
+
+    def broadcast(ty, value):
+        if ty is not vec:
+            return value
+        return builder.shuffle_vector(
+            builder.insert_element(ir.Constant(vec, ir.Undefined), value,
+                                   ir.Constant(ir.IntType(32), 0)), ir.Constant(vec, ir.Undefined),
+            splat_mask)
+
+    # The sums of one chain lie n + SUMS_SKEW apart: n apart, at 4H = 1024 float32 columns
+    # they would share cache sets as W's rows do.
+    sums_stride = builder.add(n, const(SUMS_SKEW))
+
+    def chain(r, w):
+        return builder.mul(const(r * ways + w), sums_stride)
+
+    n_vec = builder.sub(n, builder.srem(n, const(lanes)))
+
+    def columns(body):
+        """body(q, ty) over q < n: vectors of lanes columns, then one column at a time."""
+        _counted_loop(builder, const(0), n_vec, lanes, lambda q: body(q, vec))
+        _counted_loop(builder, n_vec, n, 1, lambda q: body(q, scalar))
+
+    def zero_sums(q, ty):
+        for c in range(rows * ways):
+            store(ir.Constant(ty, None), s_base, builder.add(builder.mul(const(c), sums_stride), q))
+
+    columns(zero_sums)
+
+    def passes(k_start, k_stop, depth):
+        """The passes over k_start..k_stop (a multiple of ways * depth apart)."""
+        def one_pass(k):
+            a = [[[load(scalar, a_base, builder.add(builder.mul(const(r), a_rs),
+                                                     builder.add(k, const(i * ways + w))))
+                   for i in range(depth)] for w in range(ways)] for r in range(rows)]
+            w_rows = [[element(w_base, builder.mul(builder.add(k, const(i * ways + w)), ldw))
+                       for i in range(depth)] for w in range(ways)]
+
+            # One sweep of the columns per way: a sweep reading every way's rows of W
+            # would read 8 rows 4 KB apart at once, more than L1 has ways for one set.
+            for w in range(ways):
+                def update(q, ty, w=w):
+                    b = [load(ty, w_rows[w][i], q) for i in range(depth)]
+                    for r in range(rows):
+                        index = builder.add(chain(r, w), q)
+                        total = load(ty, s_base, index)
+                        for i in range(depth):
+                            total = emit_multiply_add(builder, broadcast(ty, a[r][w][i]),
+                                                      b[i], total)
+                        store(total, s_base, index)
+                columns(update)
+        _counted_loop(builder, k_start, k_stop, ways * depth, one_pass)
+
+    kc_main = builder.sub(kc, builder.srem(kc, const(ways)))
+    k_deep = builder.sub(kc_main, builder.srem(kc_main, const(ways * STREAM_DEPTH)))
+    passes(const(0), k_deep, STREAM_DEPTH)
+    passes(k_deep, kc_main, 1)
+
+    def finish(q, ty):
+        for r in range(rows):
+            index = builder.add(chain(r, 0), q)
+            total = load(ty, s_base, index)
+            for w in range(1, ways):
+                total = builder.fadd(total, load(ty, s_base, builder.add(chain(r, w), q)))
+            store(total, s_base, index)
+    if ways > 1:
+        columns(finish)
+
+    def tail_k(k):  # the last kc % ways k's, onto the added sums (rows == 1 when ways > 1)
+        a = [load(scalar, a_base, builder.add(builder.mul(const(r), a_rs), k))
+             for r in range(rows)]
+        w_row = element(w_base, builder.mul(k, ldw))
+
+        def update(q, ty):
+            b = load(ty, w_row, q)
+            for r in range(rows):
+                index = builder.add(chain(r, 0), q)
+                store(emit_multiply_add(builder, broadcast(ty, a[r]), b,
+                                        load(ty, s_base, index)), s_base, index)
+        columns(update)
+    _counted_loop(builder, kc_main, kc, 1, tail_k)
+
+    def store_c(q, ty):
+        for r in range(rows):
+            index = builder.add(builder.mul(const(r), ldc), q)
+            old = builder.select(accumulate, load(ty, c_base, index), ir.Constant(ty, None))
+            store(builder.fadd(old, load(ty, s_base, builder.add(chain(r, 0), q))), c_base,
+                  index)
+    columns(store_c)
+    builder.ret_void()
+    return function
+
+
+def _make_stream_kernel(rows, ways):
+    """stream_kernel(A, a_off, a_rs, W, w_off, ldw, kc, n, S, C, c_off, ldc, accumulate):
+    _stream_function's product on C-contiguous arrays, offsets in elements from each
+    array's first element; S: scratch of >= rows * ways * n elements."""
+    @intrinsic
+    def stream_kernel(typingctx, A, a_off, a_rs, W, w_off, ldw, kc, n, S, C, c_off, ldc,
+                      accumulate):
+        sig = types.void(A, types.intp, types.intp, W, types.intp, types.intp, types.intp,
+                         types.intp, S, C, types.intp, types.intp, types.boolean)
+
+        def codegen(context, builder, signature, args):
+            (A_, a_off_, a_rs_, W_, w_off_, ldw_, kc_, n_, S_, C_, c_off_, ldc_,
+             accumulate_) = args
+            dtype = signature.args[0].dtype
+            lanes = VECTOR_BYTES // (4 if dtype == types.float32 else 8)
+
+            def data(index, value):
+                return context.make_array(signature.args[index])(context, builder, value).data
+
+            stream = _stream_function(builder.module, rows, ways,
+                                      context.get_value_type(dtype), lanes)
+            builder.call(stream, [builder.gep(data(0, A_), [a_off_]), a_rs_,
+                                  builder.gep(data(3, W_), [w_off_]), ldw_, kc_, n_,
+                                  data(8, S_), builder.gep(data(9, C_), [c_off_]), ldc_,
+                                  builder.trunc(accumulate_, ir.IntType(1))])
+            return context.get_dummy_value()
+
+        return sig, codegen
+    return stream_kernel
+
+
 micro_kernel = _make_micro_kernel(MR)         # the big GEMM's tiles
 step_kernel = _make_micro_kernel(MR_STEP)     # the per-step products' tiles
 row_kernel = _make_micro_kernel(1)  # a per-step tile holding one real row (N = 1)
+step_stream_kernel = _make_stream_kernel(MR_STEP, 1)  # step_kernel's sums, W read by rows
+row_stream_kernel = _make_stream_kernel(1, ROW_WAYS)  # row_kernel's
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -657,28 +853,37 @@ def step_product(A, panels, out, worker, workers, M, backwards=False):
 def step_product_in_place(A, W, out, M, rows_apart, p_lo, p_hi):
     """out[:M, p_lo:p_hi] = A[:M] @ W[:, p_lo:p_hi], reading W (K, P), C-contiguous, where
     it lies: for a single step, packing W into panels first would copy more than the
-    product reads. p_hi - p_lo >= NR.
+    product reads. p_lo < p_hi.
 
-    The column blocks start at p_lo, p_lo + NR, ... and, when NR does not divide the range,
-    at p_hi - NR: the last block overlaps the one before it instead of reading past the
-    range, and recomputes those columns with the same operations in the same order, so to
-    the same bits. Each element gets the arithmetic step_product gives it (same kernel for
-    its row, same k-blocks, wherever its block starts), so a step computed here equals the
-    sequence kernels' to the bit, however the columns are split between workers.
-    A: (rows, K), rows padded to MR_STEP unless rows_apart (every row through the one-row
-    kernel, as steps_product takes a single step's input projection); out: (rows, >= P).
+    W is read row by row, each row's range of columns once per k-block, rather than a
+    column block at a time down all K rows: at 4H = 1024 float32 columns the rows lie
+    4 KB apart, so a column block's rows all fall in the same L1 and L2 cache sets and
+    each row is a new page for the prefetchers; the per-element sums, which a column
+    block keeps in registers, live in a small scratch array (L1) instead.
+
+    The bits are step_product's: each element gets the sums the micro-kernel gives it,
+    in the same order (ROW_WAYS interleaved sums per k-block through the one-row kernel,
+    one through the MR_STEP-row kernel, the k-blocks added onto out), so a step computed
+    here equals the sequence kernels' to the bit, however its columns are split between
+    workers. A: (rows, K), rows padded to MR_STEP unless rows_apart (every row through the
+    one-row kernel, as steps_product takes a single step's input projection);
+    out: (rows, >= P).
     """
     K, P = W.shape
-    NR = panel_width(out)
     KC = k_block(out)
-    # Blocks outer, k-blocks inner: each block's columns are summed over all of K before the
-    # next block starts, so the overlapping last block overwrites finished columns with the
-    # same values. (k-blocks outer would add the overlap's later k-blocks in twice.)
-    for j in range((p_hi - p_lo + NR - 1) // NR):
-        col = min(p_lo + j * NR, p_hi - NR)
-        for k0 in range(0, K, KC):
-            kc = min(KC, K - k0)
-            _step_tiles(A, k0, kc, W, k0 * P + col, P, out, col, 0, 1, M, rows_apart)
+    ldc = out.shape[1]
+    width = p_hi - p_lo
+    sums = np.empty(max(ROW_WAYS, MR_STEP) * (width + SUMS_SKEW), out.dtype)
+    for k0 in range(0, K, KC):
+        kc = min(KC, K - k0)
+        for m0 in range(0, M, MR_STEP):
+            if rows_apart or M - m0 == 1:
+                for n in range(m0, min(m0 + MR_STEP, M)):
+                    row_stream_kernel(A, n * K + k0, K, W, k0 * P + p_lo, P, kc, width, sums,
+                                      out, n * ldc + p_lo, ldc, k0 > 0)
+            else:
+                step_stream_kernel(A, m0 * K + k0, K, W, k0 * P + p_lo, P, kc, width, sums,
+                                   out, m0 * ldc + p_lo, ldc, k0 > 0)
 
 
 @njit(inline="always", **JIT_OPTIONS)
