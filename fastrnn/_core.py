@@ -399,23 +399,20 @@ def projection_address(dtype):
 
 
 @functools.lru_cache(maxsize=256)
-def small_step(N, D, H, gates, dtype, splittable):
+def small_step(N, D, H, gates, splittable):
     """Whether a single step of N sequences runs as one call of its cell's *_step_small
     kernel: single_worker_step, and, for a cell whose big steps share their hidden units
     out (``splittable``: the LSTM, see step_split), too small to split. Kept per shape: a
     sampling loop asks once per token."""
     if splittable and splits_by_units(N, D, H, gates):
         return False
-    return single_worker_step(N, D, H, gates, dtype)
+    return single_worker_step(N, D, H, gates)
 
 
-def single_worker_step(N, D, H, gates, dtype):
+def single_worker_step(N, D, H, gates):
     """Whether a single step of N sequences runs on the calling thread with its products
     reading the weights in place (kernels/gemm.step_product_in_place): when the rows make
-    one tile or the step is too small to share out, and the gates * H columns fill at least
-    one panel (the in-place product's column blocks are whole panels)."""
-    if gates * H < columns_per_panel(dtype):
-        return False
+    one tile or the step is too small to share out."""
     return N <= MR_STEP or 2 * N * (D + H) * gates * H < _isa.PARALLEL_MIN_FLOPS
 
 

@@ -28,9 +28,9 @@ DTYPES = ("float32", "float64")
 # (N, T, D, H) of the sequence calls: one row tile on one worker; enough rows for several
 # workers; a single sequence with a step big enough for the column split (the LSTM's).
 SEQUENCE_SHAPES = [(2, 3, 5, 8), (40, 8, 64, 128), (1, 20, 64, 256)]
-# (N, D, H) of the step calls: columns fewer than a panel (the sequence kernels run the
-# step); one worker reading the weights in place; a step split between threads; a batch.
-STEP_SHAPES = [(1, 3, 4), (1, 16, 32), (1, 64, 512), (12, 16, 32)]
+# (N, D, H) of the step calls: one worker reading the weights in place; a step split
+# between threads; a batch of several row tiles.
+STEP_SHAPES = [(1, 16, 32), (1, 64, 512), (12, 16, 32)]
 
 
 def _weights(cell, D, H, rng, dtype):

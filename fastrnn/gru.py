@@ -165,14 +165,14 @@ def gru_step_forward(x, prev_h, Wx, Wh, bx, bh):
     - cache: for gru_step_backward
     """
     shape = v.ready_step(x, prev_h, Wx, Wh, (bx, bh), 3)
-    if shape is not None and small_step(*shape, 3, x.dtype, False):
+    if shape is not None and small_step(*shape, 3, False):
         # A sampling loop's step: arguments as the kernel takes them, no checks to convert.
         return _step_outputs(gru_step_small(x, prev_h, Wx, Wh, bx, bh), prev_h, Wx, Wh)
     args, order = _validate(x, prev_h, Wx, Wh, bx, bh, None, step=True)
     x3, prev_h, Wx, Wh, bx, bh = args
     N, _, D = x3.shape
     H = prev_h.shape[1]
-    if single_worker_step(N, D, H, 3, x3.dtype):
+    if single_worker_step(N, D, H, 3):
         return _step_outputs(gru_step_small(x3.reshape(N, D), prev_h, Wx, Wh, bx, bh),
                              prev_h, Wx, Wh)
     h_seq, cache = _forward_with_cache(*args, order, is_step=True)

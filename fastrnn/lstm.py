@@ -298,7 +298,7 @@ def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
     if prev_c is None:
         raise TypeError("prev_c must be a float32 or float64 array of shape (N, H), got None")
     shape = v.ready_step(x, prev_h, Wx, Wh, (b,), 4, prev_c)
-    if shape is not None and small_step(*shape, 4, x.dtype, True):
+    if shape is not None and small_step(*shape, 4, True):
         # A sampling loop's step: arguments as the kernel takes them, no checks to convert.
         return _step_outputs(lstm_step_small(x, prev_h, prev_c, Wx, Wh, b), prev_h, prev_c,
                              Wx, Wh)
@@ -313,7 +313,7 @@ def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
             run_workers(lstm_step_part, unit_bounds.shape[0] - 1, x, h_prev, Wx, Wh, b,
                         projected, recurrent, gates, c, h_next, tanh_c, unit_bounds)
             step = h_next, c, gates, x.copy()
-        elif single_worker_step(N, D, H, 4, x.dtype):
+        elif single_worker_step(N, D, H, 4):
             step = lstm_step_small(x, prev_h, prev_c, Wx, Wh, b)
     if step is not None:
         return _step_outputs(step, prev_h, prev_c, Wx, Wh)

@@ -157,13 +157,13 @@ def rnn_step_forward(x, prev_h, Wx, Wh, b, *, nonlinearity="tanh"):
     v.check_nonlinearity(nonlinearity)
     relu = nonlinearity == "relu"
     shape = v.ready_step(x, prev_h, Wx, Wh, (b,), 1)
-    if shape is not None and small_step(*shape, 1, x.dtype, False):
+    if shape is not None and small_step(*shape, 1, False):
         # A sampling loop's step: arguments as the kernel takes them, no checks to convert.
         return _step_outputs(rnn_step_small(x, prev_h, Wx, Wh, b, relu), prev_h, Wx, Wh,
                              relu)
     (x3, prev_h, _, Wx, Wh, (b,)), (N, T, D, H) = v.validate_step(
         x, prev_h, Wx, Wh, (("b", b),), gates=1)
-    if single_worker_step(N, D, H, 1, x3.dtype):
+    if single_worker_step(N, D, H, 1):
         return _step_outputs(rnn_step_small(x3.reshape(N, D), prev_h, Wx, Wh, b, relu),
                              prev_h, Wx, Wh, relu)
     h_seq, cache = _forward_with_cache(x3, prev_h, Wx, Wh, b, batch_order(None, N, 1),

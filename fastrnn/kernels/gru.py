@@ -86,7 +86,7 @@ def gru_step_small(x, h0, Wx, Wh, bx, bh):
     reading Wx and Wh where they lie (as kernels/lstm.lstm_step_small; same bits as
     gru_train_steps over one step).
 
-    x: (N, D); h0: (N, H); Wx: (D, 3H), Wh: (H, 3H), 3H >= NR; bx, bh: (3H,)
+    x: (N, D); h0: (N, H); Wx: (D, 3H), Wh: (H, 3H); bx, bh: (3H,)
     Returns h (N, H), gates (N, 3H) r, z, n, hn (N, H) h0 Wh_n + bh_n, and copies of h0 and
     x (the cache's rows, as gru_train_steps fills them).
     """

@@ -279,12 +279,11 @@ def lstm_step_units(x, h_prev, Wx, Wh, b, projected, recurrent, gates, c, h_next
     x: (N, D); h_prev: (N rounded up to MR_STEP, H); Wx: (D, 4H), Wh: (H, 4H); b: (4H,)
     projected, gates: (N, 4H), recurrent: (rows of h_prev, 4H) scratch / out
     c: (N, H) in: c_{t-1}, out: c_t; h_next: (N, H) out; tanh_c: (N, H) scratch
-    j1 - j0 >= NR, or all units with 4H >= NR (step_product_in_place's column blocks).
     """
     N = x.shape[0]
     H = c.shape[1]
-    # All units: the 4H columns as one range (needs only 4H >= NR); else each gate block's
-    # columns of the units. One call site per product: each inlined copy costs compile time.
+    # All units: the 4H columns as one range (one pass over W's rows); else each gate
+    # block's columns of the units. One call site per product: each inlined copy costs compile time.
     whole = j0 == 0 and j1 == H
     for gate in range(1 if whole else 4):
         lo = 0 if whole else gate * H + j0
@@ -313,7 +312,7 @@ def lstm_step_small(x, h0, c0, Wx, Wh, b):
     they lie (a single step uses each weight once, so packing them would cost more than it
     saves). Same bits as lstm_train_small over one step.
 
-    x: (N, D); h0, c0: (N, H); Wx: (D, 4H), Wh: (H, 4H), 4H >= NR; b: (4H,)
+    x: (N, D); h0, c0: (N, H); Wx: (D, 4H), Wh: (H, 4H); b: (4H,)
     Returns h (N, H), c (N, H), gates (N, 4H) activated i, f, o, g, and x_rows, a copy of x
     (the cache's rows, as lstm_train_steps fills them).
     """
@@ -334,7 +333,7 @@ def lstm_step_buffers(x, h0, c0, G):
 def lstm_step_part(w, workers, x, h_prev, Wx, Wh, b, projected, recurrent, gates, c, h_next,
                    tanh_c, unit_bounds):
     """Worker w's share of one LSTM step split between ``workers`` threads: units
-    unit_bounds[w]..unit_bounds[w + 1] (each slice >= NR wide), on lstm_step_buffers'
+    unit_bounds[w]..unit_bounds[w + 1], on lstm_step_buffers'
     arrays. For a step whose rows make one tile, the only way to share it out. Each worker
     streams only its columns of Wx and Wh, which stay in its core's cache from one call to
     the next. Same bits as lstm_step_small for any split (see lstm_step_units)."""

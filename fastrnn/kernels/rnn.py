@@ -74,7 +74,7 @@ def rnn_step_small(x, h0, Wx, Wh, b, relu):
     reading Wx and Wh where they lie (as kernels/lstm.lstm_step_small; same bits as
     rnn_train_steps over one step).
 
-    x: (N, D); h0: (N, H); Wx: (D, H), Wh: (H, H), H >= NR; b: (H,)
+    x: (N, D); h0: (N, H); Wx: (D, H), Wh: (H, H); b: (H,)
     Returns h (N, H) and x_rows, a copy of x (the cache's rows).
     """
     N, D = x.shape
