@@ -582,11 +582,9 @@ def lstm_backward_small(dh, gates, c_hist, h0, c0, WT_panels, Wx, x_rows, dh_nex
     _gemm_at(gemm_address, (grad_rows, yes, da, nothing, grads, no, np.int64(0), H + D + 1,
                             np.int64(0), G, nothing))
     if not dx_in_loop:  # as _core.input_grad, then the rows unpacked into (N, T, D)
-        WxT = np.empty((G, D), dtype)
-        copy_rows(WxT, Wx.T)
         dx_rows = np.empty((R, D), dtype)
-        _gemm_at(gemm_address, (da, no, WxT, nothing, dx_rows, no, np.int64(0), R,
-                                np.int64(0), D, nothing))
+        _gemm_at(gemm_address, (da, no, np.empty((0, 0), dtype), packed_panels(Wx, yes),
+                                dx_rows, no, np.int64(0), R, np.int64(0), D, nothing))
         for t in range(T):
             for n in range(active[t]):
                 copy_row(dx[n, t], dx_rows[offsets[t] + n], False)
@@ -603,8 +601,8 @@ def lstm_backward_part(stage, p, i, s, state):
     WT_parts: (parts, >= panel length) scratch: part p's columns j0..j1 of Wh.T and
         d0..d1 of Wx.T side by side, packed (dx_bounds: (parts + 1,) its columns of dx,
         all zeros when dx has none)
-    WT_own: (parts, >= 4H * (U + d1 - d0)) scratch: the same columns unpacked, the
-        packing's source (given from Python's memory pool, as every big scratch array)
+    WT_own: (parts, >= 4H * (U + d1 - d0)) scratch: the same columns unpacked, as rows
+        (their transpose), the packing's source (given from Python's memory pool, as every big scratch array)
     da_steps: (2, rows, 4H) scratch: da_t in da_steps[t % 2], the operand of step t's
         product, which the parts read whole (two buffers: see split.py)
     rec: (parts, rows, U + d1 - d0 rounded up to a panel) scratch: a part's columns of
@@ -626,10 +624,12 @@ def lstm_backward_part(stage, p, i, s, state):
     H = dh.shape[2]
     t = T - 1 - i
     if stage == BEGIN:
-        own = WT_own[p][:4 * H * (U + d1 - d0)].reshape((4 * H, U + d1 - d0))
-        copy_rows(own, Wh[j0:j1].T)
-        copy_rows(own[:, U:], Wx[d0:d1].T)
-        pack_panels(own, np.bool_(False), WT_parts[p])  # not a literal: see lstm_train_small
+        # The part's rows of Wh and Wx side by side as rows, packed as their transpose:
+        # pack_panels reads rows, where a copy of Wh[j0:j1].T read columns, 4H values apart.
+        own = WT_own[p][:4 * H * (U + d1 - d0)].reshape((U + d1 - d0, 4 * H))
+        copy_rows(own, Wh[j0:j1])
+        copy_rows(own[U:], Wx[d0:d1])
+        pack_panels(own, np.bool_(True), WT_parts[p])  # not a literal: see lstm_train_small
     elif stage == STEP or stage == END:
         after = t + 1 if stage == STEP else 0  # the step whose product comes first
         if after < T:
