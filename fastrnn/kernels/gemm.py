@@ -770,30 +770,52 @@ def pack_panels(W, transposed, panels):
     NR = panel_width(W)
     n_panels = (P + NR - 1) // NR
     zero = zero_of(W)
-    # The transpose reads W's rows a cache line at a time: KB consecutive k of one row,
-    # written down one column of KB panel rows (a few KB, in L1). Reading NR rows at one k
-    # instead, with rows 4 KB apart (G = 1024 float32), put all NR lines in one cache set.
-    KB = 64 // W.itemsize
+    if transposed and (W.shape[1] * W.itemsize) % 2048 == 0:
+        _pack_transposed_by_lines(W, panels)
+        return
     for j in range(n_panels):
         panel = panels[j * K * NR:(j + 1) * K * NR]
         width = min(NR, P - j * NR)
         base = j * NR
-        if transposed:
-            for k0 in range(0, K, KB):
-                kb = min(KB, K - k0)
-                for q in range(width):
-                    row = W[base + q, k0:k0 + kb]
-                    for kk in range(kb):
-                        panel[(k0 + kk) * NR + q] = row[kk]
+        # k outer: each panel row written whole and in order; for the transpose, from NR
+        # of its rows whose lines stay in L1 across consecutive k (q outer, every write
+        # went to another cache line: 3x slower). Plain loops rather than gemm_part's
+        # pack_b_panel (an unrolled whole-panel case): faster here, 0.2 s less to compile.
         for k in range(K):
             out = panel[k * NR:(k + 1) * NR]
-            if not transposed:
-                # k outer: each panel row written whole and in order. Plain loops rather
-                # than gemm_part's pack_b_panel (an unrolled whole-panel case): faster
-                # here, 0.2 s less to compile.
+            if transposed:
+                for q in range(width):
+                    out[q] = W[base + q, k]
+            else:
                 row = W[k]
                 for q in range(width):
                     out[q] = row[base + q]
+            for q in range(width, NR):
+                out[q] = zero
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _pack_transposed_by_lines(W, panels):
+    """pack_panels(W, True, panels) for rows of W a multiple of 2 KB apart: NR of them at
+    one k fall in at most 2 of L1's cache sets (1 at 4 KB), too few ways to keep their
+    lines for the next k (pack_panels' loop), so each row is read a cache line at a time,
+    KB consecutive k written down one column of KB panel rows (a few KB, in L1). Slower
+    where the lines do stay (rows 1 KB apart on Zen 3: docs/performance.md)."""
+    P, K = W.shape
+    NR = panel_width(W)
+    KB = 64 // W.itemsize
+    zero = zero_of(W)
+    for j in range((P + NR - 1) // NR):
+        panel = panels[j * K * NR:(j + 1) * K * NR]
+        width = min(NR, P - j * NR)
+        for k0 in range(0, K, KB):
+            kb = min(KB, K - k0)
+            for q in range(width):
+                row = W[j * NR + q, k0:k0 + kb]
+                for kk in range(kb):
+                    panel[(k0 + kk) * NR + q] = row[kk]
+        for k in range(K):
+            out = panel[k * NR:(k + 1) * NR]
             for q in range(width, NR):
                 out[q] = zero
 
