@@ -10,10 +10,9 @@ from . import _validate as v
 from ._isa import MR, MR_STEP
 from ._threads import _parallel_launch, get_num_threads, run_workers
 from .kernels.address import entry_address
-from .kernels.gemm import (GEMM_PART_ARGS, STEPS_PRODUCT_ARGS, columns_per_panel, gemm_part,
-                           gemm_share, gemm_worker_count, pack_panels, padded_columns,
-                           padded_rows, product_shares, share_scratch_length,
-                           steps_product_kernel, worker_count)
+from .kernels.gemm import (STEPS_PRODUCT_ARGS, columns_per_panel, gemm_share,
+                           gemm_worker_count, pack_panels, padded_columns, padded_rows,
+                           share_scratch_length, steps_product_kernel, worker_count)
 
 
 @functools.lru_cache(maxsize=32)
@@ -267,9 +266,7 @@ def products(jobs, threads):
         for _, args in shares:
             gemm_share(0, 1, *args, scratch[0])
     else:
-        # A numba kernel, so that the launch can go to the native threads (_threads).
-        address = entry_address(gemm_part, shares[0][1][4].dtype, GEMM_PART_ARGS)
-        run_workers(product_shares, workers, address, tuple(shares), tuple(scratch))
+        run_workers(_product_shares, workers, shares, scratch)
 
 
 def _worker_scratch(shares, workers):
@@ -288,6 +285,12 @@ def _worker_scratch(shares, workers):
                                                           a_transposed, C))
         scratch.append(_memory.empty((length,), dtype))
     return scratch
+
+
+def _product_shares(w, workers, shares, scratch):
+    for product_workers, args in shares:
+        if w < product_workers:
+            gemm_share(w, product_workers, *args, scratch[w])
 
 
 def run_steps(steps, threads, rows, *args):

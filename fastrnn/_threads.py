@@ -5,16 +5,10 @@ fastrnn's kernels split their work over worker threads of its own (its GEMM and 
 no BLAS is called): each worker calls the same serial, GIL-free (nogil) kernel on its share,
 so no kernel is compiled with numba's ``parallel=True``. That lowering made every
 kernel compile two or three times over (the parfor's gufunc re-optimised the whole time
-loop it called), and cost the first call of each function seconds.
-
-The workers, in order of preference: the threads of an OpenMP runtime another library
-loaded (_OpenMPPool: PyTorch's, whose threads would otherwise spin on the cores fastrnn
-needs); fastrnn's native threads (_NativePool, kernels/pool.py), which wait in a kernel
-that never returns to Python, so a launch costs a few microseconds; for what is not a numba
-kernel, or where native threads are off (FASTRNN_NATIVE_POOL=0, not POSIX), Python threads
-(_Worker), whose launch costs a GIL hand-over each way, tens of microseconds
-(docs/performance.md). A call launches as few times as it can: a time loop runs whole
-inside one launch, and the products after a backward loop share one.
+loop it called), and cost the first call of each function seconds. A launch of Python
+threads costs tens of microseconds against ~3 us for numba's pool (docs/performance.md),
+so a call launches as few times as it can: a time loop runs whole inside one launch, and
+the products after a backward loop share one.
 
 ``set_num_threads`` sets the count for the calling Python thread (as numba's does).
 Results are bit-identical for every thread count: no sum is ever split between threads
@@ -25,12 +19,8 @@ import operator
 import os
 import sys
 import threading
-import time
 
 import numba
-import numpy as np
-from numba._dispatcher import compute_fingerprint
-from numba.core.dispatcher import Dispatcher
 
 from ._isa import PARALLEL_MIN_FLOPS
 
@@ -129,64 +119,6 @@ class _Worker:
         return error
 
 
-
-class _NativePool:
-    """fastrnn's native worker threads (kernels/pool.py): threads - 1 threads, each in a
-    nogil kernel that never returns to Python, so a launch needs no GIL hand-over.
-    ``run(function, workers, args)`` launches a numba kernel function(w, workers, *args)
-    through its C wrapper's address, looked up once per argument types."""
-
-    def __init__(self, threads):
-        import ctypes
-        from .kernels import pool
-        self._launch = pool.launch
-        self.mailbox = np.zeros(pool.mailbox_length(threads), np.int64)
-        # A pthread mutex and condition variable, 256 bytes each (more than any C
-        # library's), 64-byte aligned, initialised by the C library.
-        self._pthread_memory = np.zeros(640, np.uint8)
-        base = (self._pthread_memory.ctypes.data + 63) // 64 * 64
-        libc = ctypes.CDLL(None)
-        if (libc.pthread_mutex_init(ctypes.c_void_p(base), None) != 0
-                or libc.pthread_cond_init(ctypes.c_void_p(base + 256), None) != 0):
-            raise OSError("pthread_mutex_init or pthread_cond_init failed")
-        self.mailbox[pool.MUTEX] = base
-        self.mailbox[pool.CONDITION] = base + 256
-        for w in range(1, threads):
-            threading.Thread(target=pool.worker_loop, args=(self.mailbox, w), daemon=True,
-                             name="fastrnn-native-worker").start()
-        while self.mailbox[pool.READY] < threads - 1:  # each compiled or loaded, and waiting
-            time.sleep(0.001)
-        self._addresses = {}
-
-    def run(self, function, workers, args):
-        key = (function, compute_fingerprint(args))
-        address = self._addresses.get(key)
-        if address is None:
-            signature = (numba.types.int64, numba.types.int64) + tuple(
-                numba.typeof(a) for a in args)
-            function.compile(signature)
-            result = function.overloads[signature]
-            address = result.library.get_pointer_to_function(
-                result.fndesc.llvm_cfunc_wrapper_name)
-            self._addresses[key] = address
-        self._launch(self.mailbox, address, workers, args)
-
-
-# off: fastrnn's Python worker threads instead (FASTRNN_NATIVE_POOL=0; not POSIX; tests of
-# those threads).
-_native = {"pool": None, "off": os.environ.get("FASTRNN_NATIVE_POOL") == "0"
-           or os.name != "posix"}
-
-
-def _native_pool():
-    """The _NativePool, started at the first call that needs it, or None where off."""
-    if _native["off"]:
-        return None
-    if _native["pool"] is None:
-        _native["pool"] = _NativePool(numba.config.NUMBA_NUM_THREADS)
-    return _native["pool"]
-
-
 _workers = []
 
 
@@ -196,7 +128,6 @@ def _forget_workers():
     them), so the child uses fastrnn's own threads only."""
     _workers.clear()
     _openmp.update(pool=None, off=True)
-    _native["pool"] = None
 
 
 class _OpenMPPool:
@@ -290,17 +221,12 @@ os.register_at_fork(after_in_child=_forget_workers)
 def run_workers(function, workers, *args):
     """function(w, workers, *args) for w < workers, at the same time: on the threads of the
     OpenMP runtime when another library (PyTorch) has loaded one (see _OpenMPPool), else
-    w = 0 on the calling thread and the others on fastrnn's native threads (a numba
-    kernel, _NativePool) or its Python worker threads (any function). The kernels
+    w = 0 on the calling thread and the others on fastrnn's worker threads. The kernels
     release the GIL (nogil), so the workers run in parallel; the caller holds the
     _parallel_launch lock (kernel_threads, step_split), so one call at a time uses a pool."""
     pool = _openmp_pool()
     if pool is not None:
         return pool.run(function, workers, args)
-    if isinstance(function, Dispatcher):
-        native = _native_pool()
-        if native is not None:
-            return native.run(function, workers, args)
     while len(_workers) < workers - 1:
         _workers.append(_Worker())
     for w in range(1, workers):

@@ -16,15 +16,11 @@ from fastrnn import _threads
 from helpers import make_inputs
 
 
-@pytest.fixture(params=["native", "fastrnn", "openmp"])
+@pytest.fixture(params=["fastrnn", "openmp"])
 def pool(request, monkeypatch):
-    """Which threads run_workers uses: fastrnn's native ones (numba kernels; Python
-    functions fall back to the next), fastrnn's Python ones, or libgomp's through
-    _OpenMPPool."""
-    if request.param in ("native", "fastrnn"):
+    """Which threads run_workers uses: fastrnn's own, or libgomp's through _OpenMPPool."""
+    if request.param == "fastrnn":
         monkeypatch.setitem(_threads._openmp, "off", True)
-        if request.param == "fastrnn":
-            monkeypatch.setitem(_threads._native, "off", True)
     else:
         pytest.importorskip("torch")
         assert _threads._openmp_pool() is not None, "torch is imported but libgomp not found"
@@ -60,8 +56,8 @@ def test_a_share_calling_run_workers_gets_all_its_shares_run(pool):
     """Nested: libgomp gives a parallel region inside another a team of one thread, which
     must then run every share itself. (fastrnn's own pool is never entered twice: a call
     holding _parallel_launch makes the others run on one thread.)"""
-    if pool != "openmp":
-        pytest.skip("fastrnn's own pools are not re-entrant, and never entered twice")
+    if pool == "fastrnn":
+        pytest.skip("fastrnn's own pool is not re-entrant, and never entered twice")
     done = []
 
     def inner(w, workers, outer):
@@ -104,8 +100,7 @@ def test_a_forked_child_runs_threaded_calls(pool):
     """The parent's worker threads do not exist in a forked child (os.register_at_fork)."""
     p = make_inputs(32, 8, 40, 64, 4, np.float32)
     h, _ = fastrnn.lstm_forward(*p[:2], *p[3:])  # the parent's pool exists
-    assert (fastrnn.get_num_threads() == 1 or _threads._workers or _threads._openmp["pool"]
-            or _threads._native["pool"])
+    assert fastrnn.get_num_threads() == 1 or _threads._workers or _threads._openmp["pool"]
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     child = context.Process(target=_threaded_forward_in_child, args=(queue,))
@@ -156,49 +151,3 @@ def test_four_python_threads_at_once_give_one_threads_bits(pool):
     for want, have in zip(expected * 3, got):
         for a, b in zip(want, have):
             np.testing.assert_array_equal(a, b)
-
-
-def test_the_native_pool_runs_every_share_of_a_kernel_and_is_the_one_used(monkeypatch):
-    """A numba kernel launched on the native threads: every share runs once per launch,
-    across many launches (each worker sees each job once), and run_workers took that
-    pool, not the Python threads."""
-    from numba import njit
-    monkeypatch.setitem(_threads._openmp, "off", True)
-    if _threads._native["off"]:
-        pytest.skip("no native pool on this platform")
-
-    @njit(nogil=True)
-    def share(w, workers, out, stamp):
-        out[w] += stamp
-
-    def python_worker_started(*args):
-        raise AssertionError("a numba kernel went to the Python worker threads")
-    monkeypatch.setattr(_threads._Worker, "start", python_worker_started)
-    out = np.zeros(2, np.int64)
-    for stamp in range(1, 2001):
-        _threads.run_workers(share, 2, out, stamp)
-    np.testing.assert_array_equal(out, [2001000, 2001000])
-    assert _threads._native["pool"] is not None
-
-
-def test_idle_native_threads_sleep_and_wake_for_the_next_launch(monkeypatch):
-    """After a launch the native worker spins briefly, then sleeps: an idle process must not
-    hold a core (CPU time over half a second of idling stays small), and the next launch
-    must wake it."""
-    import time
-    from numba import njit
-    monkeypatch.setitem(_threads._openmp, "off", True)
-    if _threads._native["off"]:
-        pytest.skip("no native pool on this platform")
-
-    @njit(nogil=True)
-    def share(w, workers, out):
-        out[w] += 1
-
-    out = np.zeros(2, np.int64)
-    _threads.run_workers(share, 2, out)
-    cpu = time.process_time()
-    time.sleep(0.5)
-    assert time.process_time() - cpu < 0.2
-    _threads.run_workers(share, 2, out)
-    np.testing.assert_array_equal(out, [2, 2])

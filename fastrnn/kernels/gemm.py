@@ -22,7 +22,7 @@ unpacked rows (the per-step hidden state) directly.
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.extending import intrinsic, overload, register_jitable
+from numba.extending import intrinsic, overload
 
 from .._config import JIT_OPTIONS
 from .._isa import FMA, KC_BYTES, MR, MR_STEP, VECTOR_BYTES, VECTORS
@@ -726,7 +726,6 @@ GEMM_PART_ARGS = "2b212biiii1"
 gemm_at = caller(GEMM_PART_ARGS)
 
 
-@register_jitable
 def _split_unit(M, P, NR):
     """(size, count) of the pieces split_bounds deals out for an (M, P) result: MR-row tiles
     of C when M >= P (each worker packs all of B, the smaller operand, itself), else
@@ -735,7 +734,6 @@ def _split_unit(M, P, NR):
     return size, (extent + size - 1) // size
 
 
-@register_jitable
 def split_bounds(M, P, NR, workers, w):
     """The share of C worker w of ``workers`` computes: (m_lo, m_hi, p_lo, p_hi), whole
     pieces of _split_unit."""
@@ -751,22 +749,6 @@ def gemm_share(w, workers, A, a_transposed, B, B_panels, C, accumulate, scratch)
     gemm_part(A, a_transposed, B, B_panels, C, accumulate,
               *split_bounds(C.shape[0], C.shape[1], columns_per_panel(C.dtype), workers, w),
               scratch)
-
-
-@njit(**JIT_OPTIONS)
-def product_shares(w, workers, gemm_address, shares, scratch):
-    """gemm_share, in a kernel, for each of several products: worker w's share of every
-    product (product_workers, (A, a_transposed, B, B_panels, C, accumulate)) in
-    ``shares`` that w < product_workers takes part in, with scratch[w]; gemm_part called
-    through gemm_address (entry_address for GEMM_PART_ARGS), not linked in. What a launch
-    of several products runs on each thread (_core.products)."""
-    for i in range(len(shares)):
-        product_workers, (A, a_transposed, B, B_panels, C, accumulate) = shares[i]
-        if w < product_workers:
-            m_lo, m_hi, p_lo, p_hi = split_bounds(C.shape[0], C.shape[1], panel_width(C),
-                                                  product_workers, w)
-            gemm_at(gemm_address, (A, a_transposed, B, B_panels, C, accumulate, m_lo, m_hi,
-                                   p_lo, p_hi, scratch[w]))
 
 
 def share_scratch_length(w, workers, A, a_transposed, C):
