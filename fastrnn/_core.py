@@ -11,7 +11,8 @@ from ._isa import MR, MR_STEP
 from ._threads import _parallel_launch, get_num_threads, run_workers
 from .kernels.address import entry_address
 from .kernels.gemm import (STEPS_PRODUCT_ARGS, columns_per_panel, gemm_share,
-                           gemm_worker_count, pack_panels, padded_columns, padded_rows,
+                           gemm_worker_count, pack_panels, pack_transposed_by_lines,
+                           padded_columns, padded_rows, rows_share_cache_sets,
                            share_scratch_length, steps_product_kernel, worker_count)
 
 
@@ -202,7 +203,10 @@ def weight_panels(W, transpose=False):
     (kernels/gemm.pack_panels), the operand of the time loops' per-step products."""
     K, P = W.shape[::-1] if transpose else W.shape
     panels = _memory.empty((K * padded_columns(P, W.dtype),), W.dtype)
-    pack_panels(W, transpose, panels)
+    if transpose and rows_share_cache_sets(W):
+        pack_transposed_by_lines(W, panels)
+    else:
+        pack_panels(W, transpose, panels)
     return panels
 
 

@@ -133,3 +133,18 @@ def _packed(A, panels, out, M, rows_apart):
             step_product(A[m:m + 1], panels, out[m:m + 1], 0, 1, 1)
     else:
         step_product(A, panels, out, 0, 1, M)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("row_bytes", [1024, 4096, 8192])
+def test_transposed_packing_equals_packing_the_transpose(dtype, row_bytes):
+    """weight_panels(W, True) packs W.T as weight_panels of the copied transpose would,
+    by pack_panels' loop (rows 1 KB apart) and by rows a cache line at a time (4 KB and
+    8 KB apart, kernels/gemm.pack_transposed_by_lines), with a last panel part zeros."""
+    from fastrnn.kernels.gemm import rows_share_cache_sets
+    K = row_bytes // np.dtype(dtype).itemsize
+    rows = columns_per_panel(dtype) + 5
+    W = np.random.default_rng(0).standard_normal((rows, K)).astype(dtype)
+    assert rows_share_cache_sets(W) == (row_bytes % 4096 == 0)
+    np.testing.assert_array_equal(weight_panels(W, True),
+                                  weight_panels(np.ascontiguousarray(W.T)))

@@ -22,7 +22,7 @@ unpacked rows (the per-step hidden state) directly.
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.extending import intrinsic, overload
+from numba.extending import intrinsic, overload, register_jitable
 
 from .._config import JIT_OPTIONS
 from .._isa import FMA, KC_BYTES, MR, MR_STEP, VECTOR_BYTES, VECTORS
@@ -419,6 +419,9 @@ def _stream_function(module, rows, ways, scalar, lanes):
         pointer, intp, pointer, intp, intp, intp, pointer, pointer, intp, ir.IntType(1)])
     if not new:
         return function
+    # Small code rather than unrolled: the loops are bound by the loads of W, and O3's
+    # unrolling of its dozens of loops cost the kernels that call it 0.4 s of compile.
+    function.attributes.add("optsize")
     a_base, a_rs, w_base, ldw, kc, n, s_base, c_base, ldc, accumulate = function.args
     builder = ir.IRBuilder(function.append_basic_block("entry"))
     vec = ir.VectorType(scalar, lanes)
@@ -770,9 +773,6 @@ def pack_panels(W, transposed, panels):
     NR = panel_width(W)
     n_panels = (P + NR - 1) // NR
     zero = zero_of(W)
-    if transposed and (W.shape[1] * W.itemsize) % 2048 == 0:
-        _pack_transposed_by_lines(W, panels)
-        return
     for j in range(n_panels):
         panel = panels[j * K * NR:(j + 1) * K * NR]
         width = min(NR, P - j * NR)
@@ -794,13 +794,22 @@ def pack_panels(W, transposed, panels):
                 out[q] = zero
 
 
-@njit(inline="always", **JIT_OPTIONS)
-def _pack_transposed_by_lines(W, panels):
-    """pack_panels(W, True, panels) for rows of W a multiple of 2 KB apart: NR of them at
-    one k fall in at most 2 of L1's cache sets (1 at 4 KB), too few ways to keep their
-    lines for the next k (pack_panels' loop), so each row is read a cache line at a time,
-    KB consecutive k written down one column of KB panel rows (a few KB, in L1). Slower
-    where the lines do stay (rows 1 KB apart on Zen 3: docs/performance.md)."""
+@register_jitable
+def rows_share_cache_sets(W):
+    """Whether W's rows lie a multiple of 4 KB apart, so that NR of them at one k fall in
+    one of L1's cache sets: too few ways to keep their lines from one k to the next in
+    pack_panels' transposing loop; pack_transposed_by_lines then. (At 2 KB apart, two
+    sets, it gains less than a kernel of its own costs to compile in a first call.)"""
+    return (W.shape[1] * W.itemsize) % 4096 == 0
+
+
+@njit(**JIT_OPTIONS)
+def pack_transposed_by_lines(W, panels):
+    """pack_panels(W, True, panels) reading each row of W a cache line at a time, KB
+    consecutive k written down one column of KB panel rows (a few KB, in L1), for W whose
+    rows_share_cache_sets. Slower where pack_panels' lines do stay in cache (rows 1 KB
+    apart on Zen 3: docs/performance.md). A kernel of its own: inside pack_panels it cost
+    every kernel that packs plain weights compile time."""
     P, K = W.shape
     NR = panel_width(W)
     KB = 64 // W.itemsize

@@ -21,7 +21,8 @@ from .._config import JIT_OPTIONS
 from ._math import one_of, sigmoid, tanh
 from .address import caller
 from .gemm import (MR_STEP, chunk_scratch_like, gemm_at as _gemm_at, pack_panels,
-                   packed_panels, panel_width, step_product, step_product_in_place,
+                   pack_transposed_by_lines, packed_panels, panel_width,
+                   rows_share_cache_sets, step_product, step_product_in_place,
                    steps_product_at, times_transposed)
 from .split import BEGIN, CHUNK, END, STEP, driver, pack_unit_part, part_panel_length
 from .stream import copy_row, copy_rows, store_fence
@@ -629,7 +630,10 @@ def lstm_backward_part(stage, p, i, s, state):
         own = WT_own[p][:4 * H * (U + d1 - d0)].reshape((U + d1 - d0, 4 * H))
         copy_rows(own, Wh[j0:j1])
         copy_rows(own[U:], Wx[d0:d1])
-        pack_panels(own, np.bool_(True), WT_parts[p])  # not a literal: see lstm_train_small
+        if rows_share_cache_sets(own):
+            pack_transposed_by_lines(own, WT_parts[p])
+        else:
+            pack_panels(own, np.bool_(True), WT_parts[p])  # not a literal: lstm_train_small
     elif stage == STEP or stage == END:
         after = t + 1 if stage == STEP else 0  # the step whose product comes first
         if after < T:
