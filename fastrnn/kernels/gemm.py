@@ -409,9 +409,10 @@ def _stream_function(module, rows, ways, scalar, lanes):
     summed as the rows x NR micro-kernel sums (_tile_function): ``ways`` interleaved sums per
     element over k = w, w + ways, ... (the first kc - kc % ways k's), added in order, then
     the last k's one by one, then added onto C (or onto 0). The sums live in S, rows x ways
-    x n elements of scratch, rather than in registers, so that W is read along its rows, a
-    pass of ways x STREAM_DEPTH rows over all n columns at a time (vectors, then single
-    columns), instead of one register block of columns down all kc rows.
+    chains of n elements (SUMS_SKEW apart) of scratch, rather than in registers, so that W
+    is read along its rows, STREAM_DEPTH rows per way and pass over all n columns
+    (vectors, then single columns), instead of one register block of columns down all kc
+    rows.
     """
     intp = ir.IntType(64)
     pointer = scalar.as_pointer()
@@ -470,8 +471,9 @@ def _stream_function(module, rows, ways, scalar, lanes):
         _counted_loop(builder, n_vec, n, 1, lambda q: body(q, scalar))
 
     def zero_sums(q, ty):
-        for c in range(rows * ways):
-            store(ir.Constant(ty, None), s_base, builder.add(builder.mul(const(c), sums_stride), q))
+        for r in range(rows):
+            for w in range(ways):
+                store(ir.Constant(ty, None), s_base, builder.add(chain(r, w), q))
 
     columns(zero_sums)
 
@@ -542,7 +544,7 @@ def _stream_function(module, rows, ways, scalar, lanes):
 def _make_stream_kernel(rows, ways):
     """stream_kernel(A, a_off, a_rs, W, w_off, ldw, kc, n, S, C, c_off, ldc, accumulate):
     _stream_function's product on C-contiguous arrays, offsets in elements from each
-    array's first element; S: scratch of >= rows * ways * n elements."""
+    array's first element; S: scratch of >= rows * ways * (n + SUMS_SKEW) elements."""
     @intrinsic
     def stream_kernel(typingctx, A, a_off, a_rs, W, w_off, ldw, kc, n, S, C, c_off, ldc,
                       accumulate):

@@ -284,7 +284,8 @@ def lstm_step_units(x, h_prev, Wx, Wh, b, projected, recurrent, gates, c, h_next
     N = x.shape[0]
     H = c.shape[1]
     # All units: the 4H columns as one range (one pass over W's rows); else each gate
-    # block's columns of the units. One call site per product: each inlined copy costs compile time.
+    # block's columns of the units. One call site per product: each inlined copy costs
+    # compile time.
     whole = j0 == 0 and j1 == H
     for gate in range(1 if whole else 4):
         lo = 0 if whole else gate * H + j0
@@ -603,7 +604,8 @@ def lstm_backward_part(stage, p, i, s, state):
         d0..d1 of Wx.T side by side, packed (dx_bounds: (parts + 1,) its columns of dx,
         all zeros when dx has none)
     WT_own: (parts, >= 4H * (U + d1 - d0)) scratch: the same columns unpacked, as rows
-        (their transpose), the packing's source (given from Python's memory pool, as every big scratch array)
+        (their transpose), the packing's source (given from Python's memory pool, as
+        every big scratch array)
     da_steps: (2, rows, 4H) scratch: da_t in da_steps[t % 2], the operand of step t's
         product, which the parts read whole (two buffers: see split.py)
     rec: (parts, rows, U + d1 - d0 rounded up to a panel) scratch: a part's columns of
