@@ -468,17 +468,22 @@ def weight_grad_rows(order, x_rows, G, H):
     return da, rows
 
 
-def backward_products(dx, da, rows, H, Wx, order, threads):
+def backward_products(dx, da, rows, H, Wx, order, threads, transposed=False):
     """The LSTM's and RNN's products after the backward loop, in one launch of the threads:
     dWx (D, G), dWh (H, G) and db (G,) as views of the one product rows.T @ da
     (H + D + 1, G) (weight_grad_rows' filled arrays: dWh its first H rows, dWx the next D,
     db the last, summed as a product with the column of ones: the same GEMM, summed in
     blocks, so float32 rounding error grows less than with one running sum); and dx,
     backward_dx's as the loop filled it or, where it has no columns, da @ Wx.T
-    (input_grad). Returns dx, dWx, dWh, db."""
+    (input_grad). Returns dx, dWx, dWh, db; ``transposed``: dWx.T (G, D) and dWh.T (G, H)
+    instead, views of the product da.T @ rows (G, H + D + 1), whose rows are contiguous
+    (the layout torch keeps its weights in: fastrnn.torch then copies no transposes)."""
     R, width = rows.shape
-    grads = (_memory.empty if R else _memory.zeros)((width, da.shape[1]), da.dtype)
-    jobs = [(rows.T, da, grads, False, None)] if R else []
+    G = da.shape[1]
+    new = _memory.empty if R else _memory.zeros
+    grads = new((G, width) if transposed else (width, G), da.dtype)
+    jobs = [((da.T, rows, grads, False, None) if transposed
+             else (rows.T, da, grads, False, None))] if R else []
     dx_rows = None
     if not dx.shape[2]:
         dx_jobs, dx_rows = input_grad(da, Wx, order)
@@ -486,6 +491,8 @@ def backward_products(dx, da, rows, H, Wx, order, threads):
     products(jobs, threads)
     if dx_rows is not None:
         dx = order.unpack(dx_rows)
+    if transposed:
+        return dx, grads[:, H:width - 1], grads[:, :H], grads[:, width - 1]
     return dx, grads[H:width - 1], grads[:H], grads[width - 1]
 
 

@@ -202,7 +202,8 @@ def _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step):
     return order.unsort(h_out), cache
 
 
-def lstm_backward(dh, cache, *, dh_last=None, dc_last=None, return_dc0=False):
+def lstm_backward(dh, cache, *, dh_last=None, dc_last=None, return_dc0=False,
+                  weights_transposed=False):
     """Backward pass of lstm_forward.
 
     Inputs:
@@ -213,6 +214,9 @@ def lstm_backward(dh, cache, *, dh_last=None, dc_last=None, return_dc0=False):
       cache.final_c, shape (N, H); zeros when None (truncated BPTT passes the next chunk's
       dh0 and dc0 here)
     - return_dc0: also return the gradient of c0
+    - weights_transposed: return dWx and dWh transposed, (4H, D) and (4H, H), as torch
+      lays its weights out (fastrnn.torch asks for these; the rows are contiguous, the
+      arrays may not be)
 
     Returns a tuple of:
     - dx: (N, T, D), 0 past each sequence's length; dh0: (N, H); dWx: (D, 4H);
@@ -221,12 +225,15 @@ def lstm_backward(dh, cache, *, dh_last=None, dc_last=None, return_dc0=False):
     """
     N, T, H, dtype = check_backward_cache(cache, LSTMCache, "lstm", step=False)
     dh = v.validate_upstream("dh", dh, (N, T, H), "(N, T, H)", dtype)
-    grads = _backward(dh, cache, dh_last, dc_last, "dh_last", "dc_last")
+    grads = _backward(dh, cache, dh_last, dc_last, "dh_last", "dc_last",
+                      bool(weights_transposed))
     return grads if return_dc0 else grads[:5]
 
 
-def _backward(dh, cache, dh_last, dc_last, dh_last_name, dc_last_name):
-    """Returns dx, dh0, dWx, dWh, db, dc0 (caller's order) for a validated dh."""
+def _backward(dh, cache, dh_last, dc_last, dh_last_name, dc_last_name,
+              weights_transposed=False):
+    """Returns dx, dh0, dWx, dWh, db, dc0 (caller's order) for a validated dh; dWx.T and
+    dWh.T instead when ``weights_transposed`` (see lstm_backward)."""
     order = cache.order
     N, T = order.shape
     H = cache.h0.shape[1]
@@ -247,6 +254,8 @@ def _backward(dh, cache, dh_last, dc_last, dh_last_name, dc_last_name):
                 dh_next, dc_next, order.offsets, order.active, order.ragged, in_loop,
                 entry_address(lstm_backward_steps, dtype, BACKWARD_STEPS_ARGS),
                 entry_address(gemm_part, dtype, GEMM_PART_ARGS))
+            if weights_transposed:  # small: the kernel's layout, transposed as views
+                dWx, dWh = dWx.T, dWh.T
             return (order.unsort(dx), order.unsort(dh_next), dWx, dWh, db,
                     order.unsort(dc_next))
         # The loop fills da and the first H columns of grad_rows (h_prev).
@@ -264,7 +273,8 @@ def _backward(dh, cache, dh_last, dc_last, dh_last_name, dc_last_name):
                           dc_next, da, grad_rows, dx, step_operand(N, 4 * H, dtype),
                           step_scratch(N, H + dx.shape[2], dtype), order.offsets,
                           order.active)
-        dx, dWx, dWh, db = backward_products(dx, da, grad_rows, H, cache.Wx, order, threads)
+        dx, dWx, dWh, db = backward_products(dx, da, grad_rows, H, cache.Wx, order, threads,
+                                             weights_transposed)
     return (order.unsort(dx), order.unsort(dh_next), dWx, dWh, db, order.unsort(dc_next))
 
 

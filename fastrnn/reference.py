@@ -190,11 +190,17 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, lengths=None):
     return h, cache
 
 
-def lstm_backward(dh, cache, *, dh_last=None, dc_last=None, return_dc0=False):
+def lstm_backward(dh, cache, *, dh_last=None, dc_last=None, return_dc0=False,
+                  weights_transposed=False):
     """Backward of lstm_forward. dh: (N, T, H); dh_last, dc_last: (N, H) or None (zeros).
 
-    Returns dx, dh0, dWx, dWh, db, and dc0 last when return_dc0 is true.
+    Returns dx, dh0, dWx, dWh, db, and dc0 last when return_dc0 is true; dWx.T (4H, D)
+    and dWh.T (4H, H) in their places when weights_transposed is true.
     """
+    if weights_transposed:
+        dx, dh0, dWx, dWh, *rest = lstm_backward(dh, cache, dh_last=dh_last,
+                                                 dc_last=dc_last, return_dc0=return_dc0)
+        return (dx, dh0, dWx.T, dWh.T, *rest)
     if "each" in cache:
         grads = _backward_each(
             lambda n, L, c: lstm_backward(dh[n:n + 1, :L], c, dh_last=_row(dh_last, n),

@@ -67,11 +67,13 @@ def _cell_forward(cell, x, h0, c0, w, lengths, nonlinearity):
     return h, (cache.final_h,), cache
 
 
-def _cell_backward(cell, dh, cache, dstates):
-    """(dx, (d initial states), (d weights)) of one direction of one layer."""
+def _cell_backward(cell, dh, cache, dstates, weights_transposed=False):
+    """(dx, (d initial states), (d weights)) of one direction of one layer; the LSTM's dWx
+    and dWh transposed when ``weights_transposed`` (lstm_backward's option)."""
     if cell == "lstm":
         dx, dh0, dWx, dWh, db, dc0 = lstm_backward(dh, cache, dh_last=dstates[0],
-                                                   dc_last=dstates[1], return_dc0=True)
+                                                   dc_last=dstates[1], return_dc0=True,
+                                                   weights_transposed=weights_transposed)
         return dx, (dh0, dc0), (dWx, dWh, db)
     backward = gru_backward if cell == "gru" else rnn_backward
     dx, dh0, *dweights = backward(dh, cache, dh_last=dstates[0])

@@ -87,10 +87,15 @@ def _cell_weights(cell, w_ih, w_hh, b_ih=None, b_hh=None):
 
 def _parameter_grads(cell, dweights, has_bias):
     """fastrnn's weight gradients as gradients of torch's w_ih, w_hh and, with bias, b_ih,
-    b_hh (new C-contiguous tensors, as torch's own gradients are)."""
+    b_hh (new C-contiguous tensors, as torch's own gradients are). The LSTM's dWx and dWh
+    come transposed, (G, D) and (G, H) (_cell_backward's weights_transposed): reordering
+    their rows then copies whole rows, where transposing (D, G) had read columns 4H apart."""
     dWx, dWh, db, *dbh = dweights  # the GRU's (dbx, dbh); the others' one db = b_ih + b_hh
-    order = _gate_order(cell, dWx.shape[1])
-    grads = [np.ascontiguousarray(dWx.T), np.ascontiguousarray(dWh.T)]
+    order = _gate_order(cell, db.shape[0])
+    if cell == "lstm":
+        grads = [dWx, dWh]  # take(order) below copies them into C-contiguous arrays
+    else:
+        grads = [np.ascontiguousarray(dWx.T), np.ascontiguousarray(dWh.T)]
     if order is not None:
         grads = [g.take(order, axis=0) for g in grads]
         db = db.take(order)
@@ -209,7 +214,8 @@ class _Layer(torch.autograd.Function):
             if d == 1:
                 dh = reverse_within_lengths(dh, lengths)
             dx, dstates, dweights = _cell_backward(
-                cell, dh, cache, [None if g is None else g[d] for g in dfinals])
+                cell, dh, cache, [None if g is None else g[d] for g in dfinals],
+                weights_transposed=cell == "lstm")
             dxs.append(dx if d == 0 else reverse_within_lengths(dx, lengths))
             dinits.append(dstates)
             grads += _parameter_grads(cell, dweights, has_bias)

@@ -448,3 +448,25 @@ def test_shapes_cover_both_routes_to_dx():
     for dtype in DTYPES:
         routes = {dx_in_time_loop(D, H, dtype) for N, T, D, H in SHAPES}
         assert routes == {True, False}, dtype
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 7, 9), (16, 40, 64, 128)])
+def test_lstm_weight_gradients_transposed_are_the_transposes(shape):
+    """lstm_backward(weights_transposed=True), what fastrnn.torch asks for: dWx.T and
+    dWh.T in their places, from the small path (one numba call) and from the threaded
+    one (the product da.T @ [h_prev | x | 1], summed as the other layout's product up to
+    rounding), everything else as without it; the reference agrees."""
+    import fastrnn
+    from fastrnn import reference
+    N, T, D, H = shape
+    p = make_inputs(N, T, D, H, 4, np.float64)
+    dh = np.random.default_rng(3).standard_normal((N, T, H))
+    h, cache = fastrnn.lstm_forward(*p[:2], *p[3:])
+    plain = fastrnn.lstm_backward(dh, cache, return_dc0=True)
+    transposed = fastrnn.lstm_backward(dh, cache, return_dc0=True, weights_transposed=True)
+    assert transposed[2].shape == (4 * H, D) and transposed[3].shape == (4 * H, H)
+    for i, (a, b) in enumerate(zip(plain, transposed)):
+        np.testing.assert_allclose(b.T if i in (2, 3) else b, a, rtol=1e-12, atol=1e-12)
+    _, ref_cache = reference.lstm_forward(*p[:2], *p[3:])
+    ref = reference.lstm_backward(dh, ref_cache, weights_transposed=True)
+    np.testing.assert_allclose(transposed[3], ref[3], rtol=1e-10, atol=1e-10)
