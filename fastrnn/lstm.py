@@ -215,8 +215,7 @@ def lstm_backward(dh, cache, *, dh_last=None, dc_last=None, return_dc0=False,
       dh0 and dc0 here)
     - return_dc0: also return the gradient of c0
     - weights_transposed: return dWx and dWh transposed, (4H, D) and (4H, H), as torch
-      lays its weights out (fastrnn.torch asks for these; the rows are contiguous, the
-      arrays may not be)
+      lays its weights out (fastrnn.torch asks for these; they may not be C-contiguous)
 
     Returns a tuple of:
     - dx: (N, T, D), 0 past each sequence's length; dh0: (N, H); dWx: (D, 4H);
