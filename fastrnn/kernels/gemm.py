@@ -78,6 +78,14 @@ def _kernel_function(module, kind, scalar, lanes, arguments):
     return function, True
 
 
+def _splat(builder, value, vec):
+    """The scalar ``value`` in every lane of a vector of type ``vec``."""
+    undefined = ir.Constant(vec, ir.Undefined)
+    first = builder.insert_element(undefined, value, ir.Constant(ir.IntType(32), 0))
+    mask = ir.Constant(ir.VectorType(ir.IntType(32), vec.count), [0] * vec.count)
+    return builder.shuffle_vector(first, undefined, mask)
+
+
 def _tile_function(module, MR, scalar, lanes):
     """The LLVM function computing one MR x NR tile, defined once per module, noinline:
     inlined at every call site, the unrolled loop made LLVM spend seconds per kernel.
@@ -99,8 +107,6 @@ def _tile_function(module, MR, scalar, lanes):
         return ir.Constant(intp, value)
 
     zero = ir.Constant(vec, None)
-    splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
-    undefined = ir.Constant(vec, ir.Undefined)
 
     def multiply_add(k, acc):
         """acc[r * VECTORS + v] + A[r, k] * B[k, v-th vector], for one k."""
@@ -112,9 +118,7 @@ def _tile_function(module, MR, scalar, lanes):
         out = []
         for r in range(MR):
             a = builder.load(builder.gep(a_col, [builder.mul(const(r), a_rs)]))
-            a_vec = builder.shuffle_vector(
-                builder.insert_element(undefined, a, ir.Constant(ir.IntType(32), 0)),
-                undefined, splat_mask)
+            a_vec = _splat(builder, a, vec)
             for v in range(VECTORS):
                 out.append(emit_multiply_add(builder, a_vec, b_vecs[v],
                                              acc[r * VECTORS + v]))
@@ -426,7 +430,6 @@ def _stream_function(module, rows, ways, scalar, lanes):
     a_base, a_rs, w_base, ldw, kc, n, s_base, c_base, ldc, accumulate = function.args
     builder = ir.IRBuilder(function.append_basic_block("entry"))
     vec = ir.VectorType(scalar, lanes)
-    splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
 
     def const(value):
         return ir.Constant(intp, value)
@@ -451,10 +454,7 @@ def _stream_function(module, rows, ways, scalar, lanes):
     def broadcast(ty, value):
         if ty is not vec:
             return value
-        return builder.shuffle_vector(
-            builder.insert_element(ir.Constant(vec, ir.Undefined), value,
-                                   ir.Constant(ir.IntType(32), 0)), ir.Constant(vec, ir.Undefined),
-            splat_mask)
+        return _splat(builder, value, vec)
 
     # The sums of one chain lie n + SUMS_SKEW apart: n apart, at 4H = 1024 float32 columns
     # they would share cache sets as W's rows do.
@@ -842,20 +842,20 @@ def packed_panels(W, transposed):
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def _step_tiles(A, k0, kc, B, b_off, ldb, out, col, worker, workers, M, rows_apart):
-    """One NR-column block of a per-step product, out[m, col:col + NR] (+)= A[m, k0:k0 + kc]
-    @ (the kc x NR block of B at b_off, row stride ldb), for this worker's row tiles below M:
-    a tile holding only row M - 1, or every row when ``rows_apart``, goes through the
-    one-row kernel, the others through the MR_STEP-row one (see step_product)."""
+def _step_tiles(A, k0, kc, panels, b_off, out, col, worker, workers, M):
+    """One panel of a per-step product, out[m, col:col + NR] (+)= A[m, k0:k0 + kc] @ (the
+    kc x NR block of the panels at b_off), for this worker's row tiles below M: a tile
+    holding only row M - 1 goes through the one-row kernel, the others through the
+    MR_STEP-row one (see step_product)."""
     K = A.shape[-1]
     ldc = out.shape[-1]
+    NR = panel_width(out)
     for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
-        if rows_apart or M - m0 == 1:
-            for n in range(m0, min(m0 + MR_STEP, M)):
-                row_kernel(A, n * K + k0, K, 1, B, b_off, ldb, out, n * ldc + col, ldc, kc,
-                           k0 > 0)
+        if M - m0 == 1:
+            row_kernel(A, m0 * K + k0, K, 1, panels, b_off, NR, out, m0 * ldc + col, ldc, kc,
+                       k0 > 0)
         else:
-            step_kernel(A, m0 * K + k0, K, 1, B, b_off, ldb, out, m0 * ldc + col, ldc, kc,
+            step_kernel(A, m0 * K + k0, K, 1, panels, b_off, NR, out, m0 * ldc + col, ldc, kc,
                         k0 > 0)
 
 
@@ -885,8 +885,8 @@ def step_product(A, panels, out, worker, workers, M, backwards=False):
         kc = min(KC, K - k0)
         for i in range(n_panels):
             j = n_panels - 1 - i if backwards else i
-            _step_tiles(A, k0, kc, panels, j * K * NR + k0 * NR, NR, out, j * NR, worker,
-                        workers, M, False)
+            _step_tiles(A, k0, kc, panels, j * K * NR + k0 * NR, out, j * NR, worker,
+                        workers, M)
 
 
 @njit(inline="always", **JIT_OPTIONS)
