@@ -12,7 +12,9 @@ versions of every function. ``fastrnn.torch`` (imported on its own; needs PyTorc
 drop-in ``torch.nn.LSTM`` / ``GRU`` / ``RNN`` modules running on these kernels.
 """
 
-from . import reference
+import sys as _sys
+
+from . import _config, reference
 from ._isa import describe as _describe_target
 from .gru import (GRUCache, gru_backward, gru_forward, gru_inference, gru_step_backward,
                   gru_step_forward)
@@ -28,6 +30,10 @@ from .stack import (StackCache, reverse_within_lengths, stack_backward, stack_fo
                     weights_from_torch)
 
 __version__ = "0.1.0"
+
+# Every kernel module is imported by now (the imports above).
+_config.load_without_refreshing(module for name, module in list(_sys.modules.items())
+                                if name.startswith("fastrnn.kernels."))
 
 
 def precompile(cells=("lstm", "gru", "rnn"), dtypes=("float32", "float64"), processes=None,
