@@ -33,7 +33,7 @@ __version__ = "0.1.0"
 
 # Every kernel module is imported by now (the imports above).
 _config.load_without_refreshing(module for name, module in list(_sys.modules.items())
-                                if name.startswith("fastrnn.kernels."))
+                                if name.startswith(__name__ + ".kernels."))
 
 
 def precompile(cells=("lstm", "gru", "rnn"), dtypes=("float32", "float64"), processes=None,
