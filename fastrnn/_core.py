@@ -319,8 +319,8 @@ class step_split:
     """``with step_split(N, D, H, gates, dtype) as unit_bounds:`` how a single step of N
     sequences shares its hidden units out between numba's threads: (workers + 1,) bounds,
     worker w taking units unit_bounds[w]..unit_bounds[w + 1] (each at least a panel wide,
-    see kernels/lstm.lstm_step_units), or None to run the step as one worker. Split when the
-    rows make one tile (nothing to share out by rows) and the step has at least
+    see kernels/lstm.lstm_step_products), or None to run the step as one worker. Split when
+    the rows make one tile (nothing to share out by rows) and the step has at least
     STEP_SPLIT_MIN_FLOPS; never while another Python thread's parallel kernels run (the
     lock kernel_threads takes)."""
 

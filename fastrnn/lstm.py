@@ -19,11 +19,18 @@ from ._isa import MR_STEP
 from ._threads import kernel_threads, run_workers
 from .kernels.address import entry_address
 from .kernels.gemm import GEMM_PART_ARGS, gemm_part, padded_columns, padded_rows
-from .kernels.lstm import (BACKWARD_STEPS_ARGS, TRAIN_STEPS_ARGS, lstm_backward_run,
-                           lstm_backward_small, lstm_backward_steps, lstm_split_run,
+from .kernels.lstm import (BACKWARD_STEPS_ARGS, CELL_ARGS, TRAIN_STEPS_ARGS, lstm_backward_run,
+                           lstm_backward_small, lstm_backward_steps, lstm_cell_kernel,
+                           lstm_split_run,
                            lstm_step_backward_small, lstm_step_small, lstm_step_buffers,
                            lstm_step_part, lstm_train_small, lstm_train_steps)
 from .kernels.sync import sync_slots
+
+
+def cell_address(dtype):
+    """The address of kernels/lstm.lstm_cell_kernel for ``dtype``, which the time loop and
+    the single step call (compiled or loaded once per process: entry_address keeps it)."""
+    return entry_address(lstm_cell_kernel, dtype, CELL_ARGS)
 
 
 class LSTMCache(CellCache):
@@ -80,7 +87,8 @@ def _forward_infer(x, h0, c0, Wx, Wh, b, order):
                           weight_panels(Wx), weight_panels(Wh), b, h, c,
                           chunk_scratch(S, N, 4 * H, dtype), step_scratch(N, 4 * H, dtype),
                           none, none, h_out, none, np.empty((N, H), dtype),
-                          order.offsets, order.active, False, projection_address(dtype))
+                          order.offsets, order.active, False, projection_address(dtype),
+                          cell_address(dtype))
     return order.unsort(h_out), order.final(h), order.final(c)
 
 
@@ -96,7 +104,8 @@ def _one_call_forward(x, h0, c0, Wx, Wh, b, order, keep):
     return h0, c0, lstm_train_small(
         x, h0, c0, Wx, Wh, b, chunk_steps(order, D, 4 * H, dtype, 1),
         order.real_steps if keep else 0, order.offsets, order.active, order.ragged,
-        entry_address(lstm_train_steps, dtype, TRAIN_STEPS_ARGS), projection_address(dtype))
+        entry_address(lstm_train_steps, dtype, TRAIN_STEPS_ARGS), projection_address(dtype),
+        cell_address(dtype))
 
 
 def _split_forward(x, Wx, Wh, b, h, c, S, h_out, order, bounds, x_rows, gates, c_hist):
@@ -193,7 +202,8 @@ def _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step):
                           chunk_scratch(S, N, 4 * H, dtype),
                           step_scratch(N, 4 * H, dtype), x_rows, gates, h_out, c_hist,
                           np.empty((N, H), dtype), order.offsets, order.active,
-                          streamed(order, dtype, D + 6 * H), projection_address(dtype))
+                          streamed(order, dtype, D + 6 * H), projection_address(dtype),
+                          cell_address(dtype))
     # h0 and c0 copied (small): the backward reads them, and the caller may change theirs
     # (c0 made here, zeros, is nobody else's).
     cache = LSTMCache(x_rows=x_rows, h0=h0.copy(), c0=c0.copy() if c0_given else c0, Wx=Wx,
@@ -309,8 +319,8 @@ def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
     shape = v.ready_step(x, prev_h, Wx, Wh, (b,), 4, prev_c)
     if shape is not None and small_step(*shape, 4, True):
         # A sampling loop's step: arguments as the kernel takes them, no checks to convert.
-        return _step_outputs(lstm_step_small(x, prev_h, prev_c, Wx, Wh, b), prev_h, prev_c,
-                             Wx, Wh)
+        step = lstm_step_small(x, prev_h, prev_c, Wx, Wh, b, cell_address(x.dtype))
+        return _step_outputs(step, prev_h, prev_c, Wx, Wh)
     (x3, prev_h, prev_c, Wx, Wh, (b,)), (N, T, D, H) = v.validate_step(
         x, prev_h, Wx, Wh, (("b", b),), gates=4, prev_c=prev_c)
     x = x3.reshape(N, D)
@@ -323,7 +333,7 @@ def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
                         projected, recurrent, gates, c, h_next, tanh_c, unit_bounds)
             step = h_next, c, gates, x.copy()
         elif single_worker_step(N, D, H, 4):
-            step = lstm_step_small(x, prev_h, prev_c, Wx, Wh, b)
+            step = lstm_step_small(x, prev_h, prev_c, Wx, Wh, b, cell_address(x.dtype))
     if step is not None:
         return _step_outputs(step, prev_h, prev_c, Wx, Wh)
     h_seq, cache = _forward_with_cache(x3, prev_h, prev_c, Wx, Wh, b, batch_order(None, N, 1),

@@ -104,16 +104,33 @@ def _cell_update_blocks(xp_g, hp_g, b_g, i, f, o, g, c, h, tanh_c):
 
 
 @njit(**JIT_OPTIONS)
+def lstm_cell_kernel(xp, hp, b, a, c, h, tanh_c):
+    """lstm_cell compiled on its own, for the time loop and the single step to call through
+    its address (cell_at, CELL_ARGS): the gate math, most of what compiling a cell's loop
+    costs, is then compiled once instead of once per kernel that runs it.
+
+    a must not be hp (or xp): compiled apart from its callers, LLVM cannot see that they
+    are one array, its run-time overlap checks fail and the loops run scalar (inference
+    1.7x slower when the time loop passed hp as a)."""
+    lstm_cell(xp, hp, b, a, c, h, tanh_c)
+
+
+CELL_ARGS = "1111111"
+cell_at = caller(CELL_ARGS)
+
+
+@njit(**JIT_OPTIONS)
 def lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, rec, x_rows,
-                     gates, h_out, c_hist, tanh_c, offsets, active, stream, projection):
+                     gates, h_out, c_hist, tanh_c, offsets, active, stream, projection, cell):
     """The training time loop for the row tiles worker, worker + workers, ...
 
     x: (N, T, D); Wx_panels, Wh_panels: pack_panels(Wx), pack_panels(Wh); b: (4H,)
     h: (N rounded up to MR_STEP, H) in: initial state; out: final state (a sequence's row
         stops changing after its last step); c: (N, H) likewise
     proj: (S, rows of h, 4H rounded up to a panel) scratch: x_t Wx for S steps at a time
-    rec: (rows of h, 4H rounded up to a panel) scratch: h_{t-1} Wh, then (when streaming)
-        the gates; otherwise the cell writes them straight into their cache row
+    rec: (rows of h, 4H rounded up to a panel) scratch: h_{t-1} Wh. The cell writes the
+        gates straight into their cache row, or (streaming, or nothing kept) into a
+        scratch row
     out, packed rows: x_rows (R, D) x_t; gates (R, 4H) activated i, f, o, g;
         c_hist (R, H) c_t. Not h_{t-1}: the backward rebuilds it as o_{t-1} * tanh(c_{t-1})
         from these, to the bit (see lstm_backward_steps). With no rows (inference:
@@ -123,16 +140,17 @@ def lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, re
     h_out: (N, T, H) out: h_t of every real step (padding is not written)
     offsets: (T,) first packed row of each step; active: (T,) sequences running at t
     stream: write the packed rows and h_out with non-temporal stores (kernels/stream.py)
-    projection: _core.projection_address, the input projection's kernel
+    projection: _core.projection_address, the input projection's kernel; cell: the address
+        of lstm_cell_kernel (lstm.cell_address)
 
     The input projection runs inside the loop, S steps at a time into proj, which stays in
     cache for the cells: projecting all steps first wrote the (R, 4H) pre-activations to
     memory and read them back, a measurable cost at large shapes such as (100, 64, 256, 256).
     """
     N, T, D = x.shape
-    G = gates.shape[1]
     S = proj.shape[0]
     keep = gates.shape[0] > 0
+    activated = np.empty(4 * h.shape[1], x.dtype)  # a row's gates, when not written in place
     for t0 in range(0, T, S):
         steps_product_at(projection, (x, t0, min(S, T - t0), Wx_panels, proj, worker, workers,
                                       active))
@@ -144,15 +162,13 @@ def lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, re
                     row = offsets[t] + n
                     if keep:
                         copy_row(x_rows[row], x[n, t], stream)
-                    # Two call sites of the (inlined) cell, not three: each is compiled
-                    # whole again.
-                    if stream or not keep:  # gates in rec: streamed from a finished row
-                        lstm_cell(proj[t - t0, n], rec[n], b, rec[n], c[n], h[n], tanh_c[n])
-                        if keep:
-                            copy_row(gates[row], rec[n, :G], True)
-                    else:  # the gates straight into the cache, no copy
-                        lstm_cell(proj[t - t0, n], rec[n], b, gates[row], c[n], h[n],
-                                  tanh_c[n])
+                    # The gates straight into the cache, or (streamed from a finished row,
+                    # or not kept) into a scratch row.
+                    direct = keep and not stream
+                    cell_at(cell, (proj[t - t0, n], rec[n], b,
+                                   gates[row] if direct else activated, c[n], h[n], tanh_c[n]))
+                    if keep and stream:
+                        copy_row(gates[row], activated, True)
                     if keep:
                         copy_row(c_hist[row], c[n], stream)
                     copy_row(h_out[n, t], h[n], stream)
@@ -163,13 +179,13 @@ def lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, re
 # lstm_train_steps' argument types (address.array_types), for the small wrapper below,
 # which calls it through its address: linked in, the wrapper compiled the whole time loop
 # again (kernels/address.py).
-TRAIN_STEPS_ARGS = "ii3111223222322IIbi"
+TRAIN_STEPS_ARGS = "ii3111223222322IIbii"
 _call_train_steps = caller(TRAIN_STEPS_ARGS)
 
 
 @njit(**JIT_OPTIONS)
 def lstm_train_small(x, h0, c0, Wx, Wh, b, S, R, offsets, active, ragged, steps_address,
-                     projection):
+                     projection, cell):
     """The whole training forward on the calling thread in one call, for calls too small to
     share out: the outputs' allocation, the weights' panels and the time loop without
     Python between them (allocating from Python was a noticeable share of a call as small
@@ -180,7 +196,7 @@ def lstm_train_small(x, h0, c0, Wx, Wh, b, S, R, offsets, active, ragged, steps_
     lstm_train_steps); offsets, active: see kernels/__init__.py
     ragged: some sequence stops before T (its padding in h_out must read 0)
     steps_address: address.entry_address of lstm_train_steps for TRAIN_STEPS_ARGS;
-    projection: as lstm_train_steps
+    projection, cell: as lstm_train_steps
     Returns h_out (N, T, H), x_rows (R, D), gates (R, 4H), c_hist (R, H) as lstm_train_steps
     fills them, and the final h (N rounded up to MR_STEP, H) and c (N, H).
     """
@@ -200,7 +216,7 @@ def lstm_train_small(x, h0, c0, Wx, Wh, b, S, R, offsets, active, ragged, steps_
     _call_train_steps(steps_address, (
         one_worker - 1, one_worker, x, packed_panels(Wx, no), packed_panels(Wh, no), b, h, c,
         chunk_scratch_like(h, S, G), chunk_scratch_like(h, 1, G)[0], x_rows, gates, h_out,
-        c_hist, np.empty(c.shape, c.dtype), offsets, active, no, projection))
+        c_hist, np.empty(c.shape, c.dtype), offsets, active, no, projection, cell))
     return h_out, x_rows, gates, c_hist, h, c
 
 
@@ -270,19 +286,16 @@ lstm_split_run = driver(lstm_split_part, "lstm")
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def lstm_step_units(x, h_prev, Wx, Wh, b, projected, recurrent, gates, c, h_next, tanh_c,
-                    j0, j1):
-    """Hidden units j0..j1 of one LSTM step of N = x.shape[0] sequences: their columns of
-    every gate block of x Wx and h_prev Wh (read in place), then the cell on those units.
-    Different ranges touch different columns and units only, so workers can take them at
-    once: h_prev is read whole, h_next is written by units (two buffers).
+def lstm_step_products(x, h_prev, Wx, Wh, projected, recurrent, j0, j1):
+    """Hidden units j0..j1's columns of every gate block of x Wx and h_prev Wh for one LSTM
+    step of N = x.shape[0] sequences, Wx and Wh read in place. Different ranges touch
+    different columns only, so workers can take them at once.
 
-    x: (N, D); h_prev: (N rounded up to MR_STEP, H); Wx: (D, 4H), Wh: (H, 4H); b: (4H,)
-    projected, gates: (N, 4H), recurrent: (rows of h_prev, 4H) scratch / out
-    c: (N, H) in: c_{t-1}, out: c_t; h_next: (N, H) out; tanh_c: (N, H) scratch
+    x: (N, D); h_prev: (N rounded up to MR_STEP, H); Wx: (D, 4H), Wh: (H, 4H)
+    projected: (N, 4H), recurrent: (rows of h_prev, 4H) out
     """
     N = x.shape[0]
-    H = c.shape[1]
+    H = Wh.shape[0]
     # All units: the 4H columns as one range (one pass over W's rows); else each gate
     # block's columns of the units. One call site per product: each inlined copy costs
     # compile time.
@@ -292,15 +305,12 @@ def lstm_step_units(x, h_prev, Wx, Wh, b, projected, recurrent, gates, c, h_next
         hi = 4 * H if whole else gate * H + j1
         step_product_in_place(x, Wx, projected, N, True, lo, hi)
         step_product_in_place(h_prev, Wh, recurrent, N, False, lo, hi)
-    for n in range(N):
-        lstm_cell_units(projected[n], recurrent[n], b, gates[n], c[n], h_next[n], tanh_c[n],
-                        j0, j1)
 
 
 @njit(inline="always", **JIT_OPTIONS)
 def _step_buffers(x, h0, c0, G):
     """The allocations of a single step: h_prev (h0 in rows padded to MR_STEP), c (a copy of
-    c0 the cell updates), projected, recurrent, gates, h_next, tanh_c (see lstm_step_units)."""
+    c0 the cell updates), projected, recurrent, gates, h_next, tanh_c (see lstm_step_small)."""
     N, H = h0.shape
     h_prev = np.zeros(((N + MR_STEP - 1) // MR_STEP * MR_STEP, H), x.dtype)
     copy_rows(h_prev, h0)
@@ -309,19 +319,20 @@ def _step_buffers(x, h0, c0, G):
 
 
 @njit(**JIT_OPTIONS)
-def lstm_step_small(x, h0, c0, Wx, Wh, b):
+def lstm_step_small(x, h0, c0, Wx, Wh, b, cell):
     """One LSTM step on the calling thread, in one call: products reading Wx and Wh where
     they lie (a single step uses each weight once, so packing them would cost more than it
     saves). Same bits as lstm_train_small over one step.
 
-    x: (N, D); h0, c0: (N, H); Wx: (D, 4H), Wh: (H, 4H); b: (4H,)
+    x: (N, D); h0, c0: (N, H); Wx: (D, 4H), Wh: (H, 4H); b: (4H,); cell: as lstm_train_steps
     Returns h (N, H), c (N, H), gates (N, 4H) activated i, f, o, g, and x_rows, a copy of x
     (the cache's rows, as lstm_train_steps fills them).
     """
     h_prev, c, projected, recurrent, gates, h_next, tanh_c = _step_buffers(x, h0, c0,
                                                                            Wx.shape[1])
-    lstm_step_units(x, h_prev, Wx, Wh, b, projected, recurrent, gates, c, h_next, tanh_c, 0,
-                    c.shape[1])
+    lstm_step_products(x, h_prev, Wx, Wh, projected, recurrent, 0, c.shape[1])
+    for n in range(x.shape[0]):
+        cell_at(cell, (projected[n], recurrent[n], b, gates[n], c[n], h_next[n], tanh_c[n]))
     return h_next, c, gates, x.copy()
 
 
@@ -338,9 +349,14 @@ def lstm_step_part(w, workers, x, h_prev, Wx, Wh, b, projected, recurrent, gates
     unit_bounds[w]..unit_bounds[w + 1], on lstm_step_buffers'
     arrays. For a step whose rows make one tile, the only way to share it out. Each worker
     streams only its columns of Wx and Wh, which stay in its core's cache from one call to
-    the next. Same bits as lstm_step_small for any split (see lstm_step_units)."""
-    lstm_step_units(x, h_prev, Wx, Wh, b, projected, recurrent, gates, c, h_next, tanh_c,
-                    unit_bounds[w], unit_bounds[w + 1])
+    the next. Same bits as lstm_step_small for any split: the same sums per element
+    (lstm_step_products), the same operations per unit (lstm_cell_units). h_prev is read
+    whole, h_next is written by units (two buffers)."""
+    j0, j1 = unit_bounds[w], unit_bounds[w + 1]
+    lstm_step_products(x, h_prev, Wx, Wh, projected, recurrent, j0, j1)
+    for n in range(x.shape[0]):
+        lstm_cell_units(projected[n], recurrent[n], b, gates[n], c[n], h_next[n], tanh_c[n],
+                        j0, j1)
 
 
 @njit(inline="always", **JIT_OPTIONS)
