@@ -10,10 +10,11 @@ from . import _validate as v
 from ._isa import MR, MR_STEP
 from ._threads import _parallel_launch, get_num_threads, run_workers
 from .kernels.address import entry_address
-from .kernels.gemm import (STEPS_PRODUCT_ARGS, columns_per_panel, gemm_share,
+from .kernels.gemm import (STEP_PRODUCT_ARGS, STEPS_PRODUCT_ARGS, columns_per_panel, gemm_share,
                            gemm_worker_count, pack_panels, pack_transposed_by_lines,
                            padded_columns, padded_rows, rows_share_cache_sets,
-                           share_scratch_length, steps_product_kernel, worker_count)
+                           share_scratch_length, step_product_kernel, steps_product_kernel,
+                           worker_count)
 
 
 @functools.lru_cache(maxsize=32)
@@ -400,6 +401,12 @@ def projection_address(dtype):
     """The address of gemm.steps_product_kernel for ``dtype``, which the time loops call
     for their input projection (kernels/address.py)."""
     return entry_address(steps_product_kernel, dtype, STEPS_PRODUCT_ARGS)
+
+
+def product_address(dtype):
+    """The address of gemm.step_product_kernel for ``dtype``, which the time loops call
+    for every step's product with the recurrent weights (kernels/address.py)."""
+    return entry_address(step_product_kernel, dtype, STEP_PRODUCT_ARGS)
 
 
 @functools.lru_cache(maxsize=256)

@@ -13,9 +13,9 @@ import numpy as np
 
 from . import _validate as v
 from ._core import (CellCache, batch_order, check_backward_cache, chunk_scratch, chunk_steps,
-                    input_grad, no_rows, products, projection_address, run_steps,
-                    single_worker_step, small_step, state_grad, step_operand, step_scratch,
-                    streamed, weight_grads, weight_panels)
+                    input_grad, no_rows, products, product_address, projection_address,
+                    run_steps, single_worker_step, small_step, state_grad, step_operand,
+                    step_scratch, streamed, weight_grads, weight_panels)
 from ._threads import kernel_threads
 from .kernels.gru import gru_backward_steps, gru_step_small, gru_train_steps
 
@@ -55,7 +55,7 @@ def _forward_infer(x, h0, Wx, Wh, bx, bh, order):
                       weight_panels(Wx), weight_panels(Wh), bx, bh, h,
                       chunk_scratch(S, N, 3 * H, dtype), step_scratch(N, 3 * H, dtype),
                       np.empty((N, H), dtype), none, none, h_out, none, none, order.offsets,
-                      order.active, False, projection_address(dtype))
+                      order.active, False, projection_address(dtype), product_address(dtype))
     return order.unsort(h_out), order.final(h)
 
 
@@ -94,7 +94,7 @@ def _forward_with_cache(x, h0, Wx, Wh, bx, bh, order, is_step):
                       chunk_scratch(S, N, 3 * H, dtype), step_scratch(N, 3 * H, dtype),
                       np.empty((N, H), dtype), x_rows, gates, h_out, h_prev, hn_hist,
                       order.offsets, order.active, streamed(order, dtype, D + 6 * H),
-                      projection_address(dtype))
+                      projection_address(dtype), product_address(dtype))
     cache = GRUCache(x_rows=x_rows, h0=h0, Wx=Wx, Wh=Wh, gates=gates, hn_hist=hn_hist,
                      h_prev=h_prev, final_h=order.final(h), order=order, is_step=is_step)
     return order.unsort(h_out), cache
@@ -129,7 +129,7 @@ def _backward(dh, cache, dh_last, dh_last_name):
                       order.sort(dh), cache.gates, cache.hn_hist, cache.h_prev,
                       weight_panels(cache.Wh, transpose=True), dh_next, da_x, da_h,
                       step_operand(N, 3 * H, dtype), step_scratch(N, H, dtype), order.offsets,
-                      order.active)
+                      order.active, product_address(dtype))
         # dx and the weight gradients in one launch of the threads.
         dx_jobs, dx_rows = input_grad(da_x, cache.Wx, order)
         grad_jobs, (dWx, dWh, dbx, dbh) = weight_grads(da_x, da_h, cache.x_rows,

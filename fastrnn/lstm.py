@@ -11,10 +11,10 @@ from . import _memory
 from . import _validate as v
 from ._core import (CellCache, batch_order, backward_dx, backward_panels,
                     backward_products, check_backward_cache, chunk_scratch, chunk_steps,
-                    dx_in_time_loop, loop_split, no_rows, part_panels, projection_address,
-                    run_steps, single_worker_step, small_step, split_scratch, state_grad,
-                    step_operand, step_split, step_scratch, streamed, unit_bounds,
-                    weight_grad_rows, weight_panels)
+                    dx_in_time_loop, loop_split, no_rows, part_panels, product_address,
+                    projection_address, run_steps, single_worker_step, small_step,
+                    split_scratch, state_grad, step_operand, step_split, step_scratch,
+                    streamed, unit_bounds, weight_grad_rows, weight_panels)
 from ._isa import MR_STEP
 from ._threads import kernel_threads, run_workers
 from .kernels.address import entry_address
@@ -88,7 +88,7 @@ def _forward_infer(x, h0, c0, Wx, Wh, b, order):
                           chunk_scratch(S, N, 4 * H, dtype), step_scratch(N, 4 * H, dtype),
                           none, none, h_out, none, np.empty((N, H), dtype),
                           order.offsets, order.active, False, projection_address(dtype),
-                          cell_address(dtype))
+                          product_address(dtype), cell_address(dtype))
     return order.unsort(h_out), order.final(h), order.final(c)
 
 
@@ -105,7 +105,7 @@ def _one_call_forward(x, h0, c0, Wx, Wh, b, order, keep):
         x, h0, c0, Wx, Wh, b, chunk_steps(order, D, 4 * H, dtype, 1),
         order.real_steps if keep else 0, order.offsets, order.active, order.ragged,
         entry_address(lstm_train_steps, dtype, TRAIN_STEPS_ARGS), projection_address(dtype),
-        cell_address(dtype))
+        product_address(dtype), cell_address(dtype))
 
 
 def _split_forward(x, Wx, Wh, b, h, c, S, h_out, order, bounds, x_rows, gates, c_hist):
@@ -203,7 +203,7 @@ def _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step):
                           step_scratch(N, 4 * H, dtype), x_rows, gates, h_out, c_hist,
                           np.empty((N, H), dtype), order.offsets, order.active,
                           streamed(order, dtype, D + 6 * H), projection_address(dtype),
-                          cell_address(dtype))
+                          product_address(dtype), cell_address(dtype))
     # h0 and c0 copied (small): the backward reads them, and the caller may change theirs
     # (c0 made here, zeros, is nobody else's).
     cache = LSTMCache(x_rows=x_rows, h0=h0.copy(), c0=c0.copy() if c0_given else c0, Wx=Wx,
@@ -262,7 +262,7 @@ def _backward(dh, cache, dh_last, dc_last, dh_last_name, dc_last_name,
                 backward_panels(cache.Wh, cache.Wx, in_loop), cache.Wx, cache.x_rows,
                 dh_next, dc_next, order.offsets, order.active, order.ragged, in_loop,
                 entry_address(lstm_backward_steps, dtype, BACKWARD_STEPS_ARGS),
-                entry_address(gemm_part, dtype, GEMM_PART_ARGS))
+                entry_address(gemm_part, dtype, GEMM_PART_ARGS), product_address(dtype))
             if weights_transposed:  # small: the kernel's layout, transposed as views
                 dWx, dWh = dWx.T, dWh.T
             return (order.unsort(dx), order.unsort(dh_next), dWx, dWh, db,
@@ -281,7 +281,7 @@ def _backward(dh, cache, dh_last, dc_last, dh_last_name, dc_last_name,
                           np.empty((N, H), dtype), cache.h0, cache.c0, panels, dh_next,
                           dc_next, da, grad_rows, dx, step_operand(N, 4 * H, dtype),
                           step_scratch(N, H + dx.shape[2], dtype), order.offsets,
-                          order.active)
+                          order.active, product_address(dtype))
         dx, dWx, dWh, db = backward_products(dx, da, grad_rows, H, cache.Wx, order, threads,
                                              weights_transposed)
     return (order.unsort(dx), order.unsort(dh_next), dWx, dWh, db, order.unsort(dc_next))

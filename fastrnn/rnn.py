@@ -7,9 +7,9 @@ The relu derivative at exactly 0 is taken as 0.
 from . import _validate as v
 from ._core import (CellCache, batch_order, backward_dx, backward_products,
                     check_backward_cache, chunk_scratch, chunk_steps, no_rows,
-                    projection_address, run_steps, single_worker_step, small_step,
-                    state_grad, step_operand, step_scratch, streamed, weight_grad_rows,
-                    weight_panels)
+                    product_address, projection_address, run_steps, single_worker_step,
+                    small_step, state_grad, step_operand, step_scratch, streamed,
+                    weight_grad_rows, weight_panels)
 from ._threads import kernel_threads
 from .kernels.rnn import rnn_backward_steps, rnn_step_small, rnn_train_steps
 
@@ -40,7 +40,7 @@ def _forward_infer(x, h0, Wx, Wh, b, order, relu):
             run_steps(rnn_train_steps, threads, order.active[0], x,
                       weight_panels(Wx), weight_panels(Wh), b, h, chunk_scratch(S, N, H, dtype),
                       step_scratch(N, H, dtype), none, h_out, none, relu, order.offsets,
-                      order.active, False, projection_address(dtype))
+                      order.active, False, projection_address(dtype), product_address(dtype))
     return order.unsort(h_out), order.final(h)
 
 
@@ -83,7 +83,7 @@ def _forward_with_cache(x, h0, Wx, Wh, b, order, nonlinearity, is_step):
                       weight_panels(Wx), weight_panels(Wh), b, h, chunk_scratch(S, N, H, dtype),
                       step_scratch(N, H, dtype), x_rows, h_out, h_rows, relu,
                       order.offsets, order.active, streamed(order, dtype, D + 2 * H),
-                      projection_address(dtype))
+                      projection_address(dtype), product_address(dtype))
     # h0 copied (small): the backward reads it, and the caller may change theirs.
     cache = RNNCache(x_rows=x_rows, h0=h0.copy(), Wx=Wx, Wh=Wh, h_rows=h_rows,
                      final_h=order.final(h), relu=relu, order=order, is_step=is_step)
@@ -120,7 +120,7 @@ def _backward(dh, cache, dh_last, dh_last_name):
             run_steps(rnn_backward_steps, threads, order.active[0],
                       order.sort(dh), cache.h_rows, cache.h0, panels, dh_next, da, grad_rows, dx,
                       step_operand(N, H, dh.dtype), step_scratch(N, H + dx.shape[2], dh.dtype),
-                      cache.relu, order.offsets, order.active)
+                      cache.relu, order.offsets, order.active, product_address(dh.dtype))
         dx, dWx, dWh, db = backward_products(dx, da, grad_rows, H, cache.Wx, order, threads)
     return order.unsort(dx), order.unsort(dh_next), dWx, dWh, db
 

@@ -42,7 +42,7 @@ def _infer(kernel_inputs, order, parts):
         h_out, _, _, _, h, c = L.lstm_train_small(
             x_, h0_, c0_, Wx, Wh, b, S, 0, order.offsets, order.active, order.ragged,
             L.entry_address(L.lstm_train_steps, x.dtype, L.TRAIN_STEPS_ARGS),
-            L.projection_address(x.dtype))
+            L.projection_address(x.dtype), L.product_address(x.dtype), L.cell_address(x.dtype))
     else:
         fastrnn.lstm._split_forward(x_, Wx, Wh, b, h, c, S, h_out, order,
                                     _core.unit_bounds(H, parts),

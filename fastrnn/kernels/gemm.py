@@ -999,11 +999,11 @@ def gemm_worker_count(M, P, threads, dtype):
     return max(1, min(threads, _split_unit(M, P, columns_per_panel(dtype))[1]))
 
 
-# The input projection as a kernel of its own, for the time loops to call through its
-# address (kernels/address.py): compiled once per dtype, not again inside every loop that
-# uses it, the biggest piece each loop inlined. The per-step product stays inlined: it
-# runs every step, and through an address the smallest shapes ran slower.
+# The input projection and the per-step product as kernels of their own, for the time
+# loops to call through their addresses (kernels/address.py): compiled once per dtype, not
+# again inside every loop that uses them, the biggest pieces each loop inlined.
 STEPS_PRODUCT_ARGS = "3ii13iiI"
+STEP_PRODUCT_ARGS = "212iii"
 
 
 @njit(**JIT_OPTIONS)
@@ -1015,3 +1015,14 @@ def steps_product_kernel(x, t0, S, panels, out, worker, workers, active):
 # steps_product_at(address, (x, t0, S, panels, out, worker, workers, active)) in a kernel:
 # steps_product_kernel at ``address``.
 steps_product_at = caller(STEPS_PRODUCT_ARGS)
+
+
+@njit(**JIT_OPTIONS)
+def step_product_kernel(A, panels, out, worker, workers, M):
+    """step_product, called through its address (_core.product_address)."""
+    step_product(A, panels, out, worker, workers, M)
+
+
+# step_product_at(address, (A, panels, out, worker, workers, M)) in a kernel:
+# step_product_kernel at ``address``.
+step_product_at = caller(STEP_PRODUCT_ARGS)

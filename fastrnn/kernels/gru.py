@@ -15,7 +15,7 @@ from numba import njit
 
 from .._config import JIT_OPTIONS
 from ._math import one_of, sigmoid, tanh
-from .gemm import MR_STEP, step_product, step_product_in_place, steps_product_at
+from .gemm import MR_STEP, step_product_at, step_product_in_place, steps_product_at
 from .stream import copy_row, copy_rows, store_fence
 
 
@@ -39,7 +39,7 @@ def gru_cell(a, r, bx, bh, h, hn):
 
 @njit(**JIT_OPTIONS)
 def gru_train_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, rec, hn, x_rows,
-                    gates, h_out, h_prev, hn_hist, offsets, active, stream, projection):
+                    gates, h_out, h_prev, hn_hist, offsets, active, stream, projection, product):
     """The training time loop for the row tiles worker, worker + workers, ...
 
     x: (N, T, D); Wx_panels, Wh_panels: pack_panels(Wx), pack_panels(Wh); bx, bh: (3H,)
@@ -53,7 +53,8 @@ def gru_train_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, r
     h_out: (N, T, H) out: h_t of every real step (padding is not written)
     offsets, active: see kernels/__init__.py
     stream: non-temporal stores for the packed rows and h_out (kernels/stream.py)
-    projection: _core.projection_address, the input projection's kernel
+    projection, product: _core.projection_address and product_address, the input
+        projection's and the per-step product's kernels
     """
     N, T, D = x.shape
     G = gates.shape[1]
@@ -64,7 +65,7 @@ def gru_train_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, r
                                       active))
         for t in range(t0, min(t0 + S, T)):
             M = active[t]
-            step_product(h, Wh_panels, rec, worker, workers, M)
+            step_product_at(product, (h, Wh_panels, rec, worker, workers, M))
             for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
                 for n in range(m0, min(m0 + MR_STEP, M)):
                     row = offsets[t] + n
@@ -107,7 +108,7 @@ def gru_step_small(x, h0, Wx, Wh, bx, bh):
 
 @njit(**JIT_OPTIONS)
 def gru_backward_steps(worker, workers, dh, gates, hn_hist, h_prev, WhT_panels, dh_next, da_x,
-                       da_h, da_step, rec, offsets, active):
+                       da_h, da_step, rec, offsets, active, product):
     """The backward time loop for the row tiles worker, worker + workers, ...
 
     dh: (N, T, H) upstream gradient of every hidden state (read at real steps only)
@@ -116,7 +117,8 @@ def gru_backward_steps(worker, workers, dh, gates, hn_hist, h_prev, WhT_panels, 
     da_x: (R, 3H) out: gradient of x Wx + bx (r, z, n blocks)
     da_h: (R, 3H) out: gradient of h Wh + bh; differs from da_x in the n block (times r)
     da_step: (N rounded up to MR_STEP, 3H) scratch: one step of da_h, the product's operand
-    rec: (rows of da_step, H rounded up to a panel) scratch; offsets, active: as the forward
+    rec: (rows of da_step, H rounded up to a panel) scratch; offsets, active, product: as the
+        forward
     """
     H = dh.shape[2]
     one = one_of(dh)
@@ -151,7 +153,7 @@ def gru_backward_steps(worker, workers, dh, gates, hn_hist, h_prev, WhT_panels, 
                 for j in range(H):
                     dh_row[j] *= g[H + j]
                 copy_row(da_h[row], dah, False)
-        step_product(da_step, WhT_panels, rec, worker, workers, M)
+        step_product_at(product, (da_step, WhT_panels, rec, worker, workers, M))
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
             for n in range(m0, min(m0 + MR_STEP, M)):
                 dh_row = dh_next[n]

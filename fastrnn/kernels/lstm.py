@@ -22,8 +22,8 @@ from ._math import one_of, sigmoid, tanh
 from .address import caller
 from .gemm import (MR_STEP, chunk_scratch_like, gemm_at as _gemm_at, pack_panels,
                    pack_transposed_by_lines, packed_panels, panel_width,
-                   rows_share_cache_sets, step_product, step_product_in_place,
-                   steps_product_at, times_transposed)
+                   rows_share_cache_sets, step_product, step_product_at,
+                   step_product_in_place, steps_product_at, times_transposed)
 from .split import BEGIN, CHUNK, END, STEP, driver, pack_unit_part, part_panel_length
 from .stream import copy_row, copy_rows, store_fence
 
@@ -121,7 +121,8 @@ cell_at = caller(CELL_ARGS)
 
 @njit(**JIT_OPTIONS)
 def lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, rec, x_rows,
-                     gates, h_out, c_hist, tanh_c, offsets, active, stream, projection, cell):
+                     gates, h_out, c_hist, tanh_c, offsets, active, stream, projection, product,
+                     cell):
     """The training time loop for the row tiles worker, worker + workers, ...
 
     x: (N, T, D); Wx_panels, Wh_panels: pack_panels(Wx), pack_panels(Wh); b: (4H,)
@@ -140,8 +141,9 @@ def lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, re
     h_out: (N, T, H) out: h_t of every real step (padding is not written)
     offsets: (T,) first packed row of each step; active: (T,) sequences running at t
     stream: write the packed rows and h_out with non-temporal stores (kernels/stream.py)
-    projection: _core.projection_address, the input projection's kernel; cell: the address
-        of lstm_cell_kernel (lstm.cell_address)
+    projection, product: _core.projection_address and product_address, the input
+        projection's and the per-step product's kernels; cell: the address of
+        lstm_cell_kernel (lstm.cell_address)
 
     The input projection runs inside the loop, S steps at a time into proj, which stays in
     cache for the cells: projecting all steps first wrote the (R, 4H) pre-activations to
@@ -156,7 +158,7 @@ def lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, re
                                       active))
         for t in range(t0, min(t0 + S, T)):
             M = active[t]
-            step_product(h, Wh_panels, rec, worker, workers, M)
+            step_product_at(product, (h, Wh_panels, rec, worker, workers, M))
             for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
                 for n in range(m0, min(m0 + MR_STEP, M)):
                     row = offsets[t] + n
@@ -179,13 +181,13 @@ def lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, re
 # lstm_train_steps' argument types (address.array_types), for the small wrapper below,
 # which calls it through its address: linked in, the wrapper compiled the whole time loop
 # again (kernels/address.py).
-TRAIN_STEPS_ARGS = "ii3111223222322IIbii"
+TRAIN_STEPS_ARGS = "ii3111223222322IIbiii"
 _call_train_steps = caller(TRAIN_STEPS_ARGS)
 
 
 @njit(**JIT_OPTIONS)
 def lstm_train_small(x, h0, c0, Wx, Wh, b, S, R, offsets, active, ragged, steps_address,
-                     projection, cell):
+                     projection, product, cell):
     """The whole training forward on the calling thread in one call, for calls too small to
     share out: the outputs' allocation, the weights' panels and the time loop without
     Python between them (allocating from Python was a noticeable share of a call as small
@@ -196,7 +198,7 @@ def lstm_train_small(x, h0, c0, Wx, Wh, b, S, R, offsets, active, ragged, steps_
     lstm_train_steps); offsets, active: see kernels/__init__.py
     ragged: some sequence stops before T (its padding in h_out must read 0)
     steps_address: address.entry_address of lstm_train_steps for TRAIN_STEPS_ARGS;
-    projection, cell: as lstm_train_steps
+    projection, product, cell: as lstm_train_steps
     Returns h_out (N, T, H), x_rows (R, D), gates (R, 4H), c_hist (R, H) as lstm_train_steps
     fills them, and the final h (N rounded up to MR_STEP, H) and c (N, H).
     """
@@ -216,7 +218,7 @@ def lstm_train_small(x, h0, c0, Wx, Wh, b, S, R, offsets, active, ragged, steps_
     _call_train_steps(steps_address, (
         one_worker - 1, one_worker, x, packed_panels(Wx, no), packed_panels(Wh, no), b, h, c,
         chunk_scratch_like(h, S, G), chunk_scratch_like(h, 1, G)[0], x_rows, gates, h_out,
-        c_hist, np.empty(c.shape, c.dtype), offsets, active, no, projection, cell))
+        c_hist, np.empty(c.shape, c.dtype), offsets, active, no, projection, product, cell))
     return h_out, x_rows, gates, c_hist, h, c
 
 
@@ -481,7 +483,7 @@ def outer_sum(u, v, out):
 
 @njit(**JIT_OPTIONS)
 def lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_rows, h0, c0, WT_panels,
-                        dh_next, dc_next, da, h_prev, dx, da_step, rec, offsets, active):
+                        dh_next, dc_next, da, h_prev, dx, da_step, rec, offsets, active, product):
     """The backward time loop for the row tiles worker, worker + workers, ...
 
     dh: (N, T, H) upstream gradient of every hidden state (read at real steps only)
@@ -502,7 +504,7 @@ def lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_rows, h0, c0,
         a GEMM after the loop makes it instead (_core.dx_in_time_loop)
     da_step: (N rounded up to MR_STEP, 4H) scratch: one step of da, the product's operand
     rec: (rows of da_step, H + D rounded up to a panel) scratch for da_step @ [Wh.T | Wx.T]
-    offsets, active: as lstm_train_steps
+    offsets, active, product: as lstm_train_steps
 
     dx_t = da_t Wx.T comes out of the step's product with dh_{t-1} = da_t Wh.T, as extra
     columns: with D or H under a panel (64 float32 columns) the product filled half-empty
@@ -540,7 +542,7 @@ def lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_rows, h0, c0,
                     dh_row[j] += dh_t[j]
                 lstm_cell_backward(gate, c_prev, tanh_c, dh_row, dc_row, da_row)
                 copy_row(da[row], da_row, False)
-        step_product(da_step, WT_panels, rec, worker, workers, M)
+        step_product_at(product, (da_step, WT_panels, rec, worker, workers, M))
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
             for n in range(m0, min(m0 + MR_STEP, M)):
                 copy_row(dh_next[n], rec[n, :H], False)
@@ -548,13 +550,14 @@ def lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_rows, h0, c0,
 
 
 # lstm_backward_steps' argument types, for lstm_backward_small (as TRAIN_STEPS_ARGS).
-BACKWARD_STEPS_ARGS = "ii32222212222322II"
+BACKWARD_STEPS_ARGS = "ii32222212222322IIi"
 _call_backward_steps = caller(BACKWARD_STEPS_ARGS)
 
 
 @njit(**JIT_OPTIONS)
 def lstm_backward_small(dh, gates, c_hist, h0, c0, WT_panels, Wx, x_rows, dh_next, dc_next,
-                        offsets, active, ragged, dx_in_loop, steps_address, gemm_address):
+                        offsets, active, ragged, dx_in_loop, steps_address, gemm_address,
+                        product):
     """The whole backward on the calling thread in one call, for calls too small to share
     out (as lstm_train_small for the forward): the time loop, dx and the weight gradients
     without Python between them. The same operations as the threaded path on one worker,
@@ -568,7 +571,8 @@ def lstm_backward_small(dh, gates, c_hist, h0, c0, WT_panels, Wx, x_rows, dh_nex
     dx_in_loop: dx_t from the loop's per-step product (_core.dx_in_time_loop), else one
         product da @ Wx.T after it
     steps_address, gemm_address: entry_address of lstm_backward_steps for
-        BACKWARD_STEPS_ARGS and of gemm.gemm_part for GEMM_PART_ARGS
+        BACKWARD_STEPS_ARGS and of gemm.gemm_part for GEMM_PART_ARGS; product: as
+        lstm_train_steps
     Returns dx (N, T, D) (0 past each length), dWx (D, 4H), dWh (H, 4H), db (4H,).
     """
     N, T, H = dh.shape
@@ -593,7 +597,7 @@ def lstm_backward_small(dh, gates, c_hist, h0, c0, WT_panels, Wx, x_rows, dh_nex
     _call_backward_steps(steps_address, (
         np.int64(0), np.int64(1), dh, gates, c_hist, np.empty((N, H), dtype), h0, c0,
         WT_panels, dh_next, dc_next, da, grad_rows, dx_loop, np.zeros((rows, G), dtype),
-        np.empty((rows, (H + D_loop + NR - 1) // NR * NR), dtype), offsets, active))
+        np.empty((rows, (H + D_loop + NR - 1) // NR * NR), dtype), offsets, active, product))
     nothing = np.empty(0, dtype)
     # As _core.backward_products: dWh, dWx and db from one product grad_rows.T @ da.
     grads = np.empty((H + D + 1, G), dtype)

@@ -11,7 +11,7 @@ from numba import njit
 
 from .._config import JIT_OPTIONS
 from ._math import one_of, tanh, zero_of
-from .gemm import MR_STEP, step_product, step_product_in_place, steps_product_at
+from .gemm import MR_STEP, step_product_at, step_product_in_place, steps_product_at
 from .stream import copy_row, copy_rows, store_fence
 
 
@@ -31,7 +31,7 @@ def rnn_cell(xp, hp, b, h, relu):
 
 @njit(**JIT_OPTIONS)
 def rnn_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, proj, rec, x_rows, h_out,
-                    h_rows, relu, offsets, active, stream, projection):
+                    h_rows, relu, offsets, active, stream, projection, product):
     """The training time loop for the row tiles worker, worker + workers, ...
 
     x: (N, T, D); Wx_panels, Wh_panels: pack_panels(Wx), pack_panels(Wh); b: (H,)
@@ -44,7 +44,8 @@ def rnn_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, proj, rec, x
     h_out: (N, T, H) out: h_t of every real step (padding is not written)
     relu: relu instead of tanh; offsets, active: see kernels/__init__.py
     stream: non-temporal stores for the packed rows and h_out (kernels/stream.py)
-    projection: _core.projection_address, the input projection's kernel
+    projection, product: _core.projection_address and product_address, the input
+        projection's and the per-step product's kernels
     """
     N, T, D = x.shape
     S = proj.shape[0]
@@ -54,7 +55,7 @@ def rnn_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, proj, rec, x
                                       active))
         for t in range(t0, min(t0 + S, T)):
             M = active[t]
-            step_product(h, Wh_panels, rec, worker, workers, M)
+            step_product_at(product, (h, Wh_panels, rec, worker, workers, M))
             for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
                 for n in range(m0, min(m0 + MR_STEP, M)):
                     row = offsets[t] + n
@@ -92,7 +93,7 @@ def rnn_step_small(x, h0, Wx, Wh, b, relu):
 
 @njit(**JIT_OPTIONS)
 def rnn_backward_steps(worker, workers, dh, h_rows, h0, WT_panels, dh_next, da, h_prev, dx,
-                       da_step, rec, relu, offsets, active):
+                       da_step, rec, relu, offsets, active, product):
     """The backward time loop for the row tiles worker, worker + workers, ...
 
     dh: (N, T, H) upstream gradient of every hidden state; h_rows: (R, H) forward states;
@@ -135,7 +136,7 @@ def rnn_backward_steps(worker, workers, dh, h_rows, h0, WT_panels, dh_next, da, 
                     for j in range(H):
                         da_row[j] = (dh_t[j] + dh_row[j]) * (one - h_t[j] * h_t[j])
                 copy_row(da[row], da_row, False)
-        step_product(da_step, WT_panels, rec, worker, workers, M)
+        step_product_at(product, (da_step, WT_panels, rec, worker, workers, M))
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
             for n in range(m0, min(m0 + MR_STEP, M)):
                 copy_row(dh_next[n], rec[n, :H], False)
