@@ -10,7 +10,8 @@ from . import _validate as v
 from ._isa import MR, MR_STEP
 from ._threads import _parallel_launch, get_num_threads, run_workers
 from .kernels.address import entry_address
-from .kernels.gemm import (STEP_PRODUCT_ARGS, STEPS_PRODUCT_ARGS, columns_per_panel, gemm_share,
+from .kernels.gemm import (IN_PLACE_ARGS, STEP_PRODUCT_ARGS, STEPS_PRODUCT_ARGS,
+                           columns_per_panel, gemm_share, in_place_kernel,
                            gemm_worker_count, pack_panels, pack_transposed_by_lines,
                            padded_columns, padded_rows, rows_share_cache_sets,
                            share_scratch_length, step_product_kernel, steps_product_kernel,
@@ -407,6 +408,12 @@ def product_address(dtype):
     """The address of gemm.step_product_kernel for ``dtype``, which the time loops call
     for every step's product with the recurrent weights (kernels/address.py)."""
     return entry_address(step_product_kernel, dtype, STEP_PRODUCT_ARGS)
+
+
+def in_place_address(dtype):
+    """The address of gemm.in_place_kernel for ``dtype``, which the single steps call for
+    their products reading the weights where they lie (kernels/address.py)."""
+    return entry_address(in_place_kernel, dtype, IN_PLACE_ARGS)
 
 
 @functools.lru_cache(maxsize=256)

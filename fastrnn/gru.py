@@ -13,9 +13,10 @@ import numpy as np
 
 from . import _validate as v
 from ._core import (CellCache, batch_order, check_backward_cache, chunk_scratch, chunk_steps,
-                    input_grad, no_rows, products, product_address, projection_address,
-                    run_steps, single_worker_step, small_step, state_grad, step_operand,
-                    step_scratch, streamed, weight_grads, weight_panels)
+                    in_place_address, input_grad, no_rows, products, product_address,
+                    projection_address, run_steps, single_worker_step, small_step,
+                    state_grad, step_operand, step_scratch, streamed, weight_grads,
+                    weight_panels)
 from ._threads import kernel_threads
 from .kernels.gru import gru_backward_steps, gru_step_small, gru_train_steps
 
@@ -167,14 +168,16 @@ def gru_step_forward(x, prev_h, Wx, Wh, bx, bh):
     shape = v.ready_step(x, prev_h, Wx, Wh, (bx, bh), 3)
     if shape is not None and small_step(*shape, 3, False):
         # A sampling loop's step: arguments as the kernel takes them, no checks to convert.
-        return _step_outputs(gru_step_small(x, prev_h, Wx, Wh, bx, bh), prev_h, Wx, Wh)
+        step = gru_step_small(x, prev_h, Wx, Wh, bx, bh, in_place_address(x.dtype))
+        return _step_outputs(step, prev_h, Wx, Wh)
     args, order = _validate(x, prev_h, Wx, Wh, bx, bh, None, step=True)
     x3, prev_h, Wx, Wh, bx, bh = args
     N, _, D = x3.shape
     H = prev_h.shape[1]
     if single_worker_step(N, D, H, 3):
-        return _step_outputs(gru_step_small(x3.reshape(N, D), prev_h, Wx, Wh, bx, bh),
-                             prev_h, Wx, Wh)
+        step = gru_step_small(x3.reshape(N, D), prev_h, Wx, Wh, bx, bh,
+                              in_place_address(x3.dtype))
+        return _step_outputs(step, prev_h, Wx, Wh)
     h_seq, cache = _forward_with_cache(*args, order, is_step=True)
     return h_seq.reshape(prev_h.shape), cache
 

@@ -11,10 +11,10 @@ from . import _memory
 from . import _validate as v
 from ._core import (CellCache, batch_order, backward_dx, backward_panels,
                     backward_products, check_backward_cache, chunk_scratch, chunk_steps,
-                    dx_in_time_loop, loop_split, no_rows, part_panels, product_address,
-                    projection_address, run_steps, single_worker_step, small_step,
-                    split_scratch, state_grad, step_operand, step_split, step_scratch,
-                    streamed, unit_bounds, weight_grad_rows, weight_panels)
+                    dx_in_time_loop, in_place_address, loop_split, no_rows, part_panels,
+                    product_address, projection_address, run_steps, single_worker_step,
+                    small_step, split_scratch, state_grad, step_operand, step_split,
+                    step_scratch, streamed, unit_bounds, weight_grad_rows, weight_panels)
 from ._isa import MR_STEP
 from ._threads import kernel_threads, run_workers
 from .kernels.address import entry_address
@@ -319,7 +319,8 @@ def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
     shape = v.ready_step(x, prev_h, Wx, Wh, (b,), 4, prev_c)
     if shape is not None and small_step(*shape, 4, True):
         # A sampling loop's step: arguments as the kernel takes them, no checks to convert.
-        step = lstm_step_small(x, prev_h, prev_c, Wx, Wh, b, cell_address(x.dtype))
+        step = lstm_step_small(x, prev_h, prev_c, Wx, Wh, b, in_place_address(x.dtype),
+                               cell_address(x.dtype))
         return _step_outputs(step, prev_h, prev_c, Wx, Wh)
     (x3, prev_h, prev_c, Wx, Wh, (b,)), (N, T, D, H) = v.validate_step(
         x, prev_h, Wx, Wh, (("b", b),), gates=4, prev_c=prev_c)
@@ -330,10 +331,12 @@ def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
             h_prev, c, projected, recurrent, gates, h_next, tanh_c = lstm_step_buffers(
                 x, prev_h, prev_c, 4 * H)
             run_workers(lstm_step_part, unit_bounds.shape[0] - 1, x, h_prev, Wx, Wh, b,
-                        projected, recurrent, gates, c, h_next, tanh_c, unit_bounds)
+                        projected, recurrent, gates, c, h_next, tanh_c, unit_bounds,
+                        in_place_address(x.dtype))
             step = h_next, c, gates, x.copy()
         elif single_worker_step(N, D, H, 4):
-            step = lstm_step_small(x, prev_h, prev_c, Wx, Wh, b, cell_address(x.dtype))
+            step = lstm_step_small(x, prev_h, prev_c, Wx, Wh, b, in_place_address(x.dtype),
+                                   cell_address(x.dtype))
     if step is not None:
         return _step_outputs(step, prev_h, prev_c, Wx, Wh)
     h_seq, cache = _forward_with_cache(x3, prev_h, prev_c, Wx, Wh, b, batch_order(None, N, 1),

@@ -6,7 +6,7 @@ The relu derivative at exactly 0 is taken as 0.
 
 from . import _validate as v
 from ._core import (CellCache, batch_order, backward_dx, backward_products,
-                    check_backward_cache, chunk_scratch, chunk_steps, no_rows,
+                    check_backward_cache, chunk_scratch, chunk_steps, in_place_address, no_rows,
                     product_address, projection_address, run_steps, single_worker_step,
                     small_step, state_grad, step_operand, step_scratch, streamed,
                     weight_grad_rows, weight_panels)
@@ -159,13 +159,14 @@ def rnn_step_forward(x, prev_h, Wx, Wh, b, *, nonlinearity="tanh"):
     shape = v.ready_step(x, prev_h, Wx, Wh, (b,), 1)
     if shape is not None and small_step(*shape, 1, False):
         # A sampling loop's step: arguments as the kernel takes them, no checks to convert.
-        return _step_outputs(rnn_step_small(x, prev_h, Wx, Wh, b, relu), prev_h, Wx, Wh,
-                             relu)
+        step = rnn_step_small(x, prev_h, Wx, Wh, b, relu, in_place_address(x.dtype))
+        return _step_outputs(step, prev_h, Wx, Wh, relu)
     (x3, prev_h, _, Wx, Wh, (b,)), (N, T, D, H) = v.validate_step(
         x, prev_h, Wx, Wh, (("b", b),), gates=1)
     if single_worker_step(N, D, H, 1):
-        return _step_outputs(rnn_step_small(x3.reshape(N, D), prev_h, Wx, Wh, b, relu),
-                             prev_h, Wx, Wh, relu)
+        step = rnn_step_small(x3.reshape(N, D), prev_h, Wx, Wh, b, relu,
+                              in_place_address(x3.dtype))
+        return _step_outputs(step, prev_h, Wx, Wh, relu)
     h_seq, cache = _forward_with_cache(x3, prev_h, Wx, Wh, b, batch_order(None, N, 1),
                                        nonlinearity, is_step=True)
     return h_seq.reshape(N, H), cache

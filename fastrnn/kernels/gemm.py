@@ -999,11 +999,13 @@ def gemm_worker_count(M, P, threads, dtype):
     return max(1, min(threads, _split_unit(M, P, columns_per_panel(dtype))[1]))
 
 
-# The input projection and the per-step product as kernels of their own, for the time
-# loops to call through their addresses (kernels/address.py): compiled once per dtype, not
-# again inside every loop that uses them, the biggest pieces each loop inlined.
+# The input projection, the per-step product and the single step's in-place product as
+# kernels of their own, for the time loops and step kernels to call through their addresses
+# (kernels/address.py): compiled once per dtype, not again inside every kernel that uses
+# them, the biggest pieces each one inlined.
 STEPS_PRODUCT_ARGS = "3ii13iiI"
 STEP_PRODUCT_ARGS = "212iii"
+IN_PLACE_ARGS = "222ibii"
 
 
 @njit(**JIT_OPTIONS)
@@ -1026,3 +1028,14 @@ def step_product_kernel(A, panels, out, worker, workers, M):
 # step_product_at(address, (A, panels, out, worker, workers, M)) in a kernel:
 # step_product_kernel at ``address``.
 step_product_at = caller(STEP_PRODUCT_ARGS)
+
+
+@njit(**JIT_OPTIONS)
+def in_place_kernel(A, W, out, M, rows_apart, p_lo, p_hi):
+    """step_product_in_place, called through its address (_core.in_place_address)."""
+    step_product_in_place(A, W, out, M, rows_apart, p_lo, p_hi)
+
+
+# in_place_at(address, (A, W, out, M, rows_apart, p_lo, p_hi)) in a kernel: in_place_kernel
+# at ``address``.
+in_place_at = caller(IN_PLACE_ARGS)

@@ -15,7 +15,7 @@ from numba import njit
 
 from .._config import JIT_OPTIONS
 from ._math import one_of, sigmoid, tanh
-from .gemm import MR_STEP, step_product_at, step_product_in_place, steps_product_at
+from .gemm import MR_STEP, in_place_at, step_product_at, steps_product_at
 from .stream import copy_row, copy_rows, store_fence
 
 
@@ -82,12 +82,13 @@ def gru_train_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, r
 
 
 @njit(**JIT_OPTIONS)
-def gru_step_small(x, h0, Wx, Wh, bx, bh):
+def gru_step_small(x, h0, Wx, Wh, bx, bh, in_place):
     """One GRU step of a few sequences on the calling thread, in one call, the products
     reading Wx and Wh where they lie (as kernels/lstm.lstm_step_small; same bits as
     gru_train_steps over one step).
 
-    x: (N, D); h0: (N, H); Wx: (D, 3H), Wh: (H, 3H); bx, bh: (3H,)
+    x: (N, D); h0: (N, H); Wx: (D, 3H), Wh: (H, 3H); bx, bh: (3H,); in_place: the address
+    of gemm.in_place_kernel (_core.in_place_address)
     Returns h (N, H), gates (N, 3H) r, z, n, hn (N, H) h0 Wh_n + bh_n, and copies of h0 and
     x (the cache's rows, as gru_train_steps fills them).
     """
@@ -98,8 +99,9 @@ def gru_step_small(x, h0, Wx, Wh, bx, bh):
     copy_rows(h, h0)
     gates = np.empty((N, G), x.dtype)  # x Wx, then the activated gates (gru_cell)
     recurrent = np.empty((h.shape[0], G), x.dtype)
-    step_product_in_place(x, Wx, gates, N, True, 0, G)
-    step_product_in_place(h, Wh, recurrent, N, False, 0, G)
+    yes, no = np.bool_(True), np.bool_(False)  # not literals: see lstm_train_small
+    in_place_at(in_place, (x, Wx, gates, N, yes, 0, G))
+    in_place_at(in_place, (h, Wh, recurrent, N, no, 0, G))
     hn = np.empty((N, H), x.dtype)
     for n in range(N):
         gru_cell(gates[n], recurrent[n], bx, bh, h[n], hn[n])

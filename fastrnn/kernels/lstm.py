@@ -22,8 +22,8 @@ from ._math import one_of, sigmoid, tanh
 from .address import caller
 from .gemm import (MR_STEP, chunk_scratch_like, gemm_at as _gemm_at, pack_panels,
                    pack_transposed_by_lines, packed_panels, panel_width,
-                   rows_share_cache_sets, step_product, step_product_at,
-                   step_product_in_place, steps_product_at, times_transposed)
+                   rows_share_cache_sets, step_product, step_product_at, in_place_at,
+                   steps_product_at, times_transposed)
 from .split import BEGIN, CHUNK, END, STEP, driver, pack_unit_part, part_panel_length
 from .stream import copy_row, copy_rows, store_fence
 
@@ -288,25 +288,26 @@ lstm_split_run = driver(lstm_split_part, "lstm")
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def lstm_step_products(x, h_prev, Wx, Wh, projected, recurrent, j0, j1):
+def lstm_step_products(x, h_prev, Wx, Wh, projected, recurrent, j0, j1, in_place):
     """Hidden units j0..j1's columns of every gate block of x Wx and h_prev Wh for one LSTM
-    step of N = x.shape[0] sequences, Wx and Wh read in place. Different ranges touch
-    different columns only, so workers can take them at once.
+    step of N = x.shape[0] sequences, Wx and Wh read where they lie (gemm.in_place_kernel
+    at ``in_place``, _core.in_place_address). Different ranges touch different columns
+    only, so workers can take them at once.
 
     x: (N, D); h_prev: (N rounded up to MR_STEP, H); Wx: (D, 4H), Wh: (H, 4H)
     projected: (N, 4H), recurrent: (rows of h_prev, 4H) out
     """
     N = x.shape[0]
     H = Wh.shape[0]
+    yes, no = np.bool_(True), np.bool_(False)  # not literals: see lstm_train_small
     # All units: the 4H columns as one range (one pass over W's rows); else each gate
-    # block's columns of the units. One call site per product: each inlined copy costs
-    # compile time.
+    # block's columns of the units.
     whole = j0 == 0 and j1 == H
     for gate in range(1 if whole else 4):
         lo = 0 if whole else gate * H + j0
         hi = 4 * H if whole else gate * H + j1
-        step_product_in_place(x, Wx, projected, N, True, lo, hi)
-        step_product_in_place(h_prev, Wh, recurrent, N, False, lo, hi)
+        in_place_at(in_place, (x, Wx, projected, N, yes, lo, hi))
+        in_place_at(in_place, (h_prev, Wh, recurrent, N, no, lo, hi))
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -321,18 +322,19 @@ def _step_buffers(x, h0, c0, G):
 
 
 @njit(**JIT_OPTIONS)
-def lstm_step_small(x, h0, c0, Wx, Wh, b, cell):
+def lstm_step_small(x, h0, c0, Wx, Wh, b, in_place, cell):
     """One LSTM step on the calling thread, in one call: products reading Wx and Wh where
     they lie (a single step uses each weight once, so packing them would cost more than it
     saves). Same bits as lstm_train_small over one step.
 
-    x: (N, D); h0, c0: (N, H); Wx: (D, 4H), Wh: (H, 4H); b: (4H,); cell: as lstm_train_steps
+    x: (N, D); h0, c0: (N, H); Wx: (D, 4H), Wh: (H, 4H); b: (4H,); in_place: as
+    lstm_step_products; cell: as lstm_train_steps
     Returns h (N, H), c (N, H), gates (N, 4H) activated i, f, o, g, and x_rows, a copy of x
     (the cache's rows, as lstm_train_steps fills them).
     """
     h_prev, c, projected, recurrent, gates, h_next, tanh_c = _step_buffers(x, h0, c0,
                                                                            Wx.shape[1])
-    lstm_step_products(x, h_prev, Wx, Wh, projected, recurrent, 0, c.shape[1])
+    lstm_step_products(x, h_prev, Wx, Wh, projected, recurrent, 0, c.shape[1], in_place)
     for n in range(x.shape[0]):
         cell_at(cell, (projected[n], recurrent[n], b, gates[n], c[n], h_next[n], tanh_c[n]))
     return h_next, c, gates, x.copy()
@@ -346,16 +348,16 @@ def lstm_step_buffers(x, h0, c0, G):
 
 @njit(**JIT_OPTIONS)
 def lstm_step_part(w, workers, x, h_prev, Wx, Wh, b, projected, recurrent, gates, c, h_next,
-                   tanh_c, unit_bounds):
+                   tanh_c, unit_bounds, in_place):
     """Worker w's share of one LSTM step split between ``workers`` threads: units
-    unit_bounds[w]..unit_bounds[w + 1], on lstm_step_buffers'
-    arrays. For a step whose rows make one tile, the only way to share it out. Each worker
+    unit_bounds[w]..unit_bounds[w + 1], on lstm_step_buffers' arrays (in_place: as
+    lstm_step_products). For a step whose rows make one tile, the only way to share it out. Each worker
     streams only its columns of Wx and Wh, which stay in its core's cache from one call to
     the next. Same bits as lstm_step_small for any split: the same sums per element
     (lstm_step_products), the same operations per unit (lstm_cell_units). h_prev is read
     whole, h_next is written by units (two buffers)."""
     j0, j1 = unit_bounds[w], unit_bounds[w + 1]
-    lstm_step_products(x, h_prev, Wx, Wh, projected, recurrent, j0, j1)
+    lstm_step_products(x, h_prev, Wx, Wh, projected, recurrent, j0, j1, in_place)
     for n in range(x.shape[0]):
         lstm_cell_units(projected[n], recurrent[n], b, gates[n], c[n], h_next[n], tanh_c[n],
                         j0, j1)

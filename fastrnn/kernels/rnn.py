@@ -11,7 +11,7 @@ from numba import njit
 
 from .._config import JIT_OPTIONS
 from ._math import one_of, tanh, zero_of
-from .gemm import MR_STEP, step_product_at, step_product_in_place, steps_product_at
+from .gemm import MR_STEP, in_place_at, step_product_at, steps_product_at
 from .stream import copy_row, copy_rows, store_fence
 
 
@@ -70,12 +70,13 @@ def rnn_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, proj, rec, x
 
 
 @njit(**JIT_OPTIONS)
-def rnn_step_small(x, h0, Wx, Wh, b, relu):
+def rnn_step_small(x, h0, Wx, Wh, b, relu, in_place):
     """One RNN step of a few sequences on the calling thread, in one call, the products
     reading Wx and Wh where they lie (as kernels/lstm.lstm_step_small; same bits as
     rnn_train_steps over one step).
 
-    x: (N, D); h0: (N, H); Wx: (D, H), Wh: (H, H); b: (H,)
+    x: (N, D); h0: (N, H); Wx: (D, H), Wh: (H, H); b: (H,); in_place: the address of
+    gemm.in_place_kernel (_core.in_place_address)
     Returns h (N, H) and x_rows, a copy of x (the cache's rows).
     """
     N, D = x.shape
@@ -84,8 +85,9 @@ def rnn_step_small(x, h0, Wx, Wh, b, relu):
     copy_rows(h, h0)
     projected = np.empty((N, H), x.dtype)
     recurrent = np.empty((h.shape[0], H), x.dtype)
-    step_product_in_place(x, Wx, projected, N, True, 0, H)
-    step_product_in_place(h, Wh, recurrent, N, False, 0, H)
+    yes, no = np.bool_(True), np.bool_(False)  # not literals: see lstm_train_small
+    in_place_at(in_place, (x, Wx, projected, N, yes, 0, H))
+    in_place_at(in_place, (h, Wh, recurrent, N, no, 0, H))
     for n in range(N):
         rnn_cell(projected[n], recurrent[n], b, h[n], relu)
     return h[:N], x.copy()
