@@ -12,28 +12,49 @@ versions of every function. ``fastrnn.torch`` (imported on its own; needs PyTorc
 drop-in ``torch.nn.LSTM`` / ``GRU`` / ``RNN`` modules running on these kernels.
 """
 
-import sys as _sys
-
-from . import _config, reference
-from ._isa import describe as _describe_target
-from .gru import (GRUCache, gru_backward, gru_forward, gru_inference, gru_step_backward,
-                  gru_step_forward)
-from .lstm import (LSTMCache, lstm_backward, lstm_forward, lstm_inference, lstm_step_backward,
-                   lstm_step_forward)
-from .rnn import (RNNCache, rnn_backward, rnn_forward, rnn_inference, rnn_step_backward,
-                  rnn_step_forward)
-from ._memory import release_memory
-from ._threads import get_num_threads, set_num_threads
-from ._validate import get_check_finite, set_check_finite
-from .training import clip_grad_norm, clip_grad_value
-from .stack import (StackCache, reverse_within_lengths, stack_backward, stack_forward,
-                    weights_from_torch)
+import importlib as _importlib
 
 __version__ = "0.1.0"
 
-# Every kernel module is imported by now (the imports above).
-_config.load_without_refreshing(module for name, module in list(_sys.modules.items())
-                                if name.startswith(__name__ + ".kernels."))
+# The public names and the submodules that define them. Those submodules are imported on
+# first use (PEP 562's module __getattr__), not by ``import fastrnn``: they create some sixty
+# numba dispatchers, which cost more to make than the rest of the package together (and
+# their source is compiled again on every import where no bytecode is kept). numba itself
+# is imported here, so that its import, the bulk of either, is paid where a user expects it.
+_importlib.import_module("numba")
+_EXPORTS = {
+    "lstm": ("LSTMCache", "lstm_backward", "lstm_forward", "lstm_inference",
+             "lstm_step_backward", "lstm_step_forward"),
+    "gru": ("GRUCache", "gru_backward", "gru_forward", "gru_inference", "gru_step_backward",
+            "gru_step_forward"),
+    "rnn": ("RNNCache", "rnn_backward", "rnn_forward", "rnn_inference", "rnn_step_backward",
+            "rnn_step_forward"),
+    "_memory": ("release_memory",),
+    "_threads": ("get_num_threads", "set_num_threads"),
+    "_validate": ("get_check_finite", "set_check_finite"),
+    "training": ("clip_grad_norm", "clip_grad_value"),
+    "stack": ("StackCache", "reverse_within_lengths", "stack_backward", "stack_forward",
+              "weights_from_torch"),
+}
+_DEFINED_IN = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name):
+    """A public name, or a submodule (``fastrnn.reference``), imported on first use."""
+    module = _DEFINED_IN.get(name, name)
+    try:
+        imported = _importlib.import_module(f"{__name__}.{module}")
+    except ModuleNotFoundError as error:
+        if error.name != f"{__name__}.{module}":
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = imported if module == name else getattr(imported, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
 
 
 def precompile(cells=("lstm", "gru", "rnn"), dtypes=("float32", "float64"), processes=None,
@@ -54,7 +75,10 @@ def show_config(file=None):
     threads. Results are bit-identical for any thread count; other ISAs may differ from
     these results in the last bits."""
     import sys
-    info = dict(_describe_target(), threads=get_num_threads(), fastrnn=__version__)
+
+    from ._isa import describe
+    from ._threads import get_num_threads
+    info = dict(describe(), threads=get_num_threads(), fastrnn=__version__)
     for key, value in info.items():
         print(f"{key:>24}: {value}", file=file or sys.stdout)
     return info

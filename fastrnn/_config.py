@@ -63,9 +63,9 @@ JIT_OPTIONS = dict(nogil=True, cache=not TILE_OVERRIDDEN and _cache_available(),
 # target and live with the other ISA-dependent constants in _isa.py.
 
 
-def load_without_refreshing(modules):
-    """Make every cached kernel in ``modules`` load from numba's cache without first
-    refreshing numba's target context.
+def load_without_refreshing(namespace):
+    """Make every cached kernel in ``namespace`` (a kernel module's globals(), called at
+    its end) load from numba's cache without first refreshing numba's target context.
 
     numba's cache refreshes the context before every load: it imports and installs all of
     numba's typing and lowering registries (most of numba's first-call cost in a warm
@@ -92,9 +92,8 @@ def load_without_refreshing(modules):
                 return self._load_overload(sig, target_context)
             # None when the guard swallowed an I/O error (numba's own behaviour)
 
-    for module in modules:
-        for value in vars(module).values():
-            # Module-level kernels, and the split drivers' bound workers (kernels/split.py).
-            for kernel in (value, getattr(value, "worker", None)):
-                if isinstance(kernel, Dispatcher) and type(kernel._cache) is FunctionCache:
-                    kernel._cache.__class__ = LoadWithoutRefreshing
+    for value in list(namespace.values()):
+        # Module-level kernels, and the split drivers' bound workers (kernels/split.py).
+        for kernel in (value, getattr(value, "worker", None)):
+            if isinstance(kernel, Dispatcher) and type(kernel._cache) is FunctionCache:
+                kernel._cache.__class__ = LoadWithoutRefreshing

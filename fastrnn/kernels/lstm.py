@@ -17,7 +17,7 @@ Nothing is summed across tiles, so results do not depend on the number of worker
 import numpy as np
 from numba import njit
 
-from .._config import JIT_OPTIONS
+from .._config import JIT_OPTIONS, load_without_refreshing
 from ._math import one_of, sigmoid, tanh
 from .address import caller
 from .gemm import (MR_STEP, chunk_scratch_like, gemm_at as _gemm_at, pack_panels,
@@ -700,3 +700,6 @@ def lstm_backward_part(stage, p, i, s, state):
 
 # The split backward, called from Python as lstm_backward_run(parts, sync, T, T, state).
 lstm_backward_run = driver(lstm_backward_part, "lstm_backward")
+
+
+load_without_refreshing(globals())  # every kernel above: see _config.py

@@ -17,7 +17,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from .._config import JIT_OPTIONS
+from .._config import JIT_OPTIONS, load_without_refreshing
 
 LINE_BYTES = 64
 
@@ -88,3 +88,6 @@ def copy_rows(dst, src):
     cost the first kernel of a process ~5 s."""
     for i in range(src.shape[0]):
         copy_row(dst[i], src[i], False)
+
+
+load_without_refreshing(globals())  # every kernel above: see _config.py

@@ -31,7 +31,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .._config import JIT_OPTIONS
+from .._config import JIT_OPTIONS, load_without_refreshing
 from .._isa import MACHINE
 
 SYNC_STRIDE = 16  # int64 per slot: 128 bytes, a pair of cache lines
@@ -157,3 +157,6 @@ def wait_for_step(sync, worker, workers, steps_done):
 def sync_slots(workers):
     """Size of the ``sync`` array for ``workers`` workers."""
     return SYNC_STRIDE * (2 + workers)
+
+
+load_without_refreshing(globals())  # every kernel above: see _config.py
