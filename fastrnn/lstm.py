@@ -122,7 +122,8 @@ def _split_forward(x, Wx, Wh, b, h, c, S, h_out, order, bounds, x_rows, gates, c
     lstm_split_run(parts, np.zeros(sync_slots(parts), np.int64), T, S,
                    (x, Wx, Wh, b, bounds, Wx_parts, Wh_parts, b_parts, h_steps, h, c, c_parts,
                     proj, rec, tanh_c, h_out, order.active, x_rows, gates, c_hist,
-                    order.offsets, projection_address(x.dtype)))
+                    order.offsets, projection_address(x.dtype), product_address(x.dtype),
+                    cell_address(x.dtype)))
 
 
 def _split_backward(dh, cache, dh_next, dc_next, da, h_prev, bounds):
@@ -145,7 +146,7 @@ def _split_backward(dh, cache, dh_next, dc_next, da, h_prev, bounds):
                        _memory.empty((parts, 4 * H * widest), dtype), dh_next, dc_next, da,
                        h_prev, dx, np.zeros((2, padded_rows(N), 4 * H), dtype),
                        np.empty((parts, padded_rows(N), padded_columns(widest, dtype)), dtype),
-                       order.offsets, order.active))
+                       order.offsets, order.active, product_address(dtype)))
     return dx
 
 

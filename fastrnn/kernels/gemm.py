@@ -1004,7 +1004,7 @@ def gemm_worker_count(M, P, threads, dtype):
 # (kernels/address.py): compiled once per dtype, not again inside every kernel that uses
 # them, the biggest pieces each one inlined.
 STEPS_PRODUCT_ARGS = "3ii13iiI"
-STEP_PRODUCT_ARGS = "212iii"
+STEP_PRODUCT_ARGS = "212iiib"
 IN_PLACE_ARGS = "222ibii"
 
 
@@ -1020,12 +1020,12 @@ steps_product_at = caller(STEPS_PRODUCT_ARGS)
 
 
 @njit(**JIT_OPTIONS)
-def step_product_kernel(A, panels, out, worker, workers, M):
+def step_product_kernel(A, panels, out, worker, workers, M, backwards):
     """step_product, called through its address (_core.product_address)."""
-    step_product(A, panels, out, worker, workers, M)
+    step_product(A, panels, out, worker, workers, M, backwards)
 
 
-# step_product_at(address, (A, panels, out, worker, workers, M)) in a kernel:
+# step_product_at(address, (A, panels, out, worker, workers, M, backwards)) in a kernel:
 # step_product_kernel at ``address``.
 step_product_at = caller(STEP_PRODUCT_ARGS)
 

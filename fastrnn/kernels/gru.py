@@ -65,7 +65,8 @@ def gru_train_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, r
                                       active))
         for t in range(t0, min(t0 + S, T)):
             M = active[t]
-            step_product_at(product, (h, Wh_panels, rec, worker, workers, M))
+            step_product_at(product, (h, Wh_panels, rec, worker, workers, M,
+                                      np.bool_(False)))
             for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
                 for n in range(m0, min(m0 + MR_STEP, M)):
                     row = offsets[t] + n
@@ -155,7 +156,8 @@ def gru_backward_steps(worker, workers, dh, gates, hn_hist, h_prev, WhT_panels, 
                 for j in range(H):
                     dh_row[j] *= g[H + j]
                 copy_row(da_h[row], dah, False)
-        step_product_at(product, (da_step, WhT_panels, rec, worker, workers, M))
+        step_product_at(product, (da_step, WhT_panels, rec, worker, workers, M,
+                                  np.bool_(False)))
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
             for n in range(m0, min(m0 + MR_STEP, M)):
                 dh_row = dh_next[n]

@@ -20,10 +20,10 @@ from numba import njit
 from .._config import JIT_OPTIONS, load_without_refreshing
 from ._math import one_of, sigmoid, tanh
 from .address import caller
-from .gemm import (MR_STEP, chunk_scratch_like, gemm_at as _gemm_at, pack_panels,
-                   pack_transposed_by_lines, packed_panels, panel_width,
-                   rows_share_cache_sets, step_product, step_product_at, in_place_at,
-                   steps_product_at, times_transposed)
+from .gemm import (MR_STEP, chunk_scratch_like, gemm_at as _gemm_at, in_place_at,
+                   pack_panels, pack_transposed_by_lines, packed_panels, panel_width,
+                   rows_share_cache_sets, step_product_at, steps_product_at,
+                   times_transposed)
 from .split import BEGIN, CHUNK, END, STEP, driver, pack_unit_part, part_panel_length
 from .stream import copy_row, copy_rows, store_fence
 
@@ -158,7 +158,8 @@ def lstm_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, c, proj, re
                                       active))
         for t in range(t0, min(t0 + S, T)):
             M = active[t]
-            step_product_at(product, (h, Wh_panels, rec, worker, workers, M))
+            step_product_at(product, (h, Wh_panels, rec, worker, workers, M,
+                                      np.bool_(False)))
             for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
                 for n in range(m0, min(m0 + MR_STEP, M)):
                     row = offsets[t] + n
@@ -227,7 +228,7 @@ def lstm_split_part(stage, p, t, s, state):
     """The forward time loop split by hidden units (kernels/split.py): what part p does at
     each stage. state = (x, Wx, Wh, b, bounds, Wx_parts, Wh_parts, b_parts, h_steps, h, c,
     c_parts, proj, rec, tanh_c, h_out, active, x_rows, gates, c_hist, offsets,
-    projection):
+    projection, product, cell):
 
     x: (N, T, D); Wx: (D, 4H); Wh: (H, 4H); b: (4H,); bounds: (parts + 1,) unit bounds
     Wx_parts, Wh_parts: (parts, >= panel length) scratch: each part's columns, packed;
@@ -240,10 +241,10 @@ def lstm_split_part(stage, p, t, s, state):
         lstm_train_steps
     x_rows (R, D), gates (R, 4H), c_hist (R, H): out, as lstm_train_steps fills them, for
         the training forward; with no rows (inference) nothing is kept
-    projection: _core.projection_address (the input projection's kernel)
+    projection, product, cell: as lstm_train_steps
     """
     (x, Wx, Wh, b, bounds, Wx_parts, Wh_parts, b_parts, h_steps, h, c, c_parts, proj, rec,
-     tanh_c, h_out, active, x_rows, gates, c_hist, offsets, projection) = state
+     tanh_c, h_out, active, x_rows, gates, c_hist, offsets, projection, product, cell) = state
     j0 = bounds[p]
     j1 = bounds[p + 1]
     U = j1 - j0
@@ -263,13 +264,13 @@ def lstm_split_part(stage, p, t, s, state):
         h_next = h_steps[(t + 1) % 2]
         # Odd steps take the panels last to first: the panels the previous step read last
         # are still in cache when a part's share of Wh is about the cache's size.
-        step_product(h_steps[t % 2], Wh_parts[p, :part_panel_length(H, U, 4, x)], rec[p],
-                     0, 1, M, t % 2 == 1)
+        step_product_at(product, (h_steps[t % 2], Wh_parts[p, :part_panel_length(H, U, 4, x)],
+                                  rec[p], np.int64(0), np.int64(1), M, t % 2 == 1))
+        a = np.empty(4 * U, x.dtype)  # a row's gates (not in rec: see lstm_cell_kernel)
         for n in range(M):
-            a = rec[p, n]
             c_n = c_parts[p, n, :U]
-            lstm_cell(proj[p, s, n], a, b_parts[p], a, c_n, h_next[n, j0:j1],
-                      tanh_c[p, n, :U])
+            cell_at(cell, (proj[p, s, n], rec[p, n], b_parts[p], a, c_n, h_next[n, j0:j1],
+                           tanh_c[p, n, :U]))
             copy_row(h_out[n, t, j0:j1], h_next[n, j0:j1], False)
             copy_row(h[n, j0:j1], h_next[n, j0:j1], False)
             if gates.shape[0]:
@@ -544,7 +545,8 @@ def lstm_backward_steps(worker, workers, dh, gates, c_hist, tanh_c_rows, h0, c0,
                     dh_row[j] += dh_t[j]
                 lstm_cell_backward(gate, c_prev, tanh_c, dh_row, dc_row, da_row)
                 copy_row(da[row], da_row, False)
-        step_product_at(product, (da_step, WT_panels, rec, worker, workers, M))
+        step_product_at(product, (da_step, WT_panels, rec, worker, workers, M,
+                                  np.bool_(False)))
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
             for n in range(m0, min(m0 + MR_STEP, M)):
                 copy_row(dh_next[n], rec[n, :H], False)
@@ -620,7 +622,7 @@ def lstm_backward_part(stage, p, i, s, state):
     """The backward time loop split by hidden units (kernels/split.py), step i being time
     t = T - 1 - i: what part p does at each stage. state = (dh, gates, c_hist, tanh_c, h0,
     c0, Wh, Wx, bounds, dx_bounds, WT_parts, WT_own, dh_next, dc_next, da, h_prev, dx,
-    da_steps, rec, offsets, active), as lstm_backward_steps takes them but for:
+    da_steps, rec, offsets, active, product), as lstm_backward_steps takes them but for:
 
     WT_parts: (parts, >= panel length) scratch: part p's columns j0..j1 of Wh.T and
         d0..d1 of Wx.T side by side, packed (dx_bounds: (parts + 1,) its columns of dx,
@@ -639,7 +641,7 @@ def lstm_backward_part(stage, p, i, s, state):
     the cell's backward of step t for the part's units; END makes step 0's product (dh_0).
     """
     (dh, gates, c_hist, tanh_c_rows, h0, c0, Wh, Wx, bounds, dx_bounds, WT_parts, WT_own,
-     dh_next, dc_next, da, h_prev, dx, da_steps, rec, offsets, active) = state
+     dh_next, dc_next, da, h_prev, dx, da_steps, rec, offsets, active, product) = state
     j0 = bounds[p]
     j1 = bounds[p + 1]
     U = j1 - j0
@@ -663,8 +665,8 @@ def lstm_backward_part(stage, p, i, s, state):
         if after < T:
             M = active[after]
             length = part_panel_length(4 * H, U + d1 - d0, 1, dh)
-            step_product(da_steps[after % 2], WT_parts[p, :length], rec[p], 0, 1, M,
-                         after % 2 == 1)
+            step_product_at(product, (da_steps[after % 2], WT_parts[p, :length], rec[p],
+                                      np.int64(0), np.int64(1), M, after % 2 == 1))
             for n in range(M):
                 copy_row(dh_next[n, j0:j1], rec[p, n, :U], False)
                 copy_row(dx[n, after, d0:d1], rec[p, n, U:U + d1 - d0], False)

@@ -55,7 +55,8 @@ def rnn_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, proj, rec, x
                                       active))
         for t in range(t0, min(t0 + S, T)):
             M = active[t]
-            step_product_at(product, (h, Wh_panels, rec, worker, workers, M))
+            step_product_at(product, (h, Wh_panels, rec, worker, workers, M,
+                                      np.bool_(False)))
             for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
                 for n in range(m0, min(m0 + MR_STEP, M)):
                     row = offsets[t] + n
@@ -138,7 +139,8 @@ def rnn_backward_steps(worker, workers, dh, h_rows, h0, WT_panels, dh_next, da, 
                     for j in range(H):
                         da_row[j] = (dh_t[j] + dh_row[j]) * (one - h_t[j] * h_t[j])
                 copy_row(da[row], da_row, False)
-        step_product_at(product, (da_step, WT_panels, rec, worker, workers, M))
+        step_product_at(product, (da_step, WT_panels, rec, worker, workers, M,
+                                  np.bool_(False)))
         for m0 in range(worker * MR_STEP, M, workers * MR_STEP):
             for n in range(m0, min(m0 + MR_STEP, M)):
                 copy_row(dh_next[n], rec[n, :H], False)
