@@ -63,27 +63,20 @@ JIT_OPTIONS = dict(nogil=True, cache=not TILE_OVERRIDDEN and _cache_available(),
 # target and live with the other ISA-dependent constants in _isa.py.
 
 
-def load_without_refreshing(namespace):
-    """Make every cached kernel in ``namespace`` (a kernel module's globals(), called at
-    its end) load from numba's cache without first refreshing numba's target context.
-
-    numba's cache refreshes the context before every load: it imports and installs all of
-    numba's typing and lowering registries (most of numba's first-call cost in a warm
-    process, about two thirds of a first lstm_forward + lstm_backward), which only
-    compiling uses. Loading machine code needs just the NRT (the memory allocator the
-    kernels call), initialised here instead. A kernel that must be compiled after all
-    still refreshes the context, as the compiler always does. Only fastrnn's own
-    dispatchers change; with a numba whose cache differs from the one this was written
-    against, they keep numba's own loading."""
+def _cache_loading_without_refresh():
+    """numba's FunctionCache with a load_overload that initialises the NRT instead of
+    refreshing the target context (see load_without_refreshing), and numba's
+    FunctionCache and Dispatcher; None where numba's cache is not the one this was
+    written against."""
     try:
         from numba.core.caching import FunctionCache
         from numba.core.dispatcher import Dispatcher
         from numba.core.runtime import nrt
     except ImportError:
-        return
+        return None
     if not all(hasattr(FunctionCache, name) for name in
                ("load_overload", "_load_overload", "_guard_against_spurious_io_errors")):
-        return
+        return None
 
     class LoadWithoutRefreshing(FunctionCache):
         def load_overload(self, sig, target_context):
@@ -92,8 +85,29 @@ def load_without_refreshing(namespace):
                 return self._load_overload(sig, target_context)
             # None when the guard swallowed an I/O error (numba's own behaviour)
 
+    return LoadWithoutRefreshing, FunctionCache, Dispatcher
+
+
+_LOADING = _cache_loading_without_refresh()
+
+
+def load_without_refreshing(namespace):
+    """Make every cached kernel in ``namespace`` (a kernel module's globals(), called at
+    its end) load from numba's cache without first refreshing numba's target context.
+
+    numba's cache refreshes the context before every load: it imports and installs all of
+    numba's typing and lowering registries (most of numba's first-call cost in a warm
+    process, about two thirds of a first lstm_forward + lstm_backward), which only
+    compiling uses. Loading machine code needs just the NRT (the memory allocator the
+    kernels call), initialised instead. A kernel that must be compiled after all still
+    refreshes the context, as the compiler always does. Only fastrnn's own dispatchers
+    change; with a numba whose cache differs from the one this was written against, they
+    keep numba's own loading."""
+    if _LOADING is None:
+        return
+    loading, numba_cache, dispatcher = _LOADING
     for value in list(namespace.values()):
         # Module-level kernels, and the split drivers' bound workers (kernels/split.py).
         for kernel in (value, getattr(value, "worker", None)):
-            if isinstance(kernel, Dispatcher) and type(kernel._cache) is FunctionCache:
-                kernel._cache.__class__ = LoadWithoutRefreshing
+            if isinstance(kernel, dispatcher) and type(kernel._cache) is numba_cache:
+                kernel._cache.__class__ = loading
