@@ -16,12 +16,12 @@ import importlib as _importlib
 
 __version__ = "0.1.0"
 
-# The public names and the submodules that define them. Those submodules are imported on
-# first use (PEP 562's module __getattr__), not by ``import fastrnn``: they create some sixty
-# numba dispatchers, which cost more to make than the rest of the package together (and
-# their source is compiled again on every import where no bytecode is kept). numba itself
-# is imported here, so that its import, the bulk of either, is paid where a user expects it.
-_importlib.import_module("numba")
+# ``import fastrnn`` imports numba and the machinery every call uses (_core: the GEMM, the
+# threads, the checks); each cell's API and kernels, the reference, stacks and training
+# utilities are imported on first use (PEP 562's module __getattr__). Importing all of them
+# made some sixty numba dispatchers and, where no bytecode is kept, compiled every module
+# from source: a third again of numba's own import time.
+_importlib.import_module(f"{__name__}._core")
 _EXPORTS = {
     "lstm": ("LSTMCache", "lstm_backward", "lstm_forward", "lstm_inference",
              "lstm_step_backward", "lstm_step_forward"),
