@@ -11,11 +11,10 @@ from ._isa import MR, MR_STEP
 from ._threads import _parallel_launch, get_num_threads, run_workers
 from .kernels.address import entry_address
 from .kernels.gemm import (IN_PLACE_ARGS, STEP_PRODUCT_ARGS, STEPS_PRODUCT_ARGS,
-                           columns_per_panel, gemm_share, in_place_kernel,
-                           gemm_worker_count, pack_panels, pack_transposed_by_lines,
-                           padded_columns, padded_rows, rows_share_cache_sets,
-                           share_scratch_length, step_product_kernel, steps_product_kernel,
-                           worker_count)
+                           columns_per_panel, gemm_share, gemm_worker_count, in_place_kernel,
+                           pack_panels, pack_transposed_by_lines, padded_columns, padded_rows,
+                           rows_share_cache_sets, share_scratch_length, step_product_kernel,
+                           steps_product_kernel, worker_count)
 
 
 @functools.lru_cache(maxsize=32)
