@@ -84,13 +84,5 @@ def show_config(file=None):
     return info
 
 
-__all__ = [
-    "LSTMCache", "RNNCache", "GRUCache",
-    "lstm_forward", "lstm_backward", "lstm_step_forward", "lstm_step_backward", "lstm_inference",
-    "rnn_forward", "rnn_backward", "rnn_step_forward", "rnn_step_backward", "rnn_inference",
-    "gru_forward", "gru_backward", "gru_step_forward", "gru_step_backward", "gru_inference",
-    "StackCache", "stack_forward", "stack_backward", "reverse_within_lengths",
-    "weights_from_torch", "reference", "set_num_threads", "get_num_threads", "release_memory",
-    "show_config", "precompile", "clip_grad_norm", "clip_grad_value",
-    "set_check_finite", "get_check_finite",
-]
+# The lazily imported names (above), the reference module and what is defined here.
+__all__ = [*_DEFINED_IN, "reference", "show_config", "precompile"]

@@ -19,11 +19,11 @@ from ._isa import MR_STEP
 from ._threads import kernel_threads, run_workers
 from .kernels.address import entry_address
 from .kernels.gemm import GEMM_PART_ARGS, gemm_part, padded_columns, padded_rows
-from .kernels.lstm import (BACKWARD_STEPS_ARGS, CELL_ARGS, TRAIN_STEPS_ARGS, lstm_backward_run,
-                           lstm_backward_small, lstm_backward_steps, lstm_cell_kernel,
-                           lstm_split_run,
-                           lstm_step_backward_small, lstm_step_small, lstm_step_buffers,
-                           lstm_step_part, lstm_train_small, lstm_train_steps)
+from .kernels.lstm import (BACKWARD_STEPS_ARGS, CELL_ARGS, TRAIN_STEPS_ARGS,
+                           lstm_backward_run, lstm_backward_small, lstm_backward_steps,
+                           lstm_cell_kernel, lstm_split_run, lstm_step_backward_small,
+                           lstm_step_small, lstm_step_buffers, lstm_step_part,
+                           lstm_train_small, lstm_train_steps)
 from .kernels.sync import sync_slots
 
 

@@ -352,11 +352,11 @@ def lstm_step_part(w, workers, x, h_prev, Wx, Wh, b, projected, recurrent, gates
                    tanh_c, unit_bounds, in_place):
     """Worker w's share of one LSTM step split between ``workers`` threads: units
     unit_bounds[w]..unit_bounds[w + 1], on lstm_step_buffers' arrays (in_place: as
-    lstm_step_products). For a step whose rows make one tile, the only way to share it out. Each worker
-    streams only its columns of Wx and Wh, which stay in its core's cache from one call to
-    the next. Same bits as lstm_step_small for any split: the same sums per element
-    (lstm_step_products), the same operations per unit (lstm_cell_units). h_prev is read
-    whole, h_next is written by units (two buffers)."""
+    lstm_step_products). For a step whose rows make one tile, the only way to share it
+    out. Each worker streams only its columns of Wx and Wh, which stay in its core's cache
+    from one call to the next. Same bits as lstm_step_small for any split: the same sums
+    per element (lstm_step_products), the same operations per unit (lstm_cell_units).
+    h_prev is read whole, h_next is written by units (two buffers)."""
     j0, j1 = unit_bounds[w], unit_bounds[w + 1]
     lstm_step_products(x, h_prev, Wx, Wh, projected, recurrent, j0, j1, in_place)
     for n in range(x.shape[0]):
