@@ -91,9 +91,24 @@ def _cache_loading_without_refresh():
 _LOADING = _cache_loading_without_refresh()
 
 
-def load_without_refreshing(namespace):
-    """Make every cached kernel in ``namespace`` (a kernel module's globals(), called at
-    its end) load from numba's cache without first refreshing numba's target context.
+def setup_kernels(namespace):
+    """Called at the end of each kernel module with its globals(): every fastrnn kernel in
+    it (module-level dispatchers, and the split drivers' bound workers, kernels/split.py)
+    loads from numba's cache without refreshing numba's target context
+    (load_without_refreshing) and compiles under its cross-process lock
+    (_compiling.compile_once)."""
+    from ._compiling import compile_once  # imported here: _compiling imports this module
+    from numba.core.dispatcher import Dispatcher
+    for value in list(namespace.values()):
+        for kernel in (value, getattr(value, "worker", None)):
+            if isinstance(kernel, Dispatcher):
+                load_without_refreshing(kernel)
+                compile_once(kernel)
+
+
+def load_without_refreshing(kernel):
+    """Make a cached kernel (a numba dispatcher) load from numba's cache without first
+    refreshing numba's target context.
 
     numba's cache refreshes the context before every load: it imports and installs all of
     numba's typing and lowering registries (most of numba's first-call cost in a warm
@@ -105,9 +120,6 @@ def load_without_refreshing(namespace):
     keep numba's own loading."""
     if _LOADING is None:
         return
-    loading, numba_cache, dispatcher = _LOADING
-    for value in list(namespace.values()):
-        # Module-level kernels, and the split drivers' bound workers (kernels/split.py).
-        for kernel in (value, getattr(value, "worker", None)):
-            if isinstance(kernel, dispatcher) and type(kernel._cache) is numba_cache:
-                kernel._cache.__class__ = loading
+    loading, numba_cache, _ = _LOADING
+    if type(kernel._cache) is numba_cache:
+        kernel._cache.__class__ = loading

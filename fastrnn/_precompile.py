@@ -95,8 +95,10 @@ def precompile(cells=CELLS, dtypes=DTYPES, processes=None, progress=True):
             # stderr to a file, not a pipe: a pipe read only at the end would block a job
             # that writes more than its buffer holds (warnings, a long traceback).
             errors = tempfile.TemporaryFile("w+")
+            # No compile helpers (fastrnn/_compiling.py): the jobs keep the cores busy.
             running[job] = (subprocess.Popen(_job_command(*job), stdout=subprocess.DEVNULL,
-                                             stderr=errors, text=True),
+                                             stderr=errors, text=True,
+                                             env=dict(os.environ, FASTRNN_COMPILE_AHEAD="0")),
                             errors, time.perf_counter())
         for job, (process, errors, began) in list(running.items()):
             if process.poll() is None:

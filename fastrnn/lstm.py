@@ -9,6 +9,7 @@ import numpy as np
 
 from . import _memory
 from . import _validate as v
+from ._compiling import Ahead
 from ._core import (CellCache, batch_order, backward_dx, backward_panels,
                     backward_products, check_backward_cache, chunk_scratch, chunk_steps,
                     dx_in_time_loop, in_place_address, loop_split, no_rows, part_panels,
@@ -19,7 +20,8 @@ from ._isa import MR_STEP
 from ._threads import kernel_threads, run_workers
 from .kernels.address import entry_address
 from .kernels.gemm import GEMM_PART_ARGS, gemm_part, padded_columns, padded_rows
-from .kernels.lstm import (BACKWARD_STEPS_ARGS, CELL_ARGS, TRAIN_STEPS_ARGS,
+from .kernels.lstm import (BACKWARD_STEPS_ARGS, CELL_ARGS, STEP_BACKWARD_SMALL_ARGS,
+                           STEP_SMALL_ARGS, TRAIN_STEPS_ARGS,
                            lstm_backward_run, lstm_backward_small, lstm_backward_steps,
                            lstm_cell_kernel, lstm_split_run, lstm_step_backward_small,
                            lstm_step_small, lstm_step_buffers, lstm_step_part,
@@ -31,6 +33,17 @@ def cell_address(dtype):
     """The address of kernels/lstm.lstm_cell_kernel for ``dtype``, which the time loop and
     the single step call (compiled or loaded once per process: entry_address keeps it)."""
     return entry_address(lstm_cell_kernel, dtype, CELL_ARGS)
+
+
+# What a cold cache's first call hands a helper process to compile beside it
+# (_compiling.py): the biggest kernels a path reaches last, in the reverse of its order.
+# A training forward's include its backward's, which nearly always follows it.
+_INFERENCE_AHEAD = Ahead((lstm_train_steps, TRAIN_STEPS_ARGS))
+_BACKWARD_AHEAD = Ahead((gemm_part, GEMM_PART_ARGS), (lstm_backward_steps, BACKWARD_STEPS_ARGS))
+_FORWARD_AHEAD = Ahead(*_INFERENCE_AHEAD.kernels, *_BACKWARD_AHEAD.kernels)
+# A single step of one row tile has a backward of its own; a bigger one, the sequences'.
+_SMALL_STEP_AHEAD = Ahead((lstm_step_backward_small, STEP_BACKWARD_SMALL_ARGS),
+                          (lstm_step_small, STEP_SMALL_ARGS))
 
 
 class LSTMCache(CellCache):
@@ -69,6 +82,7 @@ def _forward_infer(x, h0, c0, Wx, Wh, b, order):
     N, T, D = x.shape
     H = h0.shape[1]
     dtype = x.dtype
+    _INFERENCE_AHEAD.ask(dtype)
     with kernel_threads(N, T, D, H, 4) as threads:
         if threads == 1 and order.real_steps:
             _, _, (h_out, _, _, _, h, c) = _one_call_forward(x, h0, c0, Wx, Wh, b, order,
@@ -101,11 +115,13 @@ def _one_call_forward(x, h0, c0, Wx, Wh, b, order, keep):
     dtype = x.dtype
     x, h0 = order.sort(x), order.sort(h0)
     c0 = _c0_in_order(c0, h0, order)
+    # The time loop's address last: on a cold cache a helper compiles it meanwhile.
+    projection, product, cell = (projection_address(dtype), product_address(dtype),
+                                 cell_address(dtype))
     return h0, c0, lstm_train_small(
         x, h0, c0, Wx, Wh, b, chunk_steps(order, D, 4 * H, dtype, 1),
         order.real_steps if keep else 0, order.offsets, order.active, order.ragged,
-        entry_address(lstm_train_steps, dtype, TRAIN_STEPS_ARGS), projection_address(dtype),
-        product_address(dtype), cell_address(dtype))
+        entry_address(lstm_train_steps, dtype, TRAIN_STEPS_ARGS), projection, product, cell)
 
 
 def _split_forward(x, Wx, Wh, b, h, c, S, h_out, order, bounds, x_rows, gates, c_hist):
@@ -183,6 +199,7 @@ def _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step):
     H = h0.shape[1]
     dtype = x.dtype
     c0_given = c0 is not None
+    _FORWARD_AHEAD.ask(dtype)
     with kernel_threads(N, T, D, H, 4) as threads:
         if threads == 1 and order.real_steps:
             h0, c0, (h_out, x_rows, gates, c_hist, h, c) = _one_call_forward(
@@ -251,6 +268,7 @@ def _backward(dh, cache, dh_last, dc_last, dh_last_name, dc_last_name,
     dh_next = state_grad(dh_last_name, dh_last, N, H, dtype, order)
     dc_next = state_grad(dc_last_name, dc_last, N, H, dtype, order)
     D = cache.Wx.shape[0]
+    _BACKWARD_AHEAD.ask(dtype)
     with kernel_threads(N, T, D, H, 4) as threads:
         # Small sequences: one numba call allocates and runs everything
         # (lstm_backward_small). Not a single step of more than MR_STEP rows, which
@@ -319,6 +337,7 @@ def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
         raise TypeError("prev_c must be a float32 or float64 array of shape (N, H), got None")
     shape = v.ready_step(x, prev_h, Wx, Wh, (b,), 4, prev_c)
     if shape is not None and small_step(*shape, 4, True):
+        (_SMALL_STEP_AHEAD if shape[0] <= MR_STEP else _BACKWARD_AHEAD).ask(x.dtype)
         # A sampling loop's step: arguments as the kernel takes them, no checks to convert.
         step = lstm_step_small(x, prev_h, prev_c, Wx, Wh, b, in_place_address(x.dtype),
                                cell_address(x.dtype))
@@ -326,6 +345,7 @@ def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
     (x3, prev_h, prev_c, Wx, Wh, (b,)), (N, T, D, H) = v.validate_step(
         x, prev_h, Wx, Wh, (("b", b),), gates=4, prev_c=prev_c)
     x = x3.reshape(N, D)
+    (_SMALL_STEP_AHEAD if N <= MR_STEP else _BACKWARD_AHEAD).ask(x.dtype)
     step = None
     with step_split(N, D, H, 4, x.dtype) as unit_bounds:
         if unit_bounds is not None:

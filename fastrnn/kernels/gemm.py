@@ -24,7 +24,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload, register_jitable
 
-from .._config import JIT_OPTIONS, load_without_refreshing
+from .._config import JIT_OPTIONS, setup_kernels
 from .._isa import FMA, KC_BYTES, MR, MR_STEP, VECTOR_BYTES, VECTORS
 from ._math import emit_multiply_add, zero_of
 from .address import caller
@@ -1041,4 +1041,4 @@ def in_place_kernel(A, W, out, M, rows_apart, p_lo, p_hi):
 in_place_at = caller(IN_PLACE_ARGS)
 
 
-load_without_refreshing(globals())  # every kernel above: see _config.py
+setup_kernels(globals())  # every kernel above: see _config.py

@@ -13,7 +13,7 @@ Work is split over row tiles as in kernels/lstm.py.
 import numpy as np
 from numba import njit
 
-from .._config import JIT_OPTIONS, load_without_refreshing
+from .._config import JIT_OPTIONS, setup_kernels
 from ._math import one_of, sigmoid, tanh
 from .gemm import MR_STEP, in_place_at, step_product_at, steps_product_at
 from .stream import copy_row, copy_rows, store_fence
@@ -165,4 +165,4 @@ def gru_backward_steps(worker, workers, dh, gates, hn_hist, h_prev, WhT_panels, 
                     dh_row[j] += rec[n, j]
 
 
-load_without_refreshing(globals())  # every kernel above: see _config.py
+setup_kernels(globals())  # every kernel above: see _config.py

@@ -17,7 +17,7 @@ Nothing is summed across tiles, so results do not depend on the number of worker
 import numpy as np
 from numba import njit
 
-from .._config import JIT_OPTIONS, load_without_refreshing
+from .._config import JIT_OPTIONS, setup_kernels
 from ._math import one_of, sigmoid, tanh
 from .address import caller
 from .gemm import (MR_STEP, chunk_scratch_like, gemm_at as _gemm_at, in_place_at,
@@ -341,6 +341,9 @@ def lstm_step_small(x, h0, c0, Wx, Wh, b, in_place, cell):
     return h_next, c, gates, x.copy()
 
 
+STEP_SMALL_ARGS = "222221ii"  # lstm_step_small's argument types (for _compiling.Ahead)
+
+
 @njit(**JIT_OPTIONS)
 def lstm_step_buffers(x, h0, c0, G):
     """_step_buffers, for a step split between threads (lstm_step_part)."""
@@ -463,6 +466,9 @@ def lstm_step_backward_small(dnext_h, dnext_c, gates, c_next, c_prev, h_prev, x,
     db = np.empty((1, G), x.dtype)
     outer_sum(np.ones((N, 1), x.dtype), da, db)
     return dx, dprev_h, dprev_c, db[0]
+
+
+STEP_BACKWARD_SMALL_ARGS = "22222222222"  # lstm_step_backward_small's (see STEP_SMALL_ARGS)
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -704,4 +710,4 @@ def lstm_backward_part(stage, p, i, s, state):
 lstm_backward_run = driver(lstm_backward_part, "lstm_backward")
 
 
-load_without_refreshing(globals())  # every kernel above: see _config.py
+setup_kernels(globals())  # every kernel above: see _config.py

@@ -9,7 +9,7 @@ or relu. Work is split over row tiles as in kernels/lstm.py.
 import numpy as np
 from numba import njit
 
-from .._config import JIT_OPTIONS, load_without_refreshing
+from .._config import JIT_OPTIONS, setup_kernels
 from ._math import one_of, tanh, zero_of
 from .gemm import MR_STEP, in_place_at, step_product_at, steps_product_at
 from .stream import copy_row, copy_rows, store_fence
@@ -147,4 +147,4 @@ def rnn_backward_steps(worker, workers, dh, h_rows, h0, WT_panels, dh_next, da, 
                 copy_row(dx[n, t], rec[n, H:H + D], False)
 
 
-load_without_refreshing(globals())  # every kernel above: see _config.py
+setup_kernels(globals())  # every kernel above: see _config.py

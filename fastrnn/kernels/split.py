@@ -28,7 +28,7 @@ import types
 import numpy as np
 from numba import njit
 
-from .._config import JIT_OPTIONS, load_without_refreshing
+from .._config import JIT_OPTIONS, setup_kernels
 from .._threads import run_workers
 from .gemm import panel_width
 from .stream import copy_row
@@ -176,4 +176,4 @@ def driver(cell_part, suffix):
     return run
 
 
-load_without_refreshing(globals())  # every kernel above: see _config.py
+setup_kernels(globals())  # every kernel above: see _config.py

@@ -17,7 +17,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from .._config import JIT_OPTIONS, load_without_refreshing
+from .._config import JIT_OPTIONS, setup_kernels
 
 LINE_BYTES = 64
 
@@ -90,4 +90,4 @@ def copy_rows(dst, src):
         copy_row(dst[i], src[i], False)
 
 
-load_without_refreshing(globals())  # every kernel above: see _config.py
+setup_kernels(globals())  # every kernel above: see _config.py

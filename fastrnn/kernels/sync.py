@@ -31,7 +31,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .._config import JIT_OPTIONS, load_without_refreshing
+from .._config import JIT_OPTIONS, setup_kernels
 from .._isa import MACHINE
 
 SYNC_STRIDE = 16  # int64 per slot: 128 bytes, a pair of cache lines
@@ -159,4 +159,4 @@ def sync_slots(workers):
     return SYNC_STRIDE * (2 + workers)
 
 
-load_without_refreshing(globals())  # every kernel above: see _config.py
+setup_kernels(globals())  # every kernel above: see _config.py

@@ -1,0 +1,194 @@
+"""Compiling fastrnn's kernels on a cold cache: each kernel once across processes, and a
+first call's biggest kernels in a helper process beside it.
+
+numba compiles on one thread, under a lock of its own process, and its cache helps only the
+processes that start after a kernel is saved. Two things follow for a first call:
+
+- **One compile per kernel across processes.** Processes that start together (pytest-xdist's
+  workers, a pool's, a cluster's) each compiled the same kernels at the same time. Every
+  fastrnn kernel now compiles under a lock file beside its cache files (``fcntl.flock``, one
+  per kernel function): a process that finds another compiling a kernel waits for it and
+  loads the result from the cache (numba's compile looks there first).
+- **A helper process.** A call about to compile names, by ``compile_ahead``, the biggest
+  kernels it will reach last; where some are not in the cache yet, a helper Python process
+  compiles them into it while the call compiles the rest, so a machine with a second core
+  compiles a first call in about half the time. The helper takes its kernels in the
+  reverse of the call's order and both take each kernel's lock before compiling it, so
+  whichever reaches a kernel first compiles it and the other loads it: a late helper costs
+  nothing but its own start.
+
+Both rely only on numba's cache, which is keyed by each kernel's exact argument types: the
+helper compiles each kernel for ``address.array_types(dtype, layout)``, the types a call
+passes it, so what it saves is what the call looks up. Where the cache is off, ``fcntl`` is
+missing (Windows) or only one core may run, neither happens; FASTRNN_COMPILE_AHEAD=0 turns
+the helper off (``precompile``'s jobs set it: they already keep every core busy).
+"""
+
+import os
+import subprocess
+import sys
+import time
+
+try:
+    import fcntl
+except ImportError:  # Windows: no locks, no helper
+    fcntl = None
+
+from ._config import JIT_OPTIONS
+from .kernels.address import array_types
+
+LOCK_POLL_SECONDS = 0.002
+# A lock held longer than this (a process stopped in a debugger) is ignored: better to
+# compile twice than to wait without end.
+LOCK_PATIENCE_SECONDS = 600.0
+
+_held = set()  # the lock files this process holds (it must not wait on itself)
+_helpers = []  # helper processes started here, kept until they end (reaped in _start)
+
+
+def _lock_path(dispatcher):
+    """The lock file of one kernel function, in its cache directory (None: no cache)."""
+    directory = getattr(getattr(dispatcher, "_cache", None), "cache_path", None)
+    if directory is None:
+        return None
+    function = dispatcher.py_func
+    return os.path.join(directory, f"{function.__module__}.{function.__qualname__}.lock")
+
+
+class _kernel_lock:
+    """``with _kernel_lock(path):`` this process alone compiles the kernel (or waits for
+    another that does, then loads it from the cache). No lock where none can be taken."""
+
+    __slots__ = ("path", "file")
+
+    def __init__(self, path):
+        self.path = path
+        self.file = None
+
+    def __enter__(self):
+        if self.path is None or fcntl is None or self.path in _held:
+            return
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            lock_file = open(self.path, "a")
+        except OSError:
+            return
+        deadline = time.monotonic() + LOCK_PATIENCE_SECONDS
+        while True:
+            try:
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    lock_file.close()
+                    return
+                time.sleep(LOCK_POLL_SECONDS)
+            except OSError:  # a file system without locks
+                lock_file.close()
+                return
+        self.file = lock_file
+        _held.add(self.path)
+
+    def __exit__(self, *exc_info):
+        if self.file is not None:
+            _held.discard(self.path)
+            self.file.close()  # releases the lock
+            self.file = None
+
+
+def compile_once(dispatcher):
+    """Make ``dispatcher`` compile (or load from the cache) under its kernel's lock file.
+    numba calls ``compile`` only for argument types it has not loaded in this process, so
+    the lock costs a file open per kernel and process, never a call."""
+    if not JIT_OPTIONS["cache"] or fcntl is None or hasattr(dispatcher.compile, "locked"):
+        return  # (a kernel module's namespace also holds the kernels it imports)
+    path = _lock_path(dispatcher)
+    compile_unlocked = dispatcher.compile
+
+    def compile(sig):
+        with _kernel_lock(path):
+            return compile_unlocked(sig)
+
+    compile.__doc__ = compile_unlocked.__doc__
+    compile.locked = True
+    dispatcher.compile = compile
+
+
+def _available(dispatcher, signature):
+    """Whether ``dispatcher`` has ``signature`` loaded here or in numba's cache (its index
+    file). True when that cannot be told: no helper is started for it then."""
+    if signature in dispatcher.overloads:
+        return True
+    try:
+        cache = dispatcher._cache
+        key = cache._index_key(signature, dispatcher.targetctx.codegen())
+        return key in cache._cache_file._load_index()
+    except Exception:  # another numba's cache internals: never start a helper for them
+        return True
+
+
+def _helper_allowed():
+    if not JIT_OPTIONS["cache"] or fcntl is None or not sys.executable:
+        return False
+    if os.environ.get("FASTRNN_COMPILE_AHEAD") == "0":
+        return False
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return cores > 1
+
+
+class Ahead:
+    """The kernels one path of a call compiles last, as (dispatcher, layout) pairs, biggest
+    and latest first: ``Ahead(...).ask(dtype)`` at the start of the path starts a helper
+    process for those not yet compiled for ``dtype``. Once per dtype and process: later
+    calls pay a set lookup."""
+
+    __slots__ = ("kernels", "asked")
+
+    def __init__(self, *kernels):
+        self.kernels = kernels
+        self.asked = set()
+
+    def ask(self, dtype):
+        char = dtype.char
+        if char in self.asked:
+            return
+        self.asked.add(char)
+        if not _helper_allowed():
+            return
+        missing = [(kernel, layout) for kernel, layout in self.kernels
+                   if not _available(kernel, array_types(dtype, layout))]
+        if missing:
+            _start(missing, dtype)
+
+
+def _start(kernels, dtype):
+    """A helper process compiling ``kernels`` ((dispatcher, layout) pairs) for ``dtype``
+    into numba's cache, in that order; its output discarded. Never raises: without a
+    helper, the call compiles everything itself."""
+    _helpers[:] = [helper for helper in _helpers if helper.poll() is None]
+    jobs = [(kernel.py_func.__module__, kernel.py_func.__name__, layout)
+            for kernel, layout in kernels]
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, FASTRNN_COMPILE_AHEAD="0")
+    env["PYTHONPATH"] = os.pathsep.join(
+        [package_parent] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    command = [sys.executable, "-c",
+               f"from fastrnn._compiling import compile_jobs; "
+               f"compile_jobs({jobs!r}, {dtype.name!r})"]
+    try:
+        _helpers.append(subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL))
+    except OSError:
+        pass
+
+
+def compile_jobs(jobs, dtype):
+    """The helper's work: compile each (module, kernel name, layout) of ``jobs`` for
+    ``dtype`` (numba's cache keeps it)."""
+    import importlib
+    for module, name, layout in jobs:
+        getattr(importlib.import_module(module), name).compile(array_types(dtype, layout))
