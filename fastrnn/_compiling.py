@@ -169,8 +169,7 @@ def _start(kernels, dtype):
     into numba's cache, in that order; its output discarded. Never raises: without a
     helper, the call compiles everything itself."""
     _helpers[:] = [helper for helper in _helpers if helper.poll() is None]
-    jobs = [(kernel.py_func.__module__, kernel.py_func.__name__, layout)
-            for kernel, layout in kernels]
+    jobs = [(*_where(kernel), layout) for kernel, layout in kernels]
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, FASTRNN_COMPILE_AHEAD="0")
     env["PYTHONPATH"] = os.pathsep.join(
@@ -186,9 +185,25 @@ def _start(kernels, dtype):
         pass
 
 
+def _where(kernel):
+    """(module, name) by which the helper finds ``kernel``: a kernel module's global, or
+    a split driver's bound worker (name "<driver>.worker", kernels/split.py)."""
+    for module_name, module in list(sys.modules.items()):
+        if module_name.startswith(__package__ + ".kernels."):
+            for name, value in vars(module).items():
+                if value is kernel:
+                    return module_name, name
+                if getattr(value, "worker", None) is kernel:
+                    return module_name, name + ".worker"
+    raise LookupError(f"{kernel} is not a kernel module's")
+
+
 def compile_jobs(jobs, dtype):
-    """The helper's work: compile each (module, kernel name, layout) of ``jobs`` for
-    ``dtype`` (numba's cache keeps it)."""
+    """The helper's work: compile each (module, name, layout) of ``jobs`` (see _where)
+    for ``dtype`` (numba's cache keeps it)."""
     import importlib
     for module, name, layout in jobs:
-        getattr(importlib.import_module(module), name).compile(array_types(dtype, layout))
+        kernel = importlib.import_module(module)
+        for attribute in name.split("."):
+            kernel = getattr(kernel, attribute)
+        kernel.compile(array_types(dtype, layout))

@@ -21,11 +21,11 @@ from ._threads import kernel_threads, run_workers
 from .kernels.address import entry_address
 from .kernels.gemm import GEMM_PART_ARGS, gemm_part, padded_columns, padded_rows
 from .kernels.lstm import (BACKWARD_STEPS_ARGS, CELL_ARGS, STEP_BACKWARD_SMALL_ARGS,
-                           STEP_SMALL_ARGS, TRAIN_STEPS_ARGS,
+                           STEP_SMALL_ARGS, TRAIN_STEPS_ARGS, lstm_backward_part,
                            lstm_backward_run, lstm_backward_small, lstm_backward_steps,
-                           lstm_cell_kernel, lstm_split_run, lstm_step_backward_small,
-                           lstm_step_small, lstm_step_buffers, lstm_step_part,
-                           lstm_train_small, lstm_train_steps)
+                           lstm_cell_kernel, lstm_split_part, lstm_split_run,
+                           lstm_step_backward_small, lstm_step_small, lstm_step_buffers,
+                           lstm_step_part, lstm_train_small, lstm_train_steps)
 from .kernels.sync import sync_slots
 
 
@@ -36,16 +36,21 @@ def cell_address(dtype):
 
 
 # What a cold cache's first call hands a helper process to compile beside it
-# (_compiling.py): the biggest kernels a path reaches last, in the reverse of its order.
-# A training forward's include its backward's, which nearly always follows it.
+# (_compiling.py), per path: the biggest kernels it reaches last, in the reverse of its
+# order. A training forward's include its backward's, which nearly always follows it.
 _INFERENCE_AHEAD = Ahead((lstm_train_steps, TRAIN_STEPS_ARGS))
 _BACKWARD_AHEAD = Ahead((gemm_part, GEMM_PART_ARGS), (lstm_backward_steps, BACKWARD_STEPS_ARGS))
 _FORWARD_AHEAD = Ahead(*_INFERENCE_AHEAD.kernels, *_BACKWARD_AHEAD.kernels)
+_SPLIT_INFERENCE_AHEAD = Ahead((lstm_split_run.worker, lstm_split_run.worker_layout),
+                               (lstm_split_part, lstm_split_run.part_layout))
+_SPLIT_BACKWARD_AHEAD = Ahead((gemm_part, GEMM_PART_ARGS),
+                              (lstm_backward_run.worker, lstm_backward_run.worker_layout),
+                              (lstm_backward_part, lstm_backward_run.part_layout))
+_SPLIT_FORWARD_AHEAD = Ahead(*_SPLIT_INFERENCE_AHEAD.kernels,
+                             *_SPLIT_BACKWARD_AHEAD.kernels[1:])
 # A single step of one row tile has a backward of its own; a bigger one, the sequences'.
 _SMALL_STEP_AHEAD = Ahead((lstm_step_backward_small, STEP_BACKWARD_SMALL_ARGS),
                           (lstm_step_small, STEP_SMALL_ARGS))
-
-
 class LSTMCache(CellCache):
     """What lstm_backward needs from lstm_forward; treat it as read-only.
 
@@ -82,9 +87,9 @@ def _forward_infer(x, h0, c0, Wx, Wh, b, order):
     N, T, D = x.shape
     H = h0.shape[1]
     dtype = x.dtype
-    _INFERENCE_AHEAD.ask(dtype)
     with kernel_threads(N, T, D, H, 4) as threads:
         if threads == 1 and order.real_steps:
+            _INFERENCE_AHEAD.ask(dtype)
             _, _, (h_out, _, _, _, h, c) = _one_call_forward(x, h0, c0, Wx, Wh, b, order,
                                                              keep=False)
             return order.unsort(h_out), order.final(h), order.final(c)
@@ -93,6 +98,7 @@ def _forward_infer(x, h0, c0, Wx, Wh, b, order):
             S = chunk_steps(order, D, 4 * H, dtype, threads)
             bounds = loop_split(N, D, H, 4, threads)
             none = no_rows(dtype)  # for x_rows, gates and c_hist: nothing kept
+            (_INFERENCE_AHEAD if bounds is None else _SPLIT_INFERENCE_AHEAD).ask(dtype)
             if bounds is not None:
                 _split_forward(x, Wx, Wh, b, h, c, S, h_out, order, bounds, none, none,
                                none)
@@ -139,7 +145,7 @@ def _split_forward(x, Wx, Wh, b, h, c, S, h_out, order, bounds, x_rows, gates, c
                    (x, Wx, Wh, b, bounds, Wx_parts, Wh_parts, b_parts, h_steps, h, c, c_parts,
                     proj, rec, tanh_c, h_out, order.active, x_rows, gates, c_hist,
                     order.offsets, projection_address(x.dtype), product_address(x.dtype),
-                    cell_address(x.dtype)))
+                    cell_address(x.dtype), np.empty_like(b_parts)))
 
 
 def _split_backward(dh, cache, dh_next, dc_next, da, h_prev, bounds):
@@ -199,9 +205,9 @@ def _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step):
     H = h0.shape[1]
     dtype = x.dtype
     c0_given = c0 is not None
-    _FORWARD_AHEAD.ask(dtype)
     with kernel_threads(N, T, D, H, 4) as threads:
         if threads == 1 and order.real_steps:
+            _FORWARD_AHEAD.ask(dtype)
             h0, c0, (h_out, x_rows, gates, c_hist, h, c) = _one_call_forward(
                 x, h0, c0, Wx, Wh, b, order, keep=True)
         else:
@@ -211,6 +217,7 @@ def _forward_with_cache(x, h0, c0, Wx, Wh, b, order, is_step):
             if order.real_steps:
                 S = chunk_steps(order, D, 4 * H, dtype, threads)
                 bounds = loop_split(N, D, H, 4, threads)
+                (_FORWARD_AHEAD if bounds is None else _SPLIT_FORWARD_AHEAD).ask(dtype)
             if order.real_steps and bounds is not None:
                 _split_forward(x, Wx, Wh, b, h, c, S, h_out, order, bounds, x_rows, gates,
                                c_hist)
@@ -268,13 +275,13 @@ def _backward(dh, cache, dh_last, dc_last, dh_last_name, dc_last_name,
     dh_next = state_grad(dh_last_name, dh_last, N, H, dtype, order)
     dc_next = state_grad(dc_last_name, dc_last, N, H, dtype, order)
     D = cache.Wx.shape[0]
-    _BACKWARD_AHEAD.ask(dtype)
     with kernel_threads(N, T, D, H, 4) as threads:
         # Small sequences: one numba call allocates and runs everything
         # (lstm_backward_small). Not a single step of more than MR_STEP rows, which
         # lstm_step_backward sends here: its first call would compile that kernel too, for
         # a call the kernels it shares with the sequences already serve.
         if threads == 1 and order.real_steps and not cache.is_step:
+            _BACKWARD_AHEAD.ask(dtype)
             in_loop = dx_in_time_loop(D, H, dtype)
             dx, dWx, dWh, db = lstm_backward_small(
                 order.sort(dh), cache.gates, cache.c_hist, cache.h0, cache.c0,
@@ -289,6 +296,7 @@ def _backward(dh, cache, dh_last, dc_last, dh_last_name, dc_last_name,
         # The loop fills da and the first H columns of grad_rows (h_prev).
         da, grad_rows = weight_grad_rows(order, cache.x_rows, 4 * H, H)
         bounds = loop_split(N, D, H, 4, threads) if order.real_steps else None
+        (_BACKWARD_AHEAD if bounds is None else _SPLIT_BACKWARD_AHEAD).ask(dtype)
         if bounds is not None:
             dx = _split_backward(order.sort(dh), cache, dh_next, dc_next, da, grad_rows,
                                  bounds)

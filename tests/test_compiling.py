@@ -9,8 +9,10 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 
+import fastrnn
 from fastrnn import _compiling
 from fastrnn._config import JIT_OPTIONS
 
@@ -52,15 +54,16 @@ def test_a_kernel_lock_is_reentrant_within_a_process(tmp_path):
         assert path in _compiling._held
 
 
-# In a fresh process with an empty cache: ask for the helper of the LSTM's training forward
-# (float64), wait for it, then run lstm_forward and lstm_backward, counting the compiles of
-# the kernels the helper took; print them and the largest difference from the reference.
+# In a fresh process with an empty cache: ask for a helper compiling gemm.pack_panels
+# (a small kernel: the test's cost) for float64, wait for it, then pack a matrix through
+# the API's weight_panels, counting pack_panels' compiles; print them, the helpers started
+# and whether the panels are right.
 HELPED = """
 import json
 import numpy as np
 from numba.core import event
-import fastrnn
-from fastrnn import _compiling, lstm
+from fastrnn import _compiling, _core
+from fastrnn.kernels.gemm import pack_panels, panel_width
 
 compiled = []
 class Listener(event.Listener):
@@ -68,26 +71,23 @@ class Listener(event.Listener):
         compiled.append(e.data["dispatcher"].py_func.__name__)
     def on_end(self, e):
         pass
-lstm._FORWARD_AHEAD.ask(np.dtype(np.float64))
+ahead = _compiling.Ahead((pack_panels, "2b1"))
+ahead.ask(np.dtype(np.float64))
 started = len(_compiling._helpers)
 for helper in _compiling._helpers:
     helper.wait()
 event.register("numba:compile", Listener())
-rng = np.random.default_rng(0)
-N, T, D, H = 3, 5, 4, 7
-x, h0 = rng.standard_normal((N, T, D)), rng.standard_normal((N, H))
-Wx, Wh, b = (rng.standard_normal(s) * 0.3 for s in ((D, 4 * H), (H, 4 * H), (4 * H,)))
-dh = rng.standard_normal((N, T, H))
-got_h, cache = fastrnn.lstm_forward(x, h0, Wx, Wh, b)
-got = (got_h,) + fastrnn.lstm_backward(dh, cache)
-want_h, ref_cache = fastrnn.reference.lstm_forward(x, h0, Wx, Wh, b)
-want = (want_h,) + fastrnn.reference.lstm_backward(dh, ref_cache)
-error = max(float(np.max(np.abs(g - w)) / np.max(np.abs(w))) for g, w in zip(got, want))
-helped = [kernel.py_func.__name__ for kernel, _ in lstm._FORWARD_AHEAD.kernels]
-lstm._FORWARD_AHEAD.asked.clear()
-lstm._FORWARD_AHEAD.ask(np.dtype(np.float64))  # everything in the cache now: no helper
-print(json.dumps({"started": started, "compiled_here": [n for n in helped if n in compiled],
-                  "error": error, "started_again": len(_compiling._helpers) - started}))
+W = np.random.default_rng(0).standard_normal((5, 11))
+panels = _core.weight_panels(W)
+NR = panel_width(W)
+padded = np.zeros((5, -(-11 // NR) * NR))
+padded[:, :11] = W
+want = padded.reshape(5, -1, NR).transpose(1, 0, 2).ravel()
+ahead.asked.clear()
+ahead.ask(np.dtype(np.float64))  # in the cache now: no helper
+print(json.dumps({"started": started, "compiled_here": compiled.count("pack_panels"),
+                  "right": bool(np.array_equal(panels, want)),
+                  "started_again": len(_compiling._helpers) - started}))
 """
 
 
@@ -99,11 +99,33 @@ def test_the_helper_compiles_into_the_cache_what_the_call_then_loads(tmp_path):
     done = subprocess.run([sys.executable, "-c", HELPED], capture_output=True, text=True,
                           env=env, check=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["started"] == 1
-    assert result["compiled_here"] == []  # every kernel the helper took came from the cache
-    assert result["error"] < 1e-10
-    assert result["started_again"] == 0
+    assert result == {"started": 1, "compiled_here": 0, "right": True, "started_again": 0}
     assert any(name.endswith(".lock") for _, _, names in os.walk(tmp_path) for name in names)
+
+
+@pytest.mark.skipif(fastrnn.get_num_threads() < 2, reason="the split paths need 2 threads")
+def test_every_path_compiles_the_types_it_names_for_its_helper():
+    """Each Ahead of fastrnn.lstm names argument types its path compiles (or loads) its
+    kernels for: a helper compiling other types would save what no call looks up. Runs
+    every path once, float64, then looks for the named signatures."""
+    from fastrnn import lstm
+    from fastrnn.kernels.address import array_types
+    from helpers import make_inputs
+    shapes = [(2, 3, 5, 8), (40, 8, 64, 128), (1, 20, 64, 256)]  # small, rows, split
+    for N, T, D, H in shapes:
+        x, h0, c0, Wx, Wh, b = make_inputs(N, T, D, H, gates=4, dtype=np.float64, seed=0)
+        h, cache = fastrnn.lstm_forward(x, h0, Wx, Wh, b)
+        fastrnn.lstm_backward(h, cache)
+        fastrnn.lstm_inference(x, h0, Wx, Wh, b)
+    for N in (1, 16):  # one row tile (its own backward), several (the sequences')
+        x, h0, c0, Wx, Wh, b = make_inputs(N, 1, 16, 32, gates=4, dtype=np.float64, seed=0)
+        next_h, next_c, cache = fastrnn.lstm_step_forward(x[:, 0], h0, c0, Wx, Wh, b)
+        fastrnn.lstm_step_backward(next_h, next_c, cache)
+    aheads = [value for value in vars(lstm).values() if isinstance(value, _compiling.Ahead)]
+    assert len(aheads) >= 7
+    for ahead in aheads:
+        for kernel, layout in ahead.kernels:
+            assert array_types("float64", layout) in kernel.signatures, (kernel, layout)
 
 
 def test_no_helper_when_turned_off(monkeypatch):

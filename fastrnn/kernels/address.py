@@ -43,12 +43,40 @@ def entry_address(dispatcher, dtype, layout):
 
 def array_types(dtype, layout):
     """The numba types of the arguments a kernel of ``layout`` takes for float ``dtype``:
-    layout is a string of "i" (int64), "b" (bool), "1"-"3" (C-contiguous float arrays of
-    that many dimensions) and "I" (a 1-D int64 array)."""
-    scalar = numba.from_dtype(np.dtype(dtype))
-    return tuple({"i": types.int64, "b": types.boolean,
-                  "I": types.Array(types.int64, 1, "C")}.get(code)
-                 or types.Array(scalar, int(code), "C") for code in layout)
+    layout is a string of "i" (int64), "b" (bool), "1"-"4" (C-contiguous float arrays of
+    that many dimensions), "I" (a 1-D int64 array) and "(...)" (a tuple of what the
+    parentheses hold)."""
+    types_, rest = _parse_layout(numba.from_dtype(np.dtype(dtype)), layout)
+    if rest:
+        raise ValueError(f"unbalanced parentheses in layout {layout!r}")
+    return types_
+
+
+def _parse_layout(scalar, layout):
+    """(types of layout up to its first unmatched ")", what follows that ")")."""
+    parsed = []
+    while layout and layout[0] != ")":
+        code, layout = layout[0], layout[1:]
+        if code == "(":
+            members, layout = _parse_layout(scalar, layout)
+            if not layout:
+                raise ValueError("unbalanced parentheses in a layout")
+            parsed.append(types.Tuple(members))
+            layout = layout[1:]
+        else:
+            parsed.append({"i": types.int64, "b": types.boolean,
+                           "I": types.Array(types.int64, 1, "C")}.get(code)
+                          or types.Array(scalar, int(code), "C"))
+    return tuple(parsed), layout
+
+
+def _float_dtypes(arg_types):
+    """The dtypes of the float arrays among ``arg_types``, tuples' members included."""
+    for t in arg_types:
+        if isinstance(t, types.BaseTuple):
+            yield from _float_dtypes(t.types)
+        elif isinstance(t, types.Array) and isinstance(t.dtype, types.Float):
+            yield t.dtype
 
 
 def caller(layout):
@@ -58,8 +86,7 @@ def caller(layout):
     dtype of its first float array, fails: the address is looked up for them."""
     @intrinsic
     def call(typingctx, address, args):
-        dtypes = [t.dtype for t in args.types
-                  if isinstance(t, types.Array) and isinstance(t.dtype, types.Float)]
+        dtypes = list(_float_dtypes(args.types))
         expected = array_types(str(dtypes[0]), layout) if dtypes else None
         if tuple(args.types) != expected:
             raise errors.TypingError(

@@ -242,9 +242,11 @@ def lstm_split_part(stage, p, t, s, state):
     x_rows (R, D), gates (R, 4H), c_hist (R, H): out, as lstm_train_steps fills them, for
         the training forward; with no rows (inference) nothing is kept
     projection, product, cell: as lstm_train_steps
+    activated: (parts, >= 4 U) scratch: a row's gates (not in rec: see lstm_cell_kernel)
     """
     (x, Wx, Wh, b, bounds, Wx_parts, Wh_parts, b_parts, h_steps, h, c, c_parts, proj, rec,
-     tanh_c, h_out, active, x_rows, gates, c_hist, offsets, projection, product, cell) = state
+     tanh_c, h_out, active, x_rows, gates, c_hist, offsets, projection, product, cell,
+     activated) = state
     j0 = bounds[p]
     j1 = bounds[p + 1]
     U = j1 - j0
@@ -266,7 +268,7 @@ def lstm_split_part(stage, p, t, s, state):
         # are still in cache when a part's share of Wh is about the cache's size.
         step_product_at(product, (h_steps[t % 2], Wh_parts[p, :part_panel_length(H, U, 4, x)],
                                   rec[p], np.int64(0), np.int64(1), M, t % 2 == 1))
-        a = np.empty(4 * U, x.dtype)  # a row's gates (not in rec: see lstm_cell_kernel)
+        a = activated[p, :4 * U]
         for n in range(M):
             c_n = c_parts[p, n, :U]
             cell_at(cell, (proj[p, s, n], rec[p, n], b_parts[p], a, c_n, h_next[n, j0:j1],
@@ -285,7 +287,7 @@ def lstm_split_part(stage, p, t, s, state):
 
 
 # The split forward, called from Python as lstm_split_run(parts, sync, T, S, state).
-lstm_split_run = driver(lstm_split_part, "lstm")
+lstm_split_run = driver(lstm_split_part, "lstm", "3221I22232234333I222Iiii2")
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -707,7 +709,7 @@ def lstm_backward_part(stage, p, i, s, state):
 
 
 # The split backward, called from Python as lstm_backward_run(parts, sync, T, T, state).
-lstm_backward_run = driver(lstm_backward_part, "lstm_backward")
+lstm_backward_run = driver(lstm_backward_part, "lstm_backward", "32222222II222222333IIi")
 
 
 setup_kernels(globals())  # every kernel above: see _config.py

@@ -30,6 +30,7 @@ from numba import njit
 
 from .._config import JIT_OPTIONS, setup_kernels
 from .._threads import run_workers
+from .address import caller, entry_address
 from .gemm import panel_width
 from .stream import copy_row
 from .sync import CALLED_OFF, UNDECIDED, rendezvous, wait_for_step
@@ -75,18 +76,17 @@ def part_panel_length(K, units, gates, like):
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def split_loop(p_lo, p_hi, workers, sync, T, S, state):
+def split_loop(p_lo, p_hi, workers, sync, T, S, state, part):
     """Parts p_lo .. p_hi - 1 of the time loop on this thread: one part when the split
     goes ahead (meeting the others after every step, the last included, so that END sees
     every part's steps), all of them when it was called off (one after the other, no
-    waiting). A template: ``driver`` binds part_work.
+    waiting). part: the address of the cell's part function (address.entry_address for
+    the driver's layout), called through part_at, which ``driver`` binds.
 
-    Written as one loop over the stages with a single call of part_work, and inlined into
-    split_worker: LLVM re-optimises a called function's whole body inside
-    every caller, once per call site where it inlines it, and with four call sites and
-    three layers of callers the LSTM's loop took 55 s to compile (30 s now; the part
-    function itself is not inlined by numba: copying its IR into the parallel body made
-    the parfor passes as slow again).
+    The part function is called through its address, not linked in: linked, LLVM
+    re-optimised its whole body inside split_worker, and the LSTM's split loops compiled
+    their parts twice (3.9 s of a dtype's 9.5 for the four). One loop over the stages
+    with a single call site, inlined into split_worker.
     """
     alone = p_hi - p_lo == workers
     # Typed, not literal: part_work called with literals compiled a second copy of itself.
@@ -96,8 +96,8 @@ def split_loop(p_lo, p_hi, workers, sync, T, S, state):
     steps = np.int64(0)  # the chunk's length
     p = p_lo
     while True:
-        part_work(stage, p, t0 if stage == CHUNK else t,
-                  t - t0 if stage == STEP else steps, state)
+        part_at(part, (stage, p, t0 if stage == CHUNK else t,
+                       t - t0 if stage == STEP else steps, state))
         p += 1
         if p < p_hi:
             continue
@@ -124,11 +124,11 @@ def split_loop(p_lo, p_hi, workers, sync, T, S, state):
 
 
 @njit(**JIT_OPTIONS)
-def split_worker(worker, workers, sync, T, S, state):
+def split_worker(worker, workers, sync, T, S, state, part):
     """What worker ``worker`` of ``workers`` runs of the split time loop, each on its own
     thread (_threads.run_workers; see sync.py for when one of them runs every part after
-    all). sync: sync.sync_slots(workers) zeros. A template: ``driver`` binds split_loop
-    (called once: see split_loop)."""
+    all). sync: sync.sync_slots(workers) zeros; part: as split_loop. A template:
+    ``driver`` binds split_loop (called once: see split_loop)."""
     role = rendezvous(sync, worker, workers)
     first = worker
     last = worker + 1
@@ -136,11 +136,11 @@ def split_worker(worker, workers, sync, T, S, state):
         first = 0
         last = workers
     if role != UNDECIDED:
-        split_loop(first, last, workers, sync, T, S, state)
+        split_loop(first, last, workers, sync, T, S, state, part)
 
 
-def part_work(stage, p, t, s, state):
-    """Placeholder for the cell's function in the templates above."""
+def part_at(address, args):
+    """Placeholder for the caller of the cell's part function in the templates above."""
     raise NotImplementedError("bound by split.driver")
 
 
@@ -162,17 +162,24 @@ def _bind(template, suffix, **names):
     return njit(**options, cache=JIT_OPTIONS["cache"])(function)
 
 
-def driver(cell_part, suffix):
+def driver(cell_part, suffix, state_layout):
     """``run(workers, sync, T, S, state)``: the split time loop for a cell whose part
-    function is ``cell_part``, e.g. driver(lstm_split_part, "lstm"), split_worker on
-    ``workers`` threads; ``run.worker`` is the bound split_worker."""
-    loop = _bind(split_loop, suffix, part_work=cell_part)
+    function is ``cell_part``, e.g. driver(lstm_split_part, "lstm", ...), split_worker on
+    ``workers`` threads; ``run.worker`` is the bound split_worker. state_layout: the
+    types of ``state`` as address.array_types spells them (the part is called through
+    its address, compiled for exactly those)."""
+    layout = f"iiii({state_layout})"
+    loop = _bind(split_loop, suffix, part_at=caller(layout))
     worker = _bind(split_worker, suffix, split_loop=loop)
 
     def run(workers, sync, T, S, state):
-        run_workers(worker, workers, sync, T, S, state)
+        part = entry_address(cell_part, state[0].dtype, layout)
+        run_workers(worker, workers, sync, T, S, state, part)
 
     run.worker = worker
+    # For _compiling.Ahead: the argument types of the worker and of the part.
+    run.worker_layout = f"iiIii({state_layout})i"
+    run.part_layout = layout
     return run
 
 
