@@ -12,13 +12,23 @@ bh = bias_hh_l0.
 import numpy as np
 
 from . import _validate as v
+from ._compiling import Ahead
 from ._core import (CellCache, batch_order, check_backward_cache, chunk_scratch, chunk_steps,
                     in_place_address, input_grad, no_rows, products, product_address,
                     projection_address, run_steps, single_worker_step, small_step,
                     state_grad, step_operand, step_scratch, streamed, weight_grads,
                     weight_panels)
 from ._threads import kernel_threads
-from .kernels.gru import gru_backward_steps, gru_step_small, gru_train_steps
+from .kernels.gemm import GEMM_PART_ARGS, gemm_part
+from .kernels.gru import (BACKWARD_STEPS_ARGS, TRAIN_STEPS_ARGS, gru_backward_steps,
+                          gru_step_small, gru_train_steps)
+
+
+# What a cold cache's first call hands a helper process to compile beside it
+# (_compiling.py): as in lstm.py.
+_INFERENCE_AHEAD = Ahead((gru_train_steps, TRAIN_STEPS_ARGS))
+_BACKWARD_AHEAD = Ahead((gemm_part, GEMM_PART_ARGS), (gru_backward_steps, BACKWARD_STEPS_ARGS))
+_FORWARD_AHEAD = Ahead(*_INFERENCE_AHEAD.kernels, *_BACKWARD_AHEAD.kernels)
 
 
 class GRUCache(CellCache):
@@ -52,6 +62,7 @@ def _forward_infer(x, h0, Wx, Wh, bx, bh, order):
         with kernel_threads(N, T, D, H, 3) as threads:
             S = chunk_steps(order, D, 3 * H, dtype, threads)
             none = no_rows(dtype)  # the training loop, keeping nothing
+            _INFERENCE_AHEAD.ask(dtype)
             run_steps(gru_train_steps, threads, order.active[0], x,
                       weight_panels(Wx), weight_panels(Wh), bx, bh, h,
                       chunk_scratch(S, N, 3 * H, dtype), step_scratch(N, 3 * H, dtype),
@@ -90,6 +101,7 @@ def _forward_with_cache(x, h0, Wx, Wh, bx, bh, order, is_step):
     if order.real_steps:
         with kernel_threads(N, T, D, H, 3) as threads:
             S = chunk_steps(order, D, 3 * H, dtype, threads)
+            _FORWARD_AHEAD.ask(dtype)
             run_steps(gru_train_steps, threads, order.active[0], x,
                       weight_panels(Wx), weight_panels(Wh), bx, bh, h,
                       chunk_scratch(S, N, 3 * H, dtype), step_scratch(N, 3 * H, dtype),
@@ -126,6 +138,7 @@ def _backward(dh, cache, dh_last, dh_last_name):
     da_x, da_h = order.rows(dtype, 3 * H, 3 * H)
     with kernel_threads(N, T, cache.Wx.shape[0], H, 3) as threads:
         if order.real_steps:
+            _BACKWARD_AHEAD.ask(dtype)
             run_steps(gru_backward_steps, threads, order.active[0],
                       order.sort(dh), cache.gates, cache.hn_hist, cache.h_prev,
                       weight_panels(cache.Wh, transpose=True), dh_next, da_x, da_h,
@@ -168,6 +181,7 @@ def gru_step_forward(x, prev_h, Wx, Wh, bx, bh):
     shape = v.ready_step(x, prev_h, Wx, Wh, (bx, bh), 3)
     if shape is not None and small_step(*shape, 3, False):
         # A sampling loop's step: arguments as the kernel takes them, no checks to convert.
+        _BACKWARD_AHEAD.ask(x.dtype)
         step = gru_step_small(x, prev_h, Wx, Wh, bx, bh, in_place_address(x.dtype))
         return _step_outputs(step, prev_h, Wx, Wh)
     args, order = _validate(x, prev_h, Wx, Wh, bx, bh, None, step=True)
@@ -175,6 +189,7 @@ def gru_step_forward(x, prev_h, Wx, Wh, bx, bh):
     N, _, D = x3.shape
     H = prev_h.shape[1]
     if single_worker_step(N, D, H, 3):
+        _BACKWARD_AHEAD.ask(x3.dtype)
         step = gru_step_small(x3.reshape(N, D), prev_h, Wx, Wh, bx, bh,
                               in_place_address(x3.dtype))
         return _step_outputs(step, prev_h, Wx, Wh)

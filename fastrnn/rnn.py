@@ -5,13 +5,23 @@ The relu derivative at exactly 0 is taken as 0.
 """
 
 from . import _validate as v
+from ._compiling import Ahead
 from ._core import (CellCache, batch_order, backward_dx, backward_products,
                     check_backward_cache, chunk_scratch, chunk_steps, in_place_address, no_rows,
                     product_address, projection_address, run_steps, single_worker_step,
                     small_step, state_grad, step_operand, step_scratch, streamed,
                     weight_grad_rows, weight_panels)
 from ._threads import kernel_threads
-from .kernels.rnn import rnn_backward_steps, rnn_step_small, rnn_train_steps
+from .kernels.gemm import GEMM_PART_ARGS, gemm_part
+from .kernels.rnn import (BACKWARD_STEPS_ARGS, TRAIN_STEPS_ARGS, rnn_backward_steps,
+                          rnn_step_small, rnn_train_steps)
+
+
+# What a cold cache's first call hands a helper process to compile beside it
+# (_compiling.py): as in lstm.py.
+_INFERENCE_AHEAD = Ahead((rnn_train_steps, TRAIN_STEPS_ARGS))
+_BACKWARD_AHEAD = Ahead((gemm_part, GEMM_PART_ARGS), (rnn_backward_steps, BACKWARD_STEPS_ARGS))
+_FORWARD_AHEAD = Ahead(*_INFERENCE_AHEAD.kernels, *_BACKWARD_AHEAD.kernels)
 
 
 class RNNCache(CellCache):
@@ -37,6 +47,7 @@ def _forward_infer(x, h0, Wx, Wh, b, order, relu):
         with kernel_threads(N, T, D, H, 1) as threads:
             S = chunk_steps(order, D, H, dtype, threads)
             none = no_rows(dtype)  # the training loop, keeping nothing
+            _INFERENCE_AHEAD.ask(dtype)
             run_steps(rnn_train_steps, threads, order.active[0], x,
                       weight_panels(Wx), weight_panels(Wh), b, h, chunk_scratch(S, N, H, dtype),
                       step_scratch(N, H, dtype), none, h_out, none, relu, order.offsets,
@@ -79,6 +90,7 @@ def _forward_with_cache(x, h0, Wx, Wh, b, order, nonlinearity, is_step):
     if order.real_steps:
         with kernel_threads(N, T, D, H, 1) as threads:
             S = chunk_steps(order, D, H, dtype, threads)
+            _FORWARD_AHEAD.ask(dtype)
             run_steps(rnn_train_steps, threads, order.active[0], x,
                       weight_panels(Wx), weight_panels(Wh), b, h, chunk_scratch(S, N, H, dtype),
                       step_scratch(N, H, dtype), x_rows, h_out, h_rows, relu,
@@ -117,6 +129,7 @@ def _backward(dh, cache, dh_last, dh_last_name):
     dx, panels = backward_dx(order, cache.Wh, cache.Wx)
     with kernel_threads(N, T, D, H, 1) as threads:
         if order.real_steps:
+            _BACKWARD_AHEAD.ask(dh.dtype)
             run_steps(rnn_backward_steps, threads, order.active[0],
                       order.sort(dh), cache.h_rows, cache.h0, panels, dh_next, da, grad_rows, dx,
                       step_operand(N, H, dh.dtype), step_scratch(N, H + dx.shape[2], dh.dtype),
@@ -159,11 +172,13 @@ def rnn_step_forward(x, prev_h, Wx, Wh, b, *, nonlinearity="tanh"):
     shape = v.ready_step(x, prev_h, Wx, Wh, (b,), 1)
     if shape is not None and small_step(*shape, 1, False):
         # A sampling loop's step: arguments as the kernel takes them, no checks to convert.
+        _BACKWARD_AHEAD.ask(x.dtype)
         step = rnn_step_small(x, prev_h, Wx, Wh, b, relu, in_place_address(x.dtype))
         return _step_outputs(step, prev_h, Wx, Wh, relu)
     (x3, prev_h, _, Wx, Wh, (b,)), (N, T, D, H) = v.validate_step(
         x, prev_h, Wx, Wh, (("b", b),), gates=1)
     if single_worker_step(N, D, H, 1):
+        _BACKWARD_AHEAD.ask(x3.dtype)
         step = rnn_step_small(x3.reshape(N, D), prev_h, Wx, Wh, b, relu,
                               in_place_address(x3.dtype))
         return _step_outputs(step, prev_h, Wx, Wh, relu)

@@ -105,10 +105,10 @@ def test_the_helper_compiles_into_the_cache_what_the_call_then_loads(tmp_path):
 
 @pytest.mark.skipif(fastrnn.get_num_threads() < 2, reason="the split paths need 2 threads")
 def test_every_path_compiles_the_types_it_names_for_its_helper():
-    """Each Ahead of fastrnn.lstm names argument types its path compiles (or loads) its
-    kernels for: a helper compiling other types would save what no call looks up. Runs
-    every path once, float64, then looks for the named signatures."""
-    from fastrnn import lstm
+    """Each Ahead of the cells' modules names argument types its path compiles (or loads)
+    its kernels for: a helper compiling other types would save what no call looks up.
+    Runs every path once, float64, then looks for the named signatures."""
+    from fastrnn import gru, lstm, rnn
     from fastrnn.kernels.address import array_types
     from helpers import make_inputs
     shapes = [(2, 3, 5, 8), (40, 8, 64, 128), (1, 20, 64, 256)]  # small, rows, split
@@ -121,8 +121,17 @@ def test_every_path_compiles_the_types_it_names_for_its_helper():
         x, h0, c0, Wx, Wh, b = make_inputs(N, 1, 16, 32, gates=4, dtype=np.float64, seed=0)
         next_h, next_c, cache = fastrnn.lstm_step_forward(x[:, 0], h0, c0, Wx, Wh, b)
         fastrnn.lstm_step_backward(next_h, next_c, cache)
-    aheads = [value for value in vars(lstm).values() if isinstance(value, _compiling.Ahead)]
-    assert len(aheads) >= 7
+    for N, T, D, H in shapes[:2]:  # the GRU and the RNN: small and rows
+        for cell in ("gru", "rnn"):
+            x, h0, _, Wx, Wh, b = make_inputs(N, T, D, H, gates=3 if cell == "gru" else 1,
+                                              dtype=np.float64, seed=0)
+            biases = (b, b) if cell == "gru" else (b,)
+            h, cache = getattr(fastrnn, f"{cell}_forward")(x, h0, Wx, Wh, *biases)
+            getattr(fastrnn, f"{cell}_backward")(h, cache)
+            getattr(fastrnn, f"{cell}_inference")(x, h0, Wx, Wh, *biases)
+    aheads = [value for module in (lstm, gru, rnn) for value in vars(module).values()
+              if isinstance(value, _compiling.Ahead)]
+    assert len(aheads) >= 13
     for ahead in aheads:
         for kernel, layout in ahead.kernels:
             assert array_types("float64", layout) in kernel.signatures, (kernel, layout)

@@ -82,6 +82,10 @@ def gru_train_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, r
         store_fence()
 
 
+# gru_train_steps' argument types (address.array_types), for _compiling.Ahead.
+TRAIN_STEPS_ARGS = "ii31111232222322IIbii"
+
+
 @njit(**JIT_OPTIONS)
 def gru_step_small(x, h0, Wx, Wh, bx, bh, in_place):
     """One GRU step of a few sequences on the calling thread, in one call, the products
@@ -163,6 +167,9 @@ def gru_backward_steps(worker, workers, dh, gates, hn_hist, h_prev, WhT_panels, 
                 dh_row = dh_next[n]
                 for j in range(H):
                     dh_row[j] += rec[n, j]
+
+
+BACKWARD_STEPS_ARGS = "ii3222122222IIi"  # gru_backward_steps' (see TRAIN_STEPS_ARGS)
 
 
 setup_kernels(globals())  # every kernel above: see _config.py

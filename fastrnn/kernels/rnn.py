@@ -70,6 +70,10 @@ def rnn_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, proj, rec, x
         store_fence()
 
 
+# rnn_train_steps' argument types (address.array_types), for _compiling.Ahead.
+TRAIN_STEPS_ARGS = "ii3111232232bIIbii"
+
+
 @njit(**JIT_OPTIONS)
 def rnn_step_small(x, h0, Wx, Wh, b, relu, in_place):
     """One RNN step of a few sequences on the calling thread, in one call, the products
@@ -145,6 +149,9 @@ def rnn_backward_steps(worker, workers, dh, h_rows, h0, WT_panels, dh_next, da, 
             for n in range(m0, min(m0 + MR_STEP, M)):
                 copy_row(dh_next[n], rec[n, :H], False)
                 copy_row(dx[n, t], rec[n, H:H + D], False)
+
+
+BACKWARD_STEPS_ARGS = "ii3221222322bIIi"  # rnn_backward_steps' (see TRAIN_STEPS_ARGS)
 
 
 setup_kernels(globals())  # every kernel above: see _config.py
