@@ -25,7 +25,6 @@ the helper off (``precompile``'s jobs set it: they already keep every core busy)
 """
 
 import os
-import subprocess
 import sys
 import time
 
@@ -168,6 +167,7 @@ def _start(kernels, dtype):
     """A helper process compiling ``kernels`` ((dispatcher, layout) pairs) for ``dtype``
     into numba's cache, in that order; its output discarded. Never raises: without a
     helper, the call compiles everything itself."""
+    import subprocess  # here: most processes never start a helper
     _helpers[:] = [helper for helper in _helpers if helper.poll() is None]
     jobs = [(*_where(kernel), layout) for kernel, layout in kernels]
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
