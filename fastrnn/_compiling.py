@@ -9,19 +9,20 @@ processes that start after a kernel is saved. Two things follow for a first call
   fastrnn kernel now compiles under a lock file beside its cache files (``fcntl.flock``, one
   per kernel function): a process that finds another compiling a kernel waits for it and
   loads the result from the cache (numba's compile looks there first).
-- **A helper process.** A call about to compile names, by ``compile_ahead``, the biggest
-  kernels it will reach last; where some are not in the cache yet, a helper Python process
-  compiles them into it while the call compiles the rest, so a machine with a second core
-  compiles a first call in about half the time. The helper takes its kernels in the
-  reverse of the call's order and both take each kernel's lock before compiling it, so
-  whichever reaches a kernel first compiles it and the other loads it: a late helper costs
-  nothing but its own start.
+- **A helper process.** Each path of a call names (``Ahead``) the biggest kernels it
+  reaches last, and a training forward its backward's too; where some are not in the cache
+  yet, a helper Python process compiles them into it while the call compiles the rest
+  (the README's Compile time section has the figures). Both
+  take each kernel's lock before compiling it, so whichever reaches a kernel first
+  compiles it and the other loads it: a late helper costs nothing but its own start.
 
 Both rely only on numba's cache, which is keyed by each kernel's exact argument types: the
 helper compiles each kernel for ``address.array_types(dtype, layout)``, the types a call
-passes it, so what it saves is what the call looks up. Where the cache is off, ``fcntl`` is
-missing (Windows) or only one core may run, neither happens; FASTRNN_COMPILE_AHEAD=0 turns
-the helper off (``precompile``'s jobs set it: they already keep every core busy).
+passes it, so what it saves is what the call looks up. Where the cache is off or ``fcntl``
+is missing (Windows), neither happens; nor the helper on one core, or where sys.executable
+is not a Python (an application embedding one). FASTRNN_COMPILE_AHEAD=0 turns the helper
+off (``precompile``'s jobs, the test suite's xdist workers and CI's ISA runs set it: they
+keep every core busy already).
 """
 
 import os
@@ -127,7 +128,11 @@ def _available(dispatcher, signature):
 
 
 def _helper_allowed():
-    if not JIT_OPTIONS["cache"] or fcntl is None or not sys.executable:
+    # sys.executable must be a Python to run "-c" (not an application embedding one, nor a
+    # frozen program).
+    executable = os.path.basename(sys.executable or "").lower()
+    if (not JIT_OPTIONS["cache"] or fcntl is None or "python" not in executable
+            or getattr(sys, "frozen", False)):
         return False
     if os.environ.get("FASTRNN_COMPILE_AHEAD") == "0":
         return False
@@ -139,10 +144,11 @@ def _helper_allowed():
 
 
 class Ahead:
-    """The kernels one path of a call compiles last, as (dispatcher, layout) pairs, biggest
-    and latest first: ``Ahead(...).ask(dtype)`` at the start of the path starts a helper
-    process for those not yet compiled for ``dtype``. Once per dtype and process: later
-    calls pay a set lookup."""
+    """The kernels one path of a call compiles last, as (dispatcher, layout) pairs in the
+    order the helper takes them (the one the path reaches last first: the call reaches
+    the others before the helper could): ``Ahead(...).ask(dtype)`` at the start of the
+    path starts a helper process for those not yet compiled for ``dtype``. Once per dtype
+    and process: later calls pay a set lookup."""
 
     __slots__ = ("kernels", "asked")
 
