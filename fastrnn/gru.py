@@ -20,8 +20,9 @@ from ._core import (CellCache, batch_order, check_backward_cache, chunk_scratch,
                     weight_panels)
 from ._threads import kernel_threads
 from .kernels.gemm import GEMM_PART_ARGS, gemm_part
-from .kernels.gru import (BACKWARD_STEPS_ARGS, TRAIN_STEPS_ARGS, gru_backward_steps,
-                          gru_step_small, gru_train_steps)
+from .kernels.address import entry_address
+from .kernels.gru import (BACKWARD_STEPS_ARGS, CELL_ARGS, TRAIN_STEPS_ARGS, gru_backward_steps,
+                          gru_cell_kernel, gru_step_small, gru_train_steps)
 
 
 # What a cold cache's first call hands a helper process to compile beside it
@@ -29,6 +30,12 @@ from .kernels.gru import (BACKWARD_STEPS_ARGS, TRAIN_STEPS_ARGS, gru_backward_st
 _INFERENCE_AHEAD = Ahead((gru_train_steps, TRAIN_STEPS_ARGS))
 _BACKWARD_AHEAD = Ahead((gemm_part, GEMM_PART_ARGS), (gru_backward_steps, BACKWARD_STEPS_ARGS))
 _FORWARD_AHEAD = Ahead(*_INFERENCE_AHEAD.kernels, *_BACKWARD_AHEAD.kernels)
+
+
+def cell_address(dtype):
+    """The address of kernels/gru.gru_cell_kernel for ``dtype``, which the time loop and the
+    single step call (as lstm.cell_address)."""
+    return entry_address(gru_cell_kernel, dtype, CELL_ARGS)
 
 
 class GRUCache(CellCache):
@@ -67,7 +74,8 @@ def _forward_infer(x, h0, Wx, Wh, bx, bh, order):
                       weight_panels(Wx), weight_panels(Wh), bx, bh, h,
                       chunk_scratch(S, N, 3 * H, dtype), step_scratch(N, 3 * H, dtype),
                       np.empty((N, H), dtype), none, none, h_out, none, none, order.offsets,
-                      order.active, False, projection_address(dtype), product_address(dtype))
+                      order.active, False, projection_address(dtype), product_address(dtype),
+                      cell_address(dtype))
     return order.unsort(h_out), order.final(h)
 
 
@@ -107,7 +115,7 @@ def _forward_with_cache(x, h0, Wx, Wh, bx, bh, order, is_step):
                       chunk_scratch(S, N, 3 * H, dtype), step_scratch(N, 3 * H, dtype),
                       np.empty((N, H), dtype), x_rows, gates, h_out, h_prev, hn_hist,
                       order.offsets, order.active, streamed(order, dtype, D + 6 * H),
-                      projection_address(dtype), product_address(dtype))
+                      projection_address(dtype), product_address(dtype), cell_address(dtype))
     cache = GRUCache(x_rows=x_rows, h0=h0, Wx=Wx, Wh=Wh, gates=gates, hn_hist=hn_hist,
                      h_prev=h_prev, final_h=order.final(h), order=order, is_step=is_step)
     return order.unsort(h_out), cache
@@ -182,7 +190,8 @@ def gru_step_forward(x, prev_h, Wx, Wh, bx, bh):
     if shape is not None and small_step(*shape, 3, False):
         # A sampling loop's step: arguments as the kernel takes them, no checks to convert.
         _BACKWARD_AHEAD.ask(x.dtype)
-        step = gru_step_small(x, prev_h, Wx, Wh, bx, bh, in_place_address(x.dtype))
+        step = gru_step_small(x, prev_h, Wx, Wh, bx, bh, in_place_address(x.dtype),
+                              cell_address(x.dtype))
         return _step_outputs(step, prev_h, Wx, Wh)
     args, order = _validate(x, prev_h, Wx, Wh, bx, bh, None, step=True)
     x3, prev_h, Wx, Wh, bx, bh = args
@@ -191,7 +200,7 @@ def gru_step_forward(x, prev_h, Wx, Wh, bx, bh):
     if single_worker_step(N, D, H, 3):
         _BACKWARD_AHEAD.ask(x3.dtype)
         step = gru_step_small(x3.reshape(N, D), prev_h, Wx, Wh, bx, bh,
-                              in_place_address(x3.dtype))
+                              in_place_address(x3.dtype), cell_address(x3.dtype))
         return _step_outputs(step, prev_h, Wx, Wh)
     h_seq, cache = _forward_with_cache(*args, order, is_step=True)
     return h_seq.reshape(prev_h.shape), cache

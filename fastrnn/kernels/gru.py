@@ -15,6 +15,7 @@ from numba import njit
 
 from .._config import JIT_OPTIONS, setup_kernels
 from ._math import one_of, sigmoid, tanh
+from .address import caller
 from .gemm import MR_STEP, in_place_at, step_product_at, steps_product_at
 from .stream import copy_row, copy_rows, store_fence
 
@@ -38,8 +39,22 @@ def gru_cell(a, r, bx, bh, h, hn):
 
 
 @njit(**JIT_OPTIONS)
+def gru_cell_kernel(a, r, bx, bh, h, hn):
+    """gru_cell compiled on its own, for the time loop and the single step to call through
+    its address (cell_at, CELL_ARGS), as kernels/lstm.lstm_cell_kernel: the gate math is
+    compiled once instead of once per kernel that runs it. The arguments must be distinct
+    arrays (see lstm_cell_kernel)."""
+    gru_cell(a, r, bx, bh, h, hn)
+
+
+CELL_ARGS = "111111"
+cell_at = caller(CELL_ARGS)
+
+
+@njit(**JIT_OPTIONS)
 def gru_train_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, rec, hn, x_rows,
-                    gates, h_out, h_prev, hn_hist, offsets, active, stream, projection, product):
+                    gates, h_out, h_prev, hn_hist, offsets, active, stream, projection, product,
+                    cell):
     """The training time loop for the row tiles worker, worker + workers, ...
 
     x: (N, T, D); Wx_panels, Wh_panels: pack_panels(Wx), pack_panels(Wh); bx, bh: (3H,)
@@ -54,7 +69,8 @@ def gru_train_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, r
     offsets, active: see kernels/__init__.py
     stream: non-temporal stores for the packed rows and h_out (kernels/stream.py)
     projection, product: _core.projection_address and product_address, the input
-        projection's and the per-step product's kernels
+        projection's and the per-step product's kernels; cell: the address of
+        gru_cell_kernel (gru.cell_address)
     """
     N, T, D = x.shape
     G = gates.shape[1]
@@ -73,7 +89,7 @@ def gru_train_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, r
                     if keep:
                         copy_row(x_rows[row], x[n, t], stream)
                         copy_row(h_prev[row], h[n], stream)
-                    gru_cell(proj[t - t0, n], rec[n], bx, bh, h[n], hn[n])
+                    cell_at(cell, (proj[t - t0, n], rec[n], bx, bh, h[n], hn[n]))
                     if keep:
                         copy_row(gates[row], proj[t - t0, n, :G], stream)
                         copy_row(hn_hist[row], hn[n], stream)
@@ -83,17 +99,17 @@ def gru_train_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, r
 
 
 # gru_train_steps' argument types (address.array_types), for _compiling.Ahead.
-TRAIN_STEPS_ARGS = "ii31111232222322IIbii"
+TRAIN_STEPS_ARGS = "ii31111232222322IIbiii"
 
 
 @njit(**JIT_OPTIONS)
-def gru_step_small(x, h0, Wx, Wh, bx, bh, in_place):
+def gru_step_small(x, h0, Wx, Wh, bx, bh, in_place, cell):
     """One GRU step of a few sequences on the calling thread, in one call, the products
     reading Wx and Wh where they lie (as kernels/lstm.lstm_step_small; same bits as
     gru_train_steps over one step).
 
     x: (N, D); h0: (N, H); Wx: (D, 3H), Wh: (H, 3H); bx, bh: (3H,); in_place: the address
-    of gemm.in_place_kernel (_core.in_place_address)
+    of gemm.in_place_kernel (_core.in_place_address); cell: as gru_train_steps
     Returns h (N, H), gates (N, 3H) r, z, n, hn (N, H) h0 Wh_n + bh_n, and copies of h0 and
     x (the cache's rows, as gru_train_steps fills them).
     """
@@ -109,7 +125,7 @@ def gru_step_small(x, h0, Wx, Wh, bx, bh, in_place):
     in_place_at(in_place, (h, Wh, recurrent, N, no, 0, G))
     hn = np.empty((N, H), x.dtype)
     for n in range(N):
-        gru_cell(gates[n], recurrent[n], bx, bh, h[n], hn[n])
+        cell_at(cell, (gates[n], recurrent[n], bx, bh, h[n], hn[n]))
     return h[:N], gates, hn, h0.copy(), x.copy()
 
 
