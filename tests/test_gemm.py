@@ -8,8 +8,8 @@ import pytest
 from fastrnn._core import matmul, weight_panels
 from numba import njit
 
-from fastrnn.kernels.gemm import (columns_per_panel, padded_columns, step_product,
-                                  step_product_in_place, times_transposed)
+from fastrnn.kernels.gemm import (columns_per_panel, in_place_kernel, padded_columns,
+                                  step_product_kernel, times_transposed)
 
 # (M, K, P): ones, primes, edges of every target's row tiles (4 or 6 rows) and column panels
 # (8 to 64 columns, _isa.py), several k-blocks (512 float32, 256 float64 deep), row splits
@@ -81,11 +81,6 @@ def _times_transposed(A, W, out):
     times_transposed(A, W, out)
 
 
-@njit
-def _in_place(A, W, out, M, rows_apart, p_lo, p_hi):
-    step_product_in_place(A, W, out, M, rows_apart, p_lo, p_hi)
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(1, 1, 1), (1, 320, 1024), (3, 7, 37), (2, 13, 70),
                                    (5, 5, 3), (4, 9, 64)], ids=str)
@@ -121,18 +116,19 @@ def _check_in_place_against_packed(dtype, rows_apart, M, K):
     _packed(A, weight_panels(W), want, M, rows_apart)
     for p_lo, p_hi in ((2, 5), (0, P), (1, NR + 3)):
         got = np.full((padded_rows(M), P), np.nan, dtype)
-        _in_place(A, W, got, M, rows_apart, p_lo, p_hi)
+        in_place_kernel(A, W, got, M, rows_apart, p_lo, p_hi)
         np.testing.assert_array_equal(got[:M, p_lo:p_hi], want[:M, p_lo:p_hi])
     assert_product(got[:M, 1:NR + 3], A[:M], W[:, 1:NR + 3], dtype)
 
 
-@njit
 def _packed(A, panels, out, M, rows_apart):
+    """step_product through the kernel the time loops call (gemm.step_product_kernel: the
+    library's own compiled code, nothing compiled for the test)."""
     if rows_apart:  # as steps_product takes one step: each row by the one-row kernel
         for m in range(M):
-            step_product(A[m:m + 1], panels, out[m:m + 1], 0, 1, 1)
+            step_product_kernel(A[m:m + 1], panels, out[m:m + 1], 0, 1, 1, False)
     else:
-        step_product(A, panels, out, 0, 1, M)
+        step_product_kernel(A, panels, out, 0, 1, M, False)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
