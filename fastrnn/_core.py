@@ -260,7 +260,7 @@ def products(jobs, threads):
         A = A.T if a_transposed else np.ascontiguousarray(A)
         if B_panels is None and _packs_b(M, K, P):
             # Packed here once, for every worker: gemm_part's own packing of B, k-block by
-            # k-block inside each worker's share, made the weight gradients' product 1.5x
+            # k-block inside each worker's share, made the weight gradients' product much
             # slower than with its panels given (docs/performance.md).
             B_panels = weight_panels(np.ascontiguousarray(B))
         if B_panels is None:

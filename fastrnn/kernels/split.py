@@ -14,13 +14,14 @@ Each output element gets the same arithmetic as in the row schedule (the same ke
 its row, the same k-blocks; only which panel its column sits in differs), so results equal
 the row schedule's to the bit, for any number of parts.
 
-One driver for every cell: the cell gives a ``part_work(stage, p, t, s, state)`` function
-(``driver`` makes the driver's copy for it) doing, for part p,
+One driver for every cell: the cell gives a part function ``part(stage, p, t, s, state)``
+doing, for part p,
   BEGIN: set up (pack the part's weights, copy its slice of the state in)
   CHUNK: the input projection of the steps t .. t + s (the chunk's length is s)
   STEP:  step t, the s-th of its chunk
   END:   copy the part's slice of the state out
-and ``state``, a tuple of the cell's arrays.
+and ``state``, a tuple of the cell's arrays whose types it names (``driver`` makes the
+driver's copy for the state's types; the loop calls the part through its address).
 """
 
 import types
@@ -84,12 +85,12 @@ def split_loop(p_lo, p_hi, workers, sync, T, S, state, part):
     the driver's layout), called through part_at, which ``driver`` binds.
 
     The part function is called through its address, not linked in: linked, LLVM
-    re-optimised its whole body inside split_worker, and the LSTM's split loops compiled
-    their parts twice (3.9 s of a dtype's 9.5 for the four). One loop over the stages
-    with a single call site, inlined into split_worker.
+    re-optimised its whole body inside split_worker, so every part compiled twice (the
+    figures are in docs/performance.md). One loop over the stages with a single call
+    site, inlined into split_worker.
     """
     alone = p_hi - p_lo == workers
-    # Typed, not literal: part_work called with literals compiled a second copy of itself.
+    # Typed, not literal: part_at takes exactly the part's argument types (int64).
     stage = np.int64(BEGIN)
     t = np.int64(0)  # the step (STEP)
     t0 = np.int64(0)  # the chunk's first step
