@@ -102,11 +102,17 @@ def compile_once(dispatcher):
     the lock costs a file open per kernel and process, never a call."""
     if not JIT_OPTIONS["cache"] or fcntl is None or hasattr(dispatcher.compile, "locked"):
         return  # (a kernel module's namespace also holds the kernels it imports)
+    from numba.core.compiler_lock import global_compiler_lock
     path = _lock_path(dispatcher)
     compile_unlocked = dispatcher.compile
 
     def compile(sig):
-        with _kernel_lock(path):
+        # The file lock inside numba's own (re-entrant) compiler lock, as numba's compile
+        # takes it: a thread then never holds a kernel's file lock while it waits for
+        # another thread's compile, so the file locks a process holds follow one chain
+        # of calls (a kernel, then what it calls), and two processes cannot wait on each
+        # other in a circle.
+        with global_compiler_lock, _kernel_lock(path):
             return compile_unlocked(sig)
 
     compile.__doc__ = compile_unlocked.__doc__
