@@ -43,7 +43,7 @@ LOCK_POLL_SECONDS = 0.002
 LOCK_PATIENCE_SECONDS = 600.0
 
 _held = set()  # the lock files this process holds (it must not wait on itself)
-_helpers = []  # helper processes started here, kept until they end (reaped in _start)
+_helpers = []  # pids of the helper processes started here, until reaped (_reap)
 
 
 def _lock_path(dispatcher):
@@ -178,9 +178,12 @@ class Ahead:
 def _start(kernels, dtype):
     """A helper process compiling ``kernels`` ((dispatcher, layout) pairs) for ``dtype``
     into numba's cache, in that order; its output discarded. Never raises: without a
-    helper, the call compiles everything itself."""
-    import subprocess  # here: most processes never start a helper
-    _helpers[:] = [helper for helper in _helpers if helper.poll() is None]
+    helper, the call compiles everything itself.
+
+    Started with os.posix_spawn and kept as a bare pid, not a subprocess.Popen: a helper
+    may outlive its parent (it finishes compiling for the next process), and a Popen still
+    running at exit is reported as a leaked resource."""
+    _reap(block=False)
     jobs = [(*_where(kernel), layout) for kernel, layout in kernels]
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, FASTRNN_COMPILE_AHEAD="0")
@@ -189,12 +192,27 @@ def _start(kernels, dtype):
     command = [sys.executable, "-c",
                f"from fastrnn._compiling import compile_jobs; "
                f"compile_jobs({jobs!r}, {dtype.name!r})"]
+    quiet = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
     try:
-        _helpers.append(subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL))
-    except OSError:
+        _helpers.append(os.posix_spawn(sys.executable, command, env, file_actions=quiet))
+    except (OSError, AttributeError):  # no posix_spawn here
         pass
+
+
+def _reap(block):
+    """Collect the helpers that have ended (all of them, waiting, when ``block``)."""
+    for pid in list(_helpers):
+        try:
+            done, _ = os.waitpid(pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:  # reaped elsewhere
+            done = pid
+        if done:
+            _helpers.remove(pid)
+
+
+def wait_for_helpers():
+    """Wait until every helper process started here has ended (tests, measurements)."""
+    _reap(block=True)
 
 
 def _where(kernel):

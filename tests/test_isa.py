@@ -52,7 +52,8 @@ def test_target_is_numbas_target():
 
 
 def test_show_config_names_the_tile():
-    info = fastrnn.show_config(file=open(os.devnull, "w"))
+    with open(os.devnull, "w") as devnull:
+        info = fastrnn.show_config(file=devnull)
     nr32 = _isa.VECTORS * _isa.VECTOR_BYTES // 4
     assert info["isa"] == _isa.TARGET.isa
     assert info["gemm_tile_float32"] == f"{_isa.MR} x {nr32}"
