@@ -42,7 +42,7 @@ LOCK_POLL_SECONDS = 0.002
 # compile twice than to wait without end.
 LOCK_PATIENCE_SECONDS = 600.0
 
-_held = set()  # the lock files this process holds (it must not wait on itself)
+_held = {}  # path -> open lock file, for the locks this process holds (never wait on itself)
 _helpers = []  # pids of the helper processes started here, until reaped (_reap)
 
 
@@ -87,13 +87,27 @@ class _kernel_lock:
                 lock_file.close()
                 return
         self.file = lock_file
-        _held.add(self.path)
+        _held[self.path] = lock_file
 
     def __exit__(self, *exc_info):
         if self.file is not None:
-            _held.discard(self.path)
-            self.file.close()  # releases the lock
+            _held.pop(self.path, None)
+            self.file.close()  # releases the lock (the last descriptor of its file)
             self.file = None
+
+
+def _close_inherited_locks():
+    """In a forked child: close the lock files inherited from a compile in progress in the
+    parent (another thread's). A flock belongs to the open file, which the child's copy
+    would keep locked after the parent closed its own, until the child ended; closing the
+    copy (not unlocking: the parent still compiles) leaves the lock to the parent."""
+    for lock_file in _held.values():
+        lock_file.close()
+    _held.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_inherited_locks)
 
 
 def compile_once(dispatcher):

@@ -51,6 +51,29 @@ def test_a_kernel_lock_is_reentrant_within_a_process(tmp_path):
         assert path in _compiling._held
 
 
+@needs_locks
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_forked_child_does_not_keep_a_lock_its_parent_released(tmp_path):
+    """A child forked while a compile holds a lock (another thread's, in a program using
+    fork) must not keep that lock after the parent releases it."""
+    path = str(tmp_path / "kernel.lock")
+    with _compiling._kernel_lock(path):
+        child = os.fork()
+        if child == 0:  # the child outlives the parent's lock by a second
+            time.sleep(1.0)
+            os._exit(0)
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(f"""
+                import fcntl
+                with open({path!r}, "a") as f:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                """)], capture_output=True, text=True)
+    finally:
+        os.waitpid(child, 0)
+    assert probe.returncode == 0, probe.stderr  # free, though the child still runs
+
+
 # In a fresh process with an empty cache: ask for a helper compiling gemm.pack_panels
 # (a small kernel: the test's cost) for float64, wait for it, then pack a matrix through
 # the API's weight_panels, counting pack_panels' compiles; print them, the helpers started
