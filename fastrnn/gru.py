@@ -19,8 +19,8 @@ from ._core import (CellCache, batch_order, check_backward_cache, chunk_scratch,
                     state_grad, step_operand, step_scratch, streamed, weight_grads,
                     weight_panels)
 from ._threads import kernel_threads
-from .kernels.gemm import GEMM_PART_ARGS, gemm_part
 from .kernels.address import entry_address
+from .kernels.gemm import GEMM_PART_ARGS, gemm_part
 from .kernels.gru import (BACKWARD_STEPS_ARGS, CELL_ARGS, TRAIN_STEPS_ARGS, gru_backward_steps,
                           gru_cell_kernel, gru_step_small, gru_train_steps)
 

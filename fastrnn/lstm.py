@@ -36,8 +36,8 @@ def cell_address(dtype):
 
 
 # What a cold cache's first call hands a helper process to compile beside it
-# (_compiling.py), per path: the biggest kernels it reaches last, in the reverse of its
-# order. A training forward's include its backward's, which nearly always follows it.
+# (_compiling.py), per path: the biggest kernels it reaches last, the last one first (see
+# Ahead). A training forward's include its backward's, which nearly always follows it.
 _INFERENCE_AHEAD = Ahead((lstm_train_steps, TRAIN_STEPS_ARGS))
 _BACKWARD_AHEAD = Ahead((gemm_part, GEMM_PART_ARGS), (lstm_backward_steps, BACKWARD_STEPS_ARGS))
 _FORWARD_AHEAD = Ahead(*_INFERENCE_AHEAD.kernels, *_BACKWARD_AHEAD.kernels)
@@ -51,6 +51,8 @@ _SPLIT_FORWARD_AHEAD = Ahead(*_SPLIT_INFERENCE_AHEAD.kernels,
 # A single step of one row tile has a backward of its own; a bigger one, the sequences'.
 _SMALL_STEP_AHEAD = Ahead((lstm_step_backward_small, STEP_BACKWARD_SMALL_ARGS),
                           (lstm_step_small, STEP_SMALL_ARGS))
+
+
 class LSTMCache(CellCache):
     """What lstm_backward needs from lstm_forward; treat it as read-only.
 
