@@ -259,9 +259,9 @@ def products(jobs, threads):
         a_transposed = not A.flags.c_contiguous and A.T.flags.c_contiguous
         A = A.T if a_transposed else np.ascontiguousarray(A)
         if B_panels is None and _packs_b(M, K, P):
-            # Packed here once, for every worker: gemm_part's own packing of B, k-block by
-            # k-block inside each worker's share, made the weight gradients' product much
-            # slower than with its panels given (docs/performance.md).
+            # Packed here once, for every worker: on AVX-512, gemm_part's own packing of B,
+            # k-block by k-block inside each worker's share, made the weight gradients'
+            # product much slower than with its panels given (docs/performance.md).
             B_panels = weight_panels(np.ascontiguousarray(B))
         if B_panels is None:
             B_panels = _NOTHING[C.dtype.char][0]
@@ -280,9 +280,10 @@ def products(jobs, threads):
 
 
 def _packs_b(M, K, P):
-    """Whether gemm_part would pack B (K, P) itself for an (M, P) result rather than read it
-    in place (its direct_B: B small, or meeting at most two row tiles)."""
-    return K * P >= 1 << 16 and -(-M // MR) > 2
+    """Whether products() packs B (K, P) for an (M, P) result before the launch: where the
+    target's PACK_B_BEFORE_LAUNCH says so and gemm_part would otherwise pack it itself
+    rather than read it in place (its direct_B: B small, or meeting at most two row tiles)."""
+    return _isa.PACK_B_BEFORE_LAUNCH and K * P >= 1 << 16 and -(-M // MR) > 2
 
 
 def _worker_scratch(shares, workers):

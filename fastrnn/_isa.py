@@ -65,6 +65,12 @@ class Target:
     # max_chunk_steps (a multiple of mr, see kernels/gemm.steps_product).
     chunk_bytes_per_row: int = 32 << 10
     max_chunk_steps: int = 30
+    # The products after a backward loop pack a big B operand (da) once, with pack_panels,
+    # before the launch, instead of gemm_part packing it k-block by k-block inside each
+    # worker (_core.products). Measured on the AVX-512 Zen 4 only: there it made the
+    # backward 3-11 % faster; compiled for AVX2 or SSE2 on the same machine, 3-8 % slower
+    # (docs/performance.md), so those keep gemm_part's packing.
+    pack_b_before_launch: bool = False
 
     def columns_per_panel(self, itemsize):
         """NR: columns of C per micro-kernel call for a dtype of ``itemsize`` bytes."""
@@ -77,7 +83,7 @@ class Target:
 CONFIGURATIONS = {
     # 24 of 32 zmm registers accumulate: 6 x 64 float32, 6 x 32 float64.
     "avx512": Target("avx512", vector_bytes=64, vectors=4, mr=6, mr_step=4, kc_bytes=2048,
-                     fma=True),
+                     fma=True, pack_b_before_launch=True),
     # 12 of 16 ymm registers accumulate: 4 x 24 float32, 4 x 12 float64. BLIS haswell's
     # 6 x 16 was slower in fastrnn's GEMM (docs/performance.md): LLVM steps from row to
     # row of A with one dependent add per row and k, so 6 rows made a chain as long as the
@@ -158,6 +164,7 @@ LOOP_SPLIT_MIN_FLOPS = TARGET.loop_split_min_flops
 STREAM_MIN_BYTES = TARGET.stream_min_bytes
 CHUNK_BYTES_PER_ROW = TARGET.chunk_bytes_per_row
 MAX_CHUNK_STEPS = TARGET.max_chunk_steps
+PACK_B_BEFORE_LAUNCH = TARGET.pack_b_before_launch
 
 
 def describe():
