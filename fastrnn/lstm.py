@@ -10,12 +10,12 @@ import numpy as np
 from . import _memory
 from . import _validate as v
 from ._compiling import Ahead
-from ._core import (CellCache, batch_order, backward_dx, backward_panels,
-                    backward_products, check_backward_cache, chunk_scratch, chunk_steps,
-                    dx_in_time_loop, in_place_address, loop_split, no_rows, part_panels,
-                    product_address, projection_address, run_steps, single_worker_step,
-                    small_step, split_scratch, state_grad, step_operand, step_split,
-                    step_scratch, streamed, unit_bounds, weight_grad_rows, weight_panels)
+from ._core import (CellCache, batch_order, backward_dx, backward_products,
+                    check_backward_cache, chunk_scratch, chunk_steps, dx_in_time_loop,
+                    in_place_address, loop_split, no_rows, part_panels, product_address,
+                    projection_address, run_steps, single_worker_step, small_step,
+                    split_scratch, state_grad, step_operand, step_split, step_scratch,
+                    streamed, unit_bounds, weight_grad_rows, weight_panels)
 from ._isa import MR_STEP
 from ._threads import kernel_threads, run_workers
 from .kernels.address import entry_address
@@ -286,9 +286,9 @@ def _backward(dh, cache, dh_last, dc_last, dh_last_name, dc_last_name,
             _BACKWARD_AHEAD.ask(dtype)
             in_loop = dx_in_time_loop(D, H, dtype)
             dx, dWx, dWh, db = lstm_backward_small(
-                order.sort(dh), cache.gates, cache.c_hist, cache.h0, cache.c0,
-                backward_panels(cache.Wh, cache.Wx, in_loop), cache.Wx, cache.x_rows,
-                dh_next, dc_next, order.offsets, order.active, order.ragged, in_loop,
+                order.sort(dh), cache.gates, cache.c_hist, cache.h0, cache.c0, cache.Wh,
+                cache.Wx, cache.x_rows, dh_next, dc_next, order.offsets, order.active,
+                order.ragged, in_loop,
                 entry_address(lstm_backward_steps, dtype, BACKWARD_STEPS_ARGS),
                 entry_address(gemm_part, dtype, GEMM_PART_ARGS), product_address(dtype))
             if weights_transposed:  # small: the kernel's layout, transposed as views

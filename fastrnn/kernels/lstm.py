@@ -567,7 +567,7 @@ _call_backward_steps = caller(BACKWARD_STEPS_ARGS)
 
 
 @njit(**JIT_OPTIONS)
-def lstm_backward_small(dh, gates, c_hist, h0, c0, WT_panels, Wx, x_rows, dh_next, dc_next,
+def lstm_backward_small(dh, gates, c_hist, h0, c0, Wh, Wx, x_rows, dh_next, dc_next,
                         offsets, active, ragged, dx_in_loop, steps_address, gemm_address,
                         product):
     """The whole backward on the calling thread in one call, for calls too small to share
@@ -576,8 +576,8 @@ def lstm_backward_small(dh, gates, c_hist, h0, c0, WT_panels, Wx, x_rows, dh_nex
     so the same bits.
 
     dh: (N, T, H); gates (R, 4H), c_hist (R, H), x_rows (R, D): the forward's cache rows;
-    h0, c0: (N, H); WT_panels: the loop's product operand (_core.backward_panels);
-    Wx: (D, 4H)
+    h0, c0: (N, H); Wh: (H, 4H); Wx: (D, 4H), packed here as the loop's product operand
+    (as _core.backward_panels packs them: from Python, the packing was a tenth of the call)
     dh_next, dc_next: (N, H) in: gradients of the final h and c; out: of h0 and c0
     offsets, active: see kernels/__init__.py; ragged: some sequence stops before T
     dx_in_loop: dx_t from the loop's per-step product (_core.dx_in_time_loop), else one
@@ -606,6 +606,13 @@ def lstm_backward_small(dh, gates, c_hist, h0, c0, WT_panels, Wx, x_rows, dh_nex
             row[H + k] = x_row[k]
         row[H + D] = 1
     yes, no = np.bool_(True), np.bool_(False)  # not literals: see lstm_train_small
+    if dx_in_loop:  # [Wh.T | Wx.T]: the loop's product gives dh_{t-1} and dx_t together
+        both = np.empty((H + D, G), dtype)
+        both[:H] = Wh
+        both[H:] = Wx
+        WT_panels = packed_panels(both, yes)
+    else:
+        WT_panels = packed_panels(Wh, yes)
     _call_backward_steps(steps_address, (
         np.int64(0), np.int64(1), dh, gates, c_hist, np.empty((N, H), dtype), h0, c0,
         WT_panels, dh_next, dc_next, da, grad_rows, dx_loop, np.zeros((rows, G), dtype),
