@@ -200,30 +200,44 @@ class _Layer(torch.autograd.Function):
         return outputs
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, dout, dh_n, dc_n=None):
-        cell, time_major, lengths, caches, has_bias, has_h0, has_c0, out_shape = ctx.fastrnn
-        dtype = caches[0].final_h.dtype
-        dout = _batch_major(np.zeros(out_shape, dtype) if dout is None else _array(dout),
-                            time_major)
-        dfinals = [_array(dh_n)] + ([_array(dc_n)] if cell == "lstm" else [])
-        H = dout.shape[2] // len(caches)
-        dxs, dinits, grads = [], [], []
-        for d, cache in enumerate(caches):
-            dh = dout[:, :, d * H:(d + 1) * H]
-            if d == 1:
-                dh = reverse_within_lengths(dh, lengths)
-            dx, dstates, dweights = _cell_backward(
-                cell, dh, cache, [None if g is None else g[d] for g in dfinals],
-                weights_transposed=cell == "lstm")
-            dxs.append(dx if d == 0 else reverse_within_lengths(dx, lengths))
-            dinits.append(dstates)
-            grads += _parameter_grads(cell, dweights, has_bias)
-        dinits = _by_direction(dinits)
-        dx = dxs[0] if len(dxs) == 1 else dxs[0] + dxs[1]  # the input feeds both directions
-        return (None, None, None, None, None, _tensor(_batch_major(dx, time_major)), None,
-                _tensor(dinits[0]) if has_h0 else None,
-                _tensor(dinits[1]) if has_c0 else None, *grads)
+        # Gradients computed with grad mode on (create_graph=True) would have to be
+        # differentiable again; once_differentiable makes differentiating them an error.
+        # Without it (every plain backward) its no_grad context and checks are skipped:
+        # microseconds of a small layer's step.
+        if torch.is_grad_enabled():
+            return _layer_backward_once(ctx, dout, dh_n, dc_n)
+        return _layer_backward(ctx, dout, dh_n, dc_n)
+
+
+def _layer_backward(ctx, dout, dh_n, dc_n):
+    """_Layer.backward: the gradients of its forward's arguments (None for the
+    non-tensor ones)."""
+    cell, time_major, lengths, caches, has_bias, has_h0, has_c0, out_shape = ctx.fastrnn
+    dtype = caches[0].final_h.dtype
+    dout = _batch_major(np.zeros(out_shape, dtype) if dout is None else _array(dout),
+                        time_major)
+    dfinals = [_array(dh_n)] + ([_array(dc_n)] if cell == "lstm" else [])
+    H = dout.shape[2] // len(caches)
+    dxs, dinits, grads = [], [], []
+    for d, cache in enumerate(caches):
+        dh = dout[:, :, d * H:(d + 1) * H]
+        if d == 1:
+            dh = reverse_within_lengths(dh, lengths)
+        dx, dstates, dweights = _cell_backward(
+            cell, dh, cache, [None if g is None else g[d] for g in dfinals],
+            weights_transposed=cell == "lstm")
+        dxs.append(dx if d == 0 else reverse_within_lengths(dx, lengths))
+        dinits.append(dstates)
+        grads += _parameter_grads(cell, dweights, has_bias)
+    dinits = _by_direction(dinits)
+    dx = dxs[0] if len(dxs) == 1 else dxs[0] + dxs[1]  # the input feeds both directions
+    return (None, None, None, None, None, _tensor(_batch_major(dx, time_major)), None,
+            _tensor(dinits[0]) if has_h0 else None,
+            _tensor(dinits[1]) if has_c0 else None, *grads)
+
+
+_layer_backward_once = torch.autograd.function.once_differentiable(_layer_backward)
 
 
 # module -> (key, views) for _FastrnnForward._parameter_arrays; kept outside the modules so

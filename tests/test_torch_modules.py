@@ -166,6 +166,22 @@ def test_gradcheck(kind, packed):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_gradients_of_gradients_raise_rather_than_come_out_wrong(kind):
+    """Gradients made with create_graph=True cannot be differentiated again (fastrnn's
+    backward is not itself differentiable): that raises, where a plain backward (grad mode
+    off, once_differentiable's checks skipped) gives the gradients."""
+    _, ours = make_pair(kind)
+    x, hx = inputs(ours, torch.float64, False, True, False)
+    out = ours(x, hx if len(hx) == 2 else hx[0])[0]
+    (dx,) = torch.autograd.grad(out.square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        dx.sum().backward()
+    out = ours(x, hx if len(hx) == 2 else hx[0])[0]
+    (plain,) = torch.autograd.grad(out.square().sum(), x)
+    assert torch.equal(plain, dx.detach())
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_state_dict_round_trip(kind):
     theirs, ours = make_pair(kind, num_layers=2, bidirectional=True)
     assert list(ours.state_dict()) == list(theirs.state_dict())
