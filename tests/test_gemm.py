@@ -100,17 +100,20 @@ def test_times_transposed_matches_numpy(shape, dtype):
 def test_step_product_in_place_matches_packed_to_the_bit(dtype, rows_apart):
     """Reading W where it lies gives step_product's bits, for the whole width and for a
     column range that is not a whole number of panels or vectors, with one k-block and
-    with several, for a tile of several rows and one holding a single row (M = 5)."""
+    with several, for a tile of several rows and one holding a single row (M = 5), and
+    for W's rows an odd width apart and 4 KB apart (where a single row's passes go
+    deeper: _isa.ROW_STREAM_DEPTH)."""
     from fastrnn import _isa
-    for K in (37, 2 * _isa.KC_BYTES // np.dtype(dtype).itemsize + 5):
-        for M in (3, 5):
-            _check_in_place_against_packed(dtype, rows_apart, M, K)
+    NR = columns_per_panel(dtype)
+    for P in (2 * NR + NR // 2 + 1, 4096 // np.dtype(dtype).itemsize):
+        for K in (37, 2 * _isa.KC_BYTES // np.dtype(dtype).itemsize + 5):
+            for M in (3, 5):
+                _check_in_place_against_packed(dtype, rows_apart, M, K, P)
 
 
-def _check_in_place_against_packed(dtype, rows_apart, M, K):
+def _check_in_place_against_packed(dtype, rows_apart, M, K, P):
     from fastrnn.kernels.gemm import padded_rows
     NR = columns_per_panel(dtype)
-    P = 2 * NR + NR // 2 + 1
     A, W = operands(padded_rows(M), K, P, dtype)
     want = np.zeros((padded_rows(M), padded_columns(P, dtype)), dtype)
     _packed(A, weight_panels(W), want, M, rows_apart)

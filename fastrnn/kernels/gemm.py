@@ -25,7 +25,7 @@ from numba import njit, types
 from numba.extending import intrinsic, overload, register_jitable
 
 from .._config import JIT_OPTIONS, setup_kernels
-from .._isa import FMA, KC_BYTES, MR, MR_STEP, VECTOR_BYTES, VECTORS
+from .._isa import FMA, KC_BYTES, MR, MR_STEP, ROW_STREAM_DEPTH, VECTOR_BYTES, VECTORS
 from ._math import emit_multiply_add, zero_of
 from .address import caller
 
@@ -378,10 +378,12 @@ def times_transposed(A, W, out):
             dot_row_kernel(W, j * G, G, A, n * G, G, out, n * J + j)
 
 
-# k's per pass of the row-streaming kernels onto each partial sum: each pass loads and
-# stores the sums once (L1) for this many FMAs per chain, and holds rows x ways x depth
-# broadcast values of A in registers (16 on AVX2 for the one-row and the MR_STEP-row kernel).
+# k's per pass of the MR_STEP-row streaming kernel onto each partial sum: each pass loads
+# and stores the sums once (L1) for this many FMAs per chain, and holds rows x depth
+# broadcast values of A in registers (8, of AVX2's 16). The one-row kernel, which holds
+# ways x depth values of its one row, takes _isa.ROW_STREAM_DEPTH.
 STREAM_DEPTH = 2
+DEEP_ROW_BYTES = 3072  # W's row length from which the one-row kernel takes ROW_STREAM_DEPTH
 SUMS_SKEW = 16  # elements between the end of one chain's sums and the next one's start
 
 
@@ -404,7 +406,7 @@ def _counted_loop(builder, start, stop, step, body):
     builder.position_at_end(after)
 
 
-def _stream_function(module, rows, ways, scalar, lanes):
+def _stream_function(module, rows, ways, depth, scalar, lanes):
     """The LLVM function of a per-step product reading W row by row, noinline:
 
     void stream(A*, a_rs, W*, ldw, kc, n, S*, C*, ldc, accumulate):
@@ -414,13 +416,16 @@ def _stream_function(module, rows, ways, scalar, lanes):
     element over k = w, w + ways, ... (the first kc - kc % ways k's), added in order, then
     the last k's one by one, then added onto C (or onto 0). The sums live in S, rows x ways
     chains of n elements (SUMS_SKEW apart) of scratch, rather than in registers, so that W
-    is read along its rows, STREAM_DEPTH rows per way and pass over all n columns
+    is read along its rows, ``depth`` rows per way and pass over all n columns
     (vectors, then single columns), instead of one register block of columns down all kc
-    rows.
+    rows. The depth changes which loads meet in a pass, not the sums' order: the same bits
+    for any depth.
     """
     intp = ir.IntType(64)
     pointer = scalar.as_pointer()
-    function, new = _kernel_function(module, f"stream_{rows}x{ways}", scalar, lanes, [
+    # The depth in the name too: functions of one name are one function to the JIT's
+    # linker (linkonce_odr), so a kernel cached with another depth must not share it.
+    function, new = _kernel_function(module, f"stream_{rows}x{ways}d{depth}", scalar, lanes, [
         pointer, intp, pointer, intp, intp, intp, pointer, pointer, intp, ir.IntType(1)])
     if not new:
         return function
@@ -502,8 +507,8 @@ def _stream_function(module, rows, ways, scalar, lanes):
         _counted_loop(builder, k_start, k_stop, ways * depth, one_pass)
 
     kc_main = builder.sub(kc, builder.srem(kc, const(ways)))
-    k_deep = builder.sub(kc_main, builder.srem(kc_main, const(ways * STREAM_DEPTH)))
-    passes(const(0), k_deep, STREAM_DEPTH)
+    k_deep = builder.sub(kc_main, builder.srem(kc_main, const(ways * depth)))
+    passes(const(0), k_deep, depth)
     passes(k_deep, kc_main, 1)
 
     def finish(q, ty):
@@ -560,12 +565,28 @@ def _make_stream_kernel(rows, ways):
             def data(index, value):
                 return context.make_array(signature.args[index])(context, builder, value).data
 
-            stream = _stream_function(builder.module, rows, ways,
-                                      context.get_value_type(dtype), lanes)
-            builder.call(stream, [builder.gep(data(0, A_), [a_off_]), a_rs_,
-                                  builder.gep(data(3, W_), [w_off_]), ldw_, kc_, n_,
-                                  data(8, S_), builder.gep(data(9, C_), [c_off_]), ldc_,
-                                  builder.trunc(accumulate_, ir.IntType(1))])
+            scalar = context.get_value_type(dtype)
+            arguments = [builder.gep(data(0, A_), [a_off_]), a_rs_,
+                         builder.gep(data(3, W_), [w_off_]), ldw_, kc_, n_, data(8, S_),
+                         builder.gep(data(9, C_), [c_off_]), ldc_,
+                         builder.trunc(accumulate_, ir.IntType(1))]
+            shallow = _stream_function(builder.module, rows, ways, STREAM_DEPTH, scalar, lanes)
+            if rows > 1 or ROW_STREAM_DEPTH == STREAM_DEPTH:
+                builder.call(shallow, arguments)
+                return context.get_dummy_value()
+            # One row: deeper passes where W's rows lie DEEP_ROW_BYTES or more apart (the
+            # LSTM's 4H = 1024 and the GRU's 3H = 768 float32 columns); closer rows (1 KB:
+            # 320 x 256 ran 0.75x as fast deeper) keep the shallow passes.
+            deep = _stream_function(builder.module, rows, ways, ROW_STREAM_DEPTH, scalar,
+                                    lanes)
+            row_bytes = builder.mul(ldw_, ir.Constant(ldw_.type, dtype.bitwidth // 8))
+            far_apart = builder.icmp_signed(">=", row_bytes,
+                                            ir.Constant(ldw_.type, DEEP_ROW_BYTES))
+            with builder.if_else(far_apart) as (then, otherwise):
+                with then:
+                    builder.call(deep, arguments)
+                with otherwise:
+                    builder.call(shallow, arguments)
             return context.get_dummy_value()
 
         return sig, codegen
