@@ -48,10 +48,11 @@ class Target:
     # backward launches twice) costs more than the second core saves (docs/performance.md).
     parallel_min_flops: int = 12_000_000
     # A single step of one row tile splits its hidden units between the threads from this
-    # many floating-point operations (4 MB of float32 weights): each worker then reads only
-    # its share. Below, the weights stay in one core's L2 and waking a second thread cost
-    # more than halving the reads (docs/performance.md).
-    step_split_min_flops: int = 2_000_000
+    # many floating-point operations: each worker then reads only its share. Below, waking
+    # a second thread costs more than halving the reads (docs/performance.md). Zen 4: split
+    # 0.5x as fast as one thread at N = 4, (64, 256) (2.6 M), 0.7x at N = 1, (512, 512)
+    # (4.2 M), 1.1-1.4x at N = 2, (512, 512) (8.4 M); it had been 2 M from a Xeon.
+    step_split_min_flops: int = 6_000_000
     # A time loop over one row tile (too few sequences to share out by rows) splits its
     # hidden units between the threads from this many floating-point operations per step:
     # the threads are woken once per call, and the workers then meet once per step at a
@@ -71,12 +72,15 @@ class Target:
     # backward 3-11 % faster; compiled for AVX2 or SSE2 on the same machine, 3-8 % slower
     # (docs/performance.md), so those keep gemm_part's packing.
     pack_b_before_launch: bool = False
-    # k's of W each chain of the one-row in-place product (a single sequence's step,
-    # kernels/gemm.step_product_in_place) takes per sweep of the columns: each sweep loads
-    # and stores its partial sums once, so deeper sweeps spend more of the loads on W.
-    # Measured on the Zen 4 (1.3 MB of float32 weights, 1024 columns): from depth 2, 8 is
-    # 1.20x faster natively and 1.24x compiled for AVX2; for SSE2 4 is best, 1.09-1.18x.
+    # k's of W each chain of the in-place products (a single step, kernels/gemm.
+    # step_product_in_place) takes per sweep of the columns: each sweep loads and stores
+    # its partial sums once, so deeper sweeps spend more of the loads on W. Measured on the
+    # Zen 4 (docs/performance.md): the one-row kernel (rows >= 3 KB apart) from depth 2 to
+    # 8 1.20x faster natively and 1.24x compiled for AVX2, for SSE2 4 best (1.09-1.18x);
+    # the MR_STEP-row kernel (N = 2-4) from 2 to 4 3.8x natively at 1024 float32 columns
+    # (depth 2 ran at 14 GB/s there), 1.08-1.44x for AVX2, no change for SSE2.
     row_stream_depth: int = 8
+    step_stream_depth: int = 4
 
     def columns_per_panel(self, itemsize):
         """NR: columns of C per micro-kernel call for a dtype of ``itemsize`` bytes."""
@@ -105,7 +109,8 @@ CONFIGURATIONS = {
     # accumulators leave room for the B vectors, the broadcast and the products. Its
     # slower products repay a launch from fewer FLOPs.
     "generic": Target("generic", vector_bytes=16, vectors=2, mr=6, mr_step=4, kc_bytes=2048,
-                      fma=False, parallel_min_flops=6_000_000, row_stream_depth=4),
+                      fma=False, parallel_min_flops=6_000_000, row_stream_depth=4,
+                      step_stream_depth=2),
 }
 
 
@@ -172,6 +177,7 @@ CHUNK_BYTES_PER_ROW = TARGET.chunk_bytes_per_row
 MAX_CHUNK_STEPS = TARGET.max_chunk_steps
 PACK_B_BEFORE_LAUNCH = TARGET.pack_b_before_launch
 ROW_STREAM_DEPTH = TARGET.row_stream_depth
+STEP_STREAM_DEPTH = TARGET.step_stream_depth
 
 
 def describe():

@@ -30,7 +30,7 @@ DTYPES = ("float32", "float64")
 SEQUENCE_SHAPES = [(2, 3, 5, 8), (40, 8, 64, 128), (1, 20, 64, 256)]
 # (N, D, H) of the step calls: one worker reading the weights in place; a step split
 # between threads; a batch of several row tiles.
-STEP_SHAPES = [(1, 16, 32), (1, 64, 512), (12, 16, 32)]
+STEP_SHAPES = [(1, 16, 32), (2, 256, 512), (12, 16, 32)]
 
 
 def _weights(cell, D, H, rng, dtype):

@@ -136,12 +136,13 @@ def test_inference_matches_forward(cell, shape, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 @pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 7), (8, 17, 37), (2, 9, 70), (1, 64, 256),
-                                   (1, 256, 512)], ids=str)
+                                   (3, 64, 256), (2, 256, 512)], ids=str)
 def test_lstm_step_matches_reference(shape, dtype):
     """Shapes for each way a step runs: weights packed (4H under a panel, or rows for more
     than one tile), read in place on one thread (2, 9, 70: a last column block overlapping
-    the one before it on every target; 1, 64, 256), and split by hidden units (1, 256, 512,
-    with two threads)."""
+    the one before it on every target; 1, 64, 256: one row, rows 4 KB apart in float32;
+    3, 64, 256: a tile of rows), and split by hidden units (2, 256, 512, with two
+    threads)."""
     N, D, H = shape
     x, h0, c0, Wx, Wh, b = make_inputs(N, 1, D, H, 4, dtype)
     x = x[:, 0]
@@ -315,12 +316,13 @@ def test_set_num_threads_and_results_are_bit_identical_for_any_thread_count(cell
 
 
 def test_split_step_is_bit_identical_for_any_thread_count_and_to_the_sequence_kernels():
-    """A single step of one sequence with big H shares its hidden units out between the
+    """A single step of one row tile with big H shares its hidden units out between the
     threads (_core.step_split): the same bits on one thread, on two, from four Python
     threads at once, and as lstm_forward over one step."""
     from concurrent.futures import ThreadPoolExecutor
     before = fastrnn.get_num_threads()
-    N, D, H = 1, 256, 512  # over _isa.STEP_SPLIT_MIN_FLOPS
+    N, D, H = 2, 512, 512
+    assert 2 * N * (D + H) * 4 * H >= fastrnn._isa.STEP_SPLIT_MIN_FLOPS
     inputs = [make_inputs(N, 1, D, H, 4, np.float32, seed=s) for s in range(4)]
 
     def step(x, h0, c0, Wx, Wh, b):

@@ -25,7 +25,8 @@ from numba import njit, types
 from numba.extending import intrinsic, overload, register_jitable
 
 from .._config import JIT_OPTIONS, setup_kernels
-from .._isa import FMA, KC_BYTES, MR, MR_STEP, ROW_STREAM_DEPTH, VECTOR_BYTES, VECTORS
+from .._isa import (FMA, KC_BYTES, MR, MR_STEP, ROW_STREAM_DEPTH, STEP_STREAM_DEPTH,
+                    VECTOR_BYTES, VECTORS)
 from ._math import emit_multiply_add, zero_of
 from .address import caller
 
@@ -378,12 +379,13 @@ def times_transposed(A, W, out):
             dot_row_kernel(W, j * G, G, A, n * G, G, out, n * J + j)
 
 
-# k's per pass of the MR_STEP-row streaming kernel onto each partial sum: each pass loads
-# and stores the sums once (L1) for this many FMAs per chain, and holds rows x depth
-# broadcast values of A in registers (8, of AVX2's 16). The one-row kernel, which holds
-# ways x depth values of its one row, takes _isa.ROW_STREAM_DEPTH.
-STREAM_DEPTH = 2
-DEEP_ROW_BYTES = 3072  # W's row length from which the one-row kernel takes ROW_STREAM_DEPTH
+# k's per pass of the streaming kernels onto each partial sum: each pass loads and stores
+# the sums once (L1) for this many FMAs per chain, and holds rows x ways x depth broadcast
+# values of A in registers. The MR_STEP-row kernel takes _isa.STEP_STREAM_DEPTH, the
+# one-row kernel _isa.ROW_STREAM_DEPTH where W's rows lie DEEP_ROW_BYTES or more apart and
+# SHALLOW_DEPTH where they are closer.
+SHALLOW_DEPTH = 2
+DEEP_ROW_BYTES = 3072
 SUMS_SKEW = 16  # elements between the end of one chain's sums and the next one's start
 
 
@@ -570,10 +572,12 @@ def _make_stream_kernel(rows, ways):
                          builder.gep(data(3, W_), [w_off_]), ldw_, kc_, n_, data(8, S_),
                          builder.gep(data(9, C_), [c_off_]), ldc_,
                          builder.trunc(accumulate_, ir.IntType(1))]
-            shallow = _stream_function(builder.module, rows, ways, STREAM_DEPTH, scalar, lanes)
-            if rows > 1 or ROW_STREAM_DEPTH == STREAM_DEPTH:
-                builder.call(shallow, arguments)
+            if rows > 1 or ROW_STREAM_DEPTH == SHALLOW_DEPTH:
+                depth = STEP_STREAM_DEPTH if rows > 1 else SHALLOW_DEPTH
+                builder.call(_stream_function(builder.module, rows, ways, depth, scalar, lanes),
+                             arguments)
                 return context.get_dummy_value()
+            shallow = _stream_function(builder.module, rows, ways, SHALLOW_DEPTH, scalar, lanes)
             # One row: deeper passes where W's rows lie DEEP_ROW_BYTES or more apart (the
             # LSTM's 4H = 1024 and the GRU's 3H = 768 float32 columns); closer rows (1 KB:
             # 320 x 256 ran 0.75x as fast deeper) keep the shallow passes.
