@@ -26,6 +26,10 @@ A sequence of length 0 has final states h0/c0 and all-zero output.
 import numpy as np
 
 from . import _validate as v
+from . import gru as _gru
+from . import lstm as _lstm
+from . import rnn as _rnn
+from ._core import batch_order
 from .gru import gru_backward, gru_forward
 from .lstm import lstm_backward, lstm_forward
 from .rnn import rnn_backward, rnn_forward
@@ -77,6 +81,51 @@ def _cell_backward(cell, dh, cache, dstates, weights_transposed=False):
         return dx, (dh0, dc0), (dWx, dWh, db)
     backward = gru_backward if cell == "gru" else rnn_backward
     dx, dh0, *dweights = backward(dh, cache, dh_last=dstates[0])
+    return dx, (dh0,), tuple(dweights)
+
+
+_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
+
+def _ready_forward(cell, x, h0, c0, w, lengths, nonlinearity):
+    """_cell_forward for a caller that has checked what it passes but the arrays' layout
+    (fastrnn.torch: the dtypes, x's features, h0's and c0's shapes, nonlinearity, lengths
+    from pad_packed_sequence): the arrays made C-contiguous and writeable, _validate's fast
+    check of them (shapes, one dtype), then the cell's forward without the public
+    function's checks and wrappers, a visible share of a small module step. Whatever that
+    check rejects, and every call while the finite check is on, takes _cell_forward."""
+    x, h0 = v.kernel_ready(x), v.kernel_ready(h0)
+    c0 = None if c0 is None else v.kernel_ready(c0)
+    N, T, D = x.shape
+    if v._check_finite or v._arrays_ready(x, h0, c0, w[0], w[1], tuple(w[2:]), _GATES[cell],
+                                          N, D) is None:
+        return _cell_forward(cell, x, h0, c0, w, lengths, nonlinearity)
+    order = batch_order(lengths, N, T)
+    if cell == "lstm":
+        h, cache = _lstm._forward_with_cache(x, h0, c0, *w, order, is_step=False)
+        return h, (cache.final_h, cache.final_c), cache
+    if cell == "gru":
+        h, cache = _gru._forward_with_cache(x, h0, *w, order, is_step=False)
+    else:
+        h, cache = _rnn._forward_with_cache(x, h0, *w, order, nonlinearity, is_step=False)
+    return h, (cache.final_h,), cache
+
+
+def _ready_backward(cell, dh, cache, dstates, weights_transposed=False):
+    """_cell_backward for _ready_forward's cache and a dh of its output's shape and dtype
+    (what autograd hands fastrnn.torch), made kernel-ready here; the final states'
+    gradients are checked as usual. Anything else, and every call while the finite check
+    is on, takes _cell_backward."""
+    dh = v.kernel_ready(dh)
+    if v._check_finite or dh.shape != cache.order.shape + (cache.h0.shape[1],) or (
+            dh.dtype != cache.h0.dtype):
+        return _cell_backward(cell, dh, cache, dstates, weights_transposed)
+    if cell == "lstm":
+        dx, dh0, dWx, dWh, db, dc0 = _lstm._backward(dh, cache, dstates[0], dstates[1],
+                                                     "dh_last", "dc_last", weights_transposed)
+        return dx, (dh0, dc0), (dWx, dWh, db)
+    backward = _gru._backward if cell == "gru" else _rnn._backward
+    dx, dh0, *dweights = backward(dh, cache, dstates[0], "dh_last")
     return dx, (dh0,), tuple(dweights)
 
 

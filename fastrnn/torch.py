@@ -36,7 +36,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from . import gru as _gru
 from . import lstm as _lstm
 from . import rnn as _rnn
-from .stack import _cell_backward, _cell_forward, reverse_within_lengths
+from .stack import _ready_backward, _ready_forward, reverse_within_lengths
 
 __all__ = ["LSTM", "GRU", "RNN", "from_torch"]
 
@@ -88,7 +88,7 @@ def _cell_weights(cell, w_ih, w_hh, b_ih=None, b_hh=None):
 def _parameter_grads(cell, dweights, has_bias):
     """fastrnn's weight gradients as gradients of torch's w_ih, w_hh and, with bias, b_ih,
     b_hh (new C-contiguous tensors, as torch's own gradients are). The LSTM's dWx and dWh
-    come transposed, (G, D) and (G, H) (_cell_backward's weights_transposed): reordering
+    come transposed, (G, D) and (G, H) (_ready_backward's weights_transposed): reordering
     their rows then copies whole rows, where transposing (D, G) had read columns 4H apart."""
     dWx, dWh, db, *dbh = dweights  # the GRU's (dbx, dbh); the others' one db = b_ih + b_hh
     order = _gate_order(cell, db.shape[0])
@@ -105,7 +105,7 @@ def _parameter_grads(cell, dweights, has_bias):
 
 
 def _cell_inference(cell, x, h0, c0, weights, lengths, nonlinearity):
-    """_cell_forward without a cache (fastrnn's *_inference): (h, final states, None)."""
+    """_ready_forward without a cache (fastrnn's *_inference): (h, final states, None)."""
     if cell == "lstm":
         h, finals = _lstm.lstm_inference(x, h0, *weights, c0=c0, lengths=lengths,
                                          return_state=True)
@@ -121,7 +121,7 @@ def _cell_inference(cell, x, h0, c0, weights, lengths, nonlinearity):
 def _layer_forward(cell, nonlinearity, time_major, dirs, arrays, x, lengths, h0, c0,
                    run_direction):
     """One layer's forward, all directions, as _Layer.forward describes (``arrays``: its
-    parameters as NumPy views); run_direction is _cell_forward (keeping caches) or
+    parameters as NumPy views); run_direction is _ready_forward (keeping caches) or
     _cell_inference. Returns the output tensors and the directions' caches."""
     x = _batch_major(_array(x), time_major)
     N, T, _ = x.shape
@@ -191,7 +191,7 @@ class _Layer(torch.autograd.Function):
     def forward(ctx, cell, nonlinearity, time_major, dirs, arrays, x, lengths, h0, c0,
                 *params):
         outputs, caches = _layer_forward(cell, nonlinearity, time_major, dirs, arrays, x,
-                                         lengths, h0, c0, _cell_forward)
+                                         lengths, h0, c0, _ready_forward)
         ctx.fastrnn = (cell, time_major, lengths, caches, len(params) // dirs == 4,
                        h0 is not None, c0 is not None, outputs[0].shape)
         # Outputs the loss does not use get None, not a tensor of zeros: fastrnn then
@@ -224,7 +224,7 @@ def _layer_backward(ctx, dout, dh_n, dc_n):
         dh = dout[:, :, d * H:(d + 1) * H]
         if d == 1:
             dh = reverse_within_lengths(dh, lengths)
-        dx, dstates, dweights = _cell_backward(
+        dx, dstates, dweights = _ready_backward(
             cell, dh, cache, [None if g is None else g[d] for g in dfinals],
             weights_transposed=cell == "lstm")
         dxs.append(dx if d == 0 else reverse_within_lengths(dx, lengths))

@@ -296,6 +296,30 @@ def test_unsupported_and_bad_input_raise_clear_errors():
         ft.RNN(D, H)(x, torch.zeros(2, N, H))
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_modules_checks_reach_what_the_kernels_are_given(kind):
+    """The modules hand their arrays to the cells' kernels without the public functions'
+    checks (stack._ready_forward): a parameter replaced by one of the wrong shape still gets
+    the checks' error, never a kernel reading past it; and with fastrnn's finite check on, a
+    NaN in the input is named."""
+    import fastrnn
+    module = KINDS[kind][1](D, H, **KINDS[kind][2]).double()
+    x = torch.randn(T, N, D, dtype=torch.float64, requires_grad=True)
+    module.weight_hh_l0 = torch.nn.Parameter(module.weight_hh_l0.detach()[:, :-1].clone())
+    with pytest.raises(ValueError, match=r"W[xh] must have shape"):
+        module(x)
+    module = KINDS[kind][1](D, H, **KINDS[kind][2]).double()
+    bad = x.detach().clone()
+    bad[1, 2, 3] = float("nan")
+    assert torch.isnan(module(bad.requires_grad_())[0]).any()  # check off: NaN goes through
+    previous = fastrnn.set_check_finite(True)
+    try:
+        with pytest.raises(ValueError, match=r"x holds nan at index \(2, 1, 3\)"):
+            module(bad)
+    finally:
+        fastrnn.set_check_finite(previous)
+
+
 def test_gradients_are_new_tensors_and_inputs_untouched():
     _, ours = make_pair("lstm", num_layers=2, bidirectional=True)
     x, hx = inputs(ours, torch.float64, False, True, False)
