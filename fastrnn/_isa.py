@@ -49,9 +49,8 @@ class Target:
     parallel_min_flops: int = 12_000_000
     # A single step of one row tile splits its hidden units between the threads from this
     # many floating-point operations: each worker then reads only its share. Below, waking
-    # a second thread costs more than halving the reads (docs/performance.md). Zen 4: split
-    # 0.5x as fast as one thread at N = 4, (64, 256) (2.6 M), 0.7x at N = 1, (512, 512)
-    # (4.2 M), 1.1-1.4x at N = 2, (512, 512) (8.4 M); it had been 2 M from a Xeon.
+    # a second thread costs more than halving the reads (on the Zen 4 the split lost up to
+    # 4.2 M and won from 8.4 M: docs/performance.md).
     step_split_min_flops: int = 6_000_000
     # A time loop over one row tile (too few sequences to share out by rows) splits its
     # hidden units between the threads from this many floating-point operations per step:
@@ -73,12 +72,10 @@ class Target:
     # (docs/performance.md), so those keep gemm_part's packing.
     pack_b_before_launch: bool = False
     # k's of W each chain of the in-place products (a single step, kernels/gemm.
-    # step_product_in_place) takes per sweep of the columns: each sweep loads and stores
-    # its partial sums once, so deeper sweeps spend more of the loads on W. Measured on the
-    # Zen 4 (docs/performance.md): the one-row kernel (rows >= 3 KB apart) from depth 2 to
-    # 8 1.20x faster natively and 1.24x compiled for AVX2, for SSE2 4 best (1.09-1.18x);
-    # the MR_STEP-row kernel (N = 2-4) from 2 to 4 3.8x natively at 1024 float32 columns
-    # (depth 2 ran at 14 GB/s there), 1.08-1.44x for AVX2, no change for SSE2.
+    # step_product_in_place) takes per sweep of the columns, for one row (W's rows >= 3 KB
+    # apart) and for MR_STEP rows: each sweep loads and stores its partial sums once, so a
+    # deeper one spends more of the loads on W, until the broadcast values of A no longer
+    # fit in the registers (best depths measured on the Zen 4: docs/performance.md).
     row_stream_depth: int = 8
     step_stream_depth: int = 4
 
