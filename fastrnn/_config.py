@@ -7,6 +7,12 @@
   "RuntimeError: cannot cache function".
 - ``error_model="numpy"``: no zero-division check on every float division; that check blocks
   vectorisation of the gate math (see shared/PERF-FACTS.md).
+- One cache stamp for every kernel (``kernel_sources_stamp``): numba marks a kernel's cache
+  with its own file's modification time and size, but the machine code holds what the
+  kernel calls from other files too (inlined or linked in: the split loops carry
+  sync.py's barrier, every kernel _isa.py's constants), so an edit to one file left the
+  kernels of the others running its old code. Stamped with all of them, any edit
+  recompiles every kernel instead.
 - ``fastmath``: none. With ``reassoc``/``contract``/``arcp`` LLVM rounded the same source
   differently depending on where a function was inlined: the serial time loop and its copy
   inside the parallel driver gave results differing in the last bits, so 1 and 2 threads
@@ -91,19 +97,48 @@ def _cache_loading_without_refresh():
 _LOADING = _cache_loading_without_refresh()
 
 
+def kernel_sources_stamp():
+    """The cache stamp of every fastrnn kernel: (path, mtime in ns, size) of each file its
+    compiled code can come from, the kernels/ modules and _isa.py and this one (their
+    compile-time constants and options). Stat calls only, once per process."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    kernels = os.path.join(package, "kernels")
+    paths = sorted(os.path.join(kernels, name) for name in os.listdir(kernels)
+                   if name.endswith(".py"))
+    paths += [os.path.join(package, "_isa.py"), os.path.join(package, "_config.py")]
+    stamp = []
+    for path in paths:
+        status = os.stat(path)
+        stamp.append((os.path.relpath(path, package), status.st_mtime_ns, status.st_size))
+    return tuple(stamp)
+
+
+_SOURCES_STAMP = kernel_sources_stamp()
+
+
 def setup_kernels(namespace):
     """Called at the end of each kernel module with its globals(): every fastrnn kernel in
     it (module-level dispatchers, and the split drivers' bound workers, kernels/split.py)
-    loads from numba's cache without refreshing numba's target context
-    (load_without_refreshing) and compiles under its cross-process lock
-    (_compiling.compile_once)."""
+    is cached under kernel_sources_stamp, loads from numba's cache without refreshing
+    numba's target context (load_without_refreshing) and compiles under its cross-process
+    lock (_compiling.compile_once)."""
     from ._compiling import compile_once  # imported here: _compiling imports this module
     from numba.core.dispatcher import Dispatcher
     for value in list(namespace.values()):
         for kernel in (value, getattr(value, "worker", None)):
             if isinstance(kernel, Dispatcher):
+                stamp_with_all_sources(kernel)
                 load_without_refreshing(kernel)
                 compile_once(kernel)
+
+
+def stamp_with_all_sources(kernel):
+    """Key a kernel's cache entries on kernel_sources_stamp rather than on its own file
+    alone (see the module docstring). A numba whose cache keeps no such stamp is left as
+    it is."""
+    cache_file = getattr(getattr(kernel, "_cache", None), "_cache_file", None)
+    if cache_file is not None and hasattr(cache_file, "_source_stamp"):
+        cache_file._source_stamp = _SOURCES_STAMP
 
 
 def load_without_refreshing(kernel):

@@ -159,3 +159,47 @@ def test_every_path_compiles_the_types_it_names_for_its_helper():
 def test_no_helper_when_turned_off(monkeypatch):
     monkeypatch.setenv("FASTRNN_COMPILE_AHEAD", "0")
     assert not _compiling._helper_allowed()
+
+
+STAMPED = """
+import json, sys
+import numpy as np
+import fastrnn
+from fastrnn import _compiling, _config
+from fastrnn.kernels.gemm import pack_panels
+from fastrnn.kernels.address import array_types
+signature = array_types("float64", "2b1")
+before = _compiling._available(pack_panels, signature)
+if sys.argv[1] == "compile":
+    pack_panels.compile(signature)
+print(json.dumps({"cached": before, "package": fastrnn.__file__,
+                  "stamp_is_the_package's": pack_panels._cache._cache_file._source_stamp
+                  == _config._SOURCES_STAMP}))
+"""
+
+
+def test_editing_any_kernel_source_makes_every_cached_kernel_stale(tmp_path):
+    """numba stamps a kernel's cache with its own file, though its code holds what it calls
+    from others (the split loops sync.py's barrier): a kernel cached, then another kernel
+    file edited (here only its modification time), must compile again, not load its old
+    code (_config.kernel_sources_stamp). On a copy of the package, a fresh cache."""
+    import shutil
+    copy = tmp_path / "package"
+    shutil.copytree(os.path.dirname(fastrnn.__file__), copy / "fastrnn",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), FASTRNN_COMPILE_AHEAD="0",
+               PYTHONPATH=str(copy))
+
+    def run(what):
+        done = subprocess.run([sys.executable, "-c", STAMPED, what], capture_output=True,
+                              text=True, env=env, check=True, cwd=tmp_path)
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        assert result.pop("package").startswith(str(copy))
+        return result
+
+    assert run("compile") == {"cached": False, "stamp_is_the_package's": True}
+    assert run("look")["cached"]  # loads from the cache
+    sync = copy / "fastrnn" / "kernels" / "sync.py"  # not gemm.py, pack_panels' own file
+    status = sync.stat()
+    os.utime(sync, ns=(status.st_atime_ns, status.st_mtime_ns + 10**9))
+    assert run("look") == {"cached": False, "stamp_is_the_package's": True}
