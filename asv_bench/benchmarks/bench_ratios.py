@@ -10,6 +10,8 @@ shows as a drop. Run under `scripts/isa --bench avx2` (or x86-64) for another IS
 - GemmOverNumpy: fastrnn's GEMM rate over NumPy's matmul on (4096, 1024) @ (1024, 1024),
   in blocks with a pause between them (bench.gemm_rates); issue 11 asks >= 0.85 on AVX2.
 - StepSpeedup: single steps at N = 1 (issue 12) vs torch's cells and the reference.
+- SmallBatchStepSpeedup: an LSTM step of 2 or 4 rows, and of one row with big weights, vs
+  torch.nn.LSTMCell (the in-place products' multi-row kernel and the split threshold).
 - FractionOfGemm: fastrnn's LSTM forward rate over the rate of one matrix product with the
   same FLOP count, (T*N, D+H) @ (D+H, 4H), the faster of NumPy's and fastrnn's GEMM.
 - ModuleStepSpeedup: fastrnn.torch's modules vs torch.nn's, a training step (issue 15).
@@ -163,6 +165,41 @@ class StepSpeedup:
 
     def track_speedup(self, cell, other, kind):
         ours, theirs = interleaved_medians(self.pair, 300)
+        return theirs / ours
+
+
+class SmallBatchStepSpeedup:
+    """One LSTM step of a few rows or of big weights (issue 12), float32: torch.nn.LSTMCell
+    under no_grad time / fastrnn.lstm_step_forward time, interleaved. (N, D, H): 2 and 4
+    rows go through the in-place products' MR_STEP-row kernel (which had run at 14 GB/s
+    there on AVX-512), (1, 512, 512) is a step of 8 MB of weights, below the split
+    threshold."""
+    params = (["(2, 64, 256)", "(4, 64, 256)", "(1, 512, 512)"],)
+    param_names = ["shape"]
+    unit = "torch time / fastrnn time"
+    number = 1
+    repeat = 1
+    timeout = 300
+
+    def setup(self, shape):
+        N, D, H = parse(shape)
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((N, D)).astype(np.float32)
+        h = rng.standard_normal((N, H)).astype(np.float32)
+        c = rng.standard_normal((N, H)).astype(np.float32)
+        Wx = (rng.standard_normal((D, 4 * H)) / np.sqrt(D)).astype(np.float32)
+        Wh = (rng.standard_normal((H, 4 * H)) / np.sqrt(H)).astype(np.float32)
+        b = np.zeros(4 * H, np.float32)
+        theirs = _torch_cell_step("lstm", "forward", x, h, c, D, H)
+
+        def ours():
+            fastrnn.lstm_step_forward(x, h, c, Wx, Wh, b)
+        ours()
+        theirs()
+        self.pair = (ours, theirs)
+
+    def track_speedup(self, shape):
+        ours, theirs = interleaved_medians(self.pair, 200)
         return theirs / ours
 
 
