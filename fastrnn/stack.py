@@ -63,24 +63,37 @@ def _cell_forward(cell, x, h0, c0, w, lengths, nonlinearity):
     """One direction of one layer: (h, (final states), cache)."""
     if cell == "lstm":
         h, cache = lstm_forward(x, h0, *w, c0=c0, lengths=lengths)
-        return h, (cache.final_h, cache.final_c), cache
-    if cell == "gru":
+    elif cell == "gru":
         h, cache = gru_forward(x, h0, *w, lengths=lengths)
     else:
         h, cache = rnn_forward(x, h0, *w, nonlinearity=nonlinearity, lengths=lengths)
-    return h, (cache.final_h,), cache
+    return _forward_result(cell, h, cache)
+
+
+def _forward_result(cell, h, cache):
+    """A cell forward's (h, cache) as a layer direction's (h, (final states), cache)."""
+    finals = (cache.final_h, cache.final_c) if cell == "lstm" else (cache.final_h,)
+    return h, finals, cache
 
 
 def _cell_backward(cell, dh, cache, dstates, weights_transposed=False):
     """(dx, (d initial states), (d weights)) of one direction of one layer; the LSTM's dWx
     and dWh transposed when ``weights_transposed`` (lstm_backward's option)."""
     if cell == "lstm":
-        dx, dh0, dWx, dWh, db, dc0 = lstm_backward(dh, cache, dh_last=dstates[0],
-                                                   dc_last=dstates[1], return_dc0=True,
-                                                   weights_transposed=weights_transposed)
-        return dx, (dh0, dc0), (dWx, dWh, db)
+        return _backward_result(cell, lstm_backward(
+            dh, cache, dh_last=dstates[0], dc_last=dstates[1], return_dc0=True,
+            weights_transposed=weights_transposed))
     backward = gru_backward if cell == "gru" else rnn_backward
-    dx, dh0, *dweights = backward(dh, cache, dh_last=dstates[0])
+    return _backward_result(cell, backward(dh, cache, dh_last=dstates[0]))
+
+
+def _backward_result(cell, grads):
+    """A cell backward's gradients (the LSTM's with dc0 last) as a layer direction's
+    (dx, (d initial states), (d weights))."""
+    if cell == "lstm":
+        dx, dh0, dWx, dWh, db, dc0 = grads
+        return dx, (dh0, dc0), (dWx, dWh, db)
+    dx, dh0, *dweights = grads
     return dx, (dh0,), tuple(dweights)
 
 
@@ -103,12 +116,11 @@ def _ready_forward(cell, x, h0, c0, w, lengths, nonlinearity):
     order = batch_order(lengths, N, T)
     if cell == "lstm":
         h, cache = _lstm._forward_with_cache(x, h0, c0, *w, order, is_step=False)
-        return h, (cache.final_h, cache.final_c), cache
-    if cell == "gru":
+    elif cell == "gru":
         h, cache = _gru._forward_with_cache(x, h0, *w, order, is_step=False)
     else:
         h, cache = _rnn._forward_with_cache(x, h0, *w, order, nonlinearity, is_step=False)
-    return h, (cache.final_h,), cache
+    return _forward_result(cell, h, cache)
 
 
 def _ready_backward(cell, dh, cache, dstates, weights_transposed=False):
@@ -121,12 +133,11 @@ def _ready_backward(cell, dh, cache, dstates, weights_transposed=False):
             dh.dtype != cache.h0.dtype):
         return _cell_backward(cell, dh, cache, dstates, weights_transposed)
     if cell == "lstm":
-        dx, dh0, dWx, dWh, db, dc0 = _lstm._backward(dh, cache, dstates[0], dstates[1],
-                                                     "dh_last", "dc_last", weights_transposed)
-        return dx, (dh0, dc0), (dWx, dWh, db)
+        return _backward_result(cell, _lstm._backward(dh, cache, dstates[0], dstates[1],
+                                                      "dh_last", "dc_last",
+                                                      weights_transposed))
     backward = _gru._backward if cell == "gru" else _rnn._backward
-    dx, dh0, *dweights = backward(dh, cache, dstates[0], "dh_last")
-    return dx, (dh0,), tuple(dweights)
+    return _backward_result(cell, backward(dh, cache, dstates[0], "dh_last"))
 
 
 def _check_structure(cell, weights, bidirectional):
