@@ -72,11 +72,9 @@ JIT_OPTIONS = dict(nogil=True, cache=not TILE_OVERRIDDEN and _cache_available(),
 def _cache_loading_without_refresh():
     """numba's FunctionCache with a load_overload that initialises the NRT instead of
     refreshing the target context (see load_without_refreshing), and numba's
-    FunctionCache and Dispatcher; None where numba's cache is not the one this was
-    written against."""
+    FunctionCache; None where numba's cache is not the one this was written against."""
     try:
         from numba.core.caching import FunctionCache
-        from numba.core.dispatcher import Dispatcher
         from numba.core.runtime import nrt
     except ImportError:
         return None
@@ -91,7 +89,7 @@ def _cache_loading_without_refresh():
                 return self._load_overload(sig, target_context)
             # None when the guard swallowed an I/O error (numba's own behaviour)
 
-    return LoadWithoutRefreshing, FunctionCache, Dispatcher
+    return LoadWithoutRefreshing, FunctionCache
 
 
 _LOADING = _cache_loading_without_refresh()
@@ -155,6 +153,6 @@ def load_without_refreshing(kernel):
     keep numba's own loading."""
     if _LOADING is None:
         return
-    loading, numba_cache, _ = _LOADING
+    loading, numba_cache = _LOADING
     if type(kernel._cache) is numba_cache:
         kernel._cache.__class__ = loading
