@@ -133,14 +133,7 @@ class StepSpeedup:
         if kind == "forward_backward" and cell != "lstm":
             raise NotImplementedError("forward_backward timed for the LSTM step")
         N, D, H = 1, 64, 256
-        gates = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
-        rng = np.random.default_rng(0)
-        x = rng.standard_normal((N, D)).astype(np.float32)
-        h = rng.standard_normal((N, H)).astype(np.float32)
-        c = rng.standard_normal((N, H)).astype(np.float32)
-        Wx = (rng.standard_normal((D, gates * H)) / np.sqrt(D)).astype(np.float32)
-        Wh = (rng.standard_normal((H, gates * H)) / np.sqrt(H)).astype(np.float32)
-        b = np.zeros(gates * H, np.float32)
+        x, h, c, Wx, Wh, b = _step_inputs(N, D, H, bench.GATES[cell])
         args = {"lstm": (x, h, c, Wx, Wh, b), "gru": (x, h, Wx, Wh, b, b),
                 "rnn": (x, h, Wx, Wh, b)}[cell]
 
@@ -183,13 +176,7 @@ class SmallBatchStepSpeedup:
 
     def setup(self, shape):
         N, D, H = parse(shape)
-        rng = np.random.default_rng(0)
-        x = rng.standard_normal((N, D)).astype(np.float32)
-        h = rng.standard_normal((N, H)).astype(np.float32)
-        c = rng.standard_normal((N, H)).astype(np.float32)
-        Wx = (rng.standard_normal((D, 4 * H)) / np.sqrt(D)).astype(np.float32)
-        Wh = (rng.standard_normal((H, 4 * H)) / np.sqrt(H)).astype(np.float32)
-        b = np.zeros(4 * H, np.float32)
+        x, h, c, Wx, Wh, b = _step_inputs(N, D, H, 4)
         theirs = _torch_cell_step("lstm", "forward", x, h, c, D, H)
 
         def ours():
@@ -201,6 +188,18 @@ class SmallBatchStepSpeedup:
     def track_speedup(self, shape):
         ours, theirs = interleaved_medians(self.pair, 200)
         return theirs / ours
+
+
+def _step_inputs(N, D, H, gates):
+    """Float32 x (N, D), h and c (N, H), Wx (D, G), Wh (H, G) and zero b (G,), G = gates * H,
+    for the step benchmarks."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((N, D)).astype(np.float32)
+    h = rng.standard_normal((N, H)).astype(np.float32)
+    c = rng.standard_normal((N, H)).astype(np.float32)
+    Wx = (rng.standard_normal((D, gates * H)) / np.sqrt(D)).astype(np.float32)
+    Wh = (rng.standard_normal((H, gates * H)) / np.sqrt(H)).astype(np.float32)
+    return x, h, c, Wx, Wh, np.zeros(gates * H, np.float32)
 
 
 def _torch_cell_step(cell, kind, x, h, c, D, H):
