@@ -118,16 +118,30 @@ def _cell_inference(cell, x, h0, c0, weights, lengths, nonlinearity):
     return h, (final_h,), None
 
 
-def _layer_forward(cell, nonlinearity, time_major, dirs, arrays, x, lengths, h0, c0,
-                   run_direction):
-    """One layer's forward, all directions, as _Layer.forward describes (``arrays``: its
-    parameters as NumPy views); run_direction is _ready_forward (keeping caches) or
-    _cell_inference. Returns the output tensors and the directions' caches."""
+def _layer_forward(spec, x, h0, c0, run_direction):
+    """One layer's forward, all directions, as _Layer.forward describes (spec: its tuple);
+    run_direction is _ready_forward (keeping caches) or _cell_inference. Returns the
+    output tensors and the directions' caches."""
+    cell, nonlinearity, time_major, dirs, arrays, lengths = spec
     x = _batch_major(_array(x), time_major)
     N, T, _ = x.shape
+    h0, c0 = _array(h0), _array(c0)
+    if dirs == 1:
+        # One direction, the common case, without the loop's lists: microseconds of a
+        # small layer's step.
+        h, states, cache = run_direction(
+            cell, x, np.zeros((N, arrays[1].shape[1]), x.dtype) if h0 is None else h0[0],
+            None if c0 is None else c0[0], _cell_weights(cell, *arrays), lengths,
+            nonlinearity)
+        if time_major and N > 1:
+            out = _batch_major_view(h.shape, h.dtype, time_major)
+            out[...] = h
+        else:
+            out = h  # already laid out as asked (one sequence: either way): no copy
+        return ((_tensor(_batch_major(out, time_major)),)
+                + tuple(_tensor(s[None]) for s in states)), [cache]
     H = arrays[1].shape[1]
     per_direction = len(arrays) // dirs
-    h0, c0 = _array(h0), _array(c0)
     caches, outs, finals = [], [], []
     for d in range(dirs):
         w = arrays[d * per_direction:(d + 1) * per_direction]
@@ -138,12 +152,9 @@ def _layer_forward(cell, nonlinearity, time_major, dirs, arrays, x, lengths, h0,
         outs.append(h if d == 0 else reverse_within_lengths(h, lengths))
         finals.append(states)
         caches.append(cache)
-    if dirs == 1 and (not time_major or N == 1):
-        out = outs[0]  # already laid out as asked (one sequence: either way): no copy
-    else:
-        out = _batch_major_view((N, T, dirs * H), x.dtype, time_major)
-        for d, h in enumerate(outs):
-            out[:, :, d * H:(d + 1) * H] = h
+    out = _batch_major_view((N, T, dirs * H), x.dtype, time_major)
+    for d, h in enumerate(outs):
+        out[:, :, d * H:(d + 1) * H] = h
     return ((_tensor(_batch_major(out, time_major)),)
             + tuple(_tensor(f) for f in _by_direction(finals))), caches
 
@@ -172,12 +183,12 @@ def _batch_major_view(shape, dtype, time_major):
 class _Layer(torch.autograd.Function):
     """One layer, all its directions, through fastrnn's kernels.
 
-    forward(ctx, cell, nonlinearity, time_major, dirs, arrays, x, lengths, h0, c0, *params):
-    x (N, T, D), or (T, N, D) when ``time_major``; lengths (N,) int64 array or None; h0, c0
-    (dirs, N, H) or None for zeros (c0 is None but for the LSTM); params: for each of the
-    dirs directions torch's w_ih, w_hh and, with bias, b_ih, b_hh; arrays: the same as
-    NumPy views (the module's _parameter_arrays), which the kernels read; params are there
-    for autograd.
+    forward(ctx, spec, x, h0, c0, *params): spec the tuple (cell, nonlinearity, time_major,
+    dirs, arrays, lengths); x (N, T, D), or (T, N, D) when ``time_major``; lengths (N,)
+    int64 array or None; h0, c0 (dirs, N, H) or None for zeros (c0 is None but for the
+    LSTM); params: for each of the dirs directions torch's w_ih, w_hh and, with bias, b_ih,
+    b_hh; arrays: the same as NumPy views (the module's _parameter_arrays), which the
+    kernels read; params are there for autograd.
     Returns out (N, T, dirs * H) ((T, N, dirs * H) when ``time_major``; 0 past each
     length), h_n (dirs, N, H) and for the LSTM c_n (dirs, N, H). The reverse
     direction runs each sequence's real steps backwards, as torch's does.
@@ -188,12 +199,10 @@ class _Layer(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, cell, nonlinearity, time_major, dirs, arrays, x, lengths, h0, c0,
-                *params):
-        outputs, caches = _layer_forward(cell, nonlinearity, time_major, dirs, arrays, x,
-                                         lengths, h0, c0, _ready_forward)
-        ctx.fastrnn = (cell, time_major, lengths, caches, len(params) // dirs == 4,
-                       h0 is not None, c0 is not None, outputs[0].shape)
+    def forward(ctx, spec, x, h0, c0, *params):
+        outputs, caches = _layer_forward(spec, x, h0, c0, _ready_forward)
+        ctx.fastrnn = (spec, caches, len(params) // spec[3] == 4, h0 is not None,
+                       c0 is not None, outputs[0].shape)
         # Outputs the loss does not use get None, not a tensor of zeros: fastrnn then
         # skips them (a final state's None is its dh_last=None).
         ctx.set_materialize_grads(False)
@@ -211,28 +220,35 @@ class _Layer(torch.autograd.Function):
 
 
 def _layer_backward(ctx, dout, dh_n, dc_n):
-    """_Layer.backward: the gradients of its forward's arguments (None for the
-    non-tensor ones)."""
-    cell, time_major, lengths, caches, has_bias, has_h0, has_c0, out_shape = ctx.fastrnn
+    """_Layer.backward: the gradients of its forward's arguments (None for spec)."""
+    spec, caches, has_bias, has_h0, has_c0, out_shape = ctx.fastrnn
+    cell, time_major, lengths = spec[0], spec[2], spec[5]
     dtype = caches[0].final_h.dtype
     dout = _batch_major(np.zeros(out_shape, dtype) if dout is None else _array(dout),
                         time_major)
     dfinals = [_array(dh_n)] + ([_array(dc_n)] if cell == "lstm" else [])
-    H = dout.shape[2] // len(caches)
-    dxs, dinits, grads = [], [], []
-    for d, cache in enumerate(caches):
-        dh = dout[:, :, d * H:(d + 1) * H]
-        if d == 1:
-            dh = reverse_within_lengths(dh, lengths)
+    if len(caches) == 1:  # one direction: as the loop below, without its lists
         dx, dstates, dweights = _ready_backward(
-            cell, dh, cache, [None if g is None else g[d] for g in dfinals],
+            cell, dout, caches[0], [None if g is None else g[0] for g in dfinals],
             weights_transposed=cell == "lstm")
-        dxs.append(dx if d == 0 else reverse_within_lengths(dx, lengths))
-        dinits.append(dstates)
-        grads += _parameter_grads(cell, dweights, has_bias)
-    dinits = _by_direction(dinits)
-    dx = dxs[0] if len(dxs) == 1 else dxs[0] + dxs[1]  # the input feeds both directions
-    return (None, None, None, None, None, _tensor(_batch_major(dx, time_major)), None,
+        dinits = [s[None] for s in dstates]
+        grads = _parameter_grads(cell, dweights, has_bias)
+    else:
+        H = dout.shape[2] // len(caches)
+        dxs, dinits, grads = [], [], []
+        for d, cache in enumerate(caches):
+            dh = dout[:, :, d * H:(d + 1) * H]
+            if d == 1:
+                dh = reverse_within_lengths(dh, lengths)
+            dx, dstates, dweights = _ready_backward(
+                cell, dh, cache, [None if g is None else g[d] for g in dfinals],
+                weights_transposed=cell == "lstm")
+            dxs.append(dx if d == 0 else reverse_within_lengths(dx, lengths))
+            dinits.append(dstates)
+            grads += _parameter_grads(cell, dweights, has_bias)
+        dinits = _by_direction(dinits)
+        dx = dxs[0] + dxs[1]  # the input feeds both directions
+    return (None, _tensor(_batch_major(dx, time_major)),
             _tensor(dinits[0]) if has_h0 else None,
             _tensor(dinits[1]) if has_c0 else None, *grads)
 
@@ -349,14 +365,18 @@ class _FastrnnForward:
         layer_input = x
         for l in range(self.num_layers):
             k = slice(l * dirs, (l + 1) * dirs)
-            args = (self._cell, nonlinearity, time_major, dirs,
-                    arrays[l * per_layer:(l + 1) * per_layer], layer_input, lengths,
-                    None if h0 is None else h0[k], None if c0 is None else c0[k])
+            # One argument for all that is not a tensor: each argument of apply costs
+            # autograd time.
+            spec = (self._cell, nonlinearity, time_major, dirs,
+                    arrays[l * per_layer:(l + 1) * per_layer], lengths)
+            h0_l, c0_l = None if h0 is None else h0[k], None if c0 is None else c0[k]
             if differentiate:
                 layer_input, *states = _Layer.apply(
-                    *args, *self._flat_weights[l * per_layer:(l + 1) * per_layer])
+                    spec, layer_input, h0_l, c0_l,
+                    *self._flat_weights[l * per_layer:(l + 1) * per_layer])
             else:
-                (layer_input, *states), _ = _layer_forward(*args, _cell_inference)
+                (layer_input, *states), _ = _layer_forward(spec, layer_input, h0_l, c0_l,
+                                                           _cell_inference)
             finals.append(states)
             if self.dropout and self.training and l < self.num_layers - 1:
                 layer_input = torch.nn.functional.dropout(layer_input, self.dropout, True)
