@@ -65,6 +65,9 @@ def _exercise(cell, dtype):
         state = (h0, h0) if cell == "lstm" else (h0,)
         *next_state, cache = step_forward(x, *state, *weights)
         step_backward(*(np.ones_like(s) for s in next_state), cache)
+    # fastrnn.torch's conversion of the weights (compiled here too: it needs no torch).
+    from .kernels.transpose import transpose_into
+    transpose_into(np.ones((3, 2), dtype), np.empty((2, 3), dtype))
 
 
 def _job_command(cell, dtype):

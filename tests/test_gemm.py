@@ -147,3 +147,19 @@ def test_transposed_packing_equals_packing_the_transpose(dtype, row_bytes):
     assert rows_share_cache_sets(W) == (row_bytes % 4096 == 0)
     np.testing.assert_array_equal(weight_panels(W, True),
                                   weight_panels(np.ascontiguousarray(W.T)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (8, 8), (16, 16), (17, 9), (65, 130),
+                                   (130, 65), (2048, 24), (7, 64)], ids=str)
+def test_transpose_into_equals_numpy_transpose(shape, dtype):
+    """kernels/transpose.transpose_into copies W.T exactly (every element moved, none
+    computed): whole register tiles of the target's vector width (4 to 16 elements a side),
+    tiles across more than one block, and edges of every width below a tile's, in rows and
+    columns; nothing written outside out."""
+    from fastrnn.kernels.transpose import transpose_into
+    W = np.random.default_rng(1).standard_normal(shape).astype(dtype)
+    out = np.full((shape[1] + 1, shape[0]), np.nan, dtype)  # one row past out's end
+    transpose_into(W, out[:shape[1]])
+    np.testing.assert_array_equal(out[:shape[1]], W.T)
+    assert np.isnan(out[shape[1]]).all()
