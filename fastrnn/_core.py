@@ -438,6 +438,18 @@ def small_step(N, D, H, gates, splittable):
     return single_worker_step(N, D, H, gates)
 
 
+def in_steps(order, N, T):
+    """Whether a cache-free forward (inference) runs as T single steps on the step kernels,
+    which read the weights where they lie, rather than on the sequence kernels, which pack
+    them into panels first: for a batch of one row tile, no ragged lengths, and fewer than
+    MR steps. Packing costs two passes over the weights, as much as two steps (on Zen 3,
+    (1, 1, 512, 512) took 2-3 ms against 0.23 for the step); and below MR steps every
+    step's input projection goes through the one-row kernel in the sequence kernels too
+    (gemm.steps_product), so the two give the same bits (the products in place give
+    step_product's, see gemm.step_product_in_place)."""
+    return N <= MR_STEP and T < MR and not order.ragged and order.real_steps > 0
+
+
 def single_worker_step(N, D, H, gates):
     """Whether a single step of N sequences runs on the calling thread with its products
     reading the weights in place (kernels/gemm.step_product_in_place): when the rows make

@@ -67,7 +67,7 @@ def _exercise(cell, dtype):
         step_backward(*(np.ones_like(s) for s in next_state), cache)
     # fastrnn.torch's conversion of the weights (compiled here too: it needs no torch).
     from .kernels.transpose import transpose_into
-    transpose_into(np.ones((3, 2), dtype), np.empty((2, 3), dtype))
+    transpose_into(np.ones((3, 2), dtype), np.arange(3), np.empty((2, 3), dtype))
 
 
 def _job_command(cell, dtype):

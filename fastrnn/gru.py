@@ -14,7 +14,7 @@ import numpy as np
 from . import _validate as v
 from ._compiling import Ahead
 from ._core import (CellCache, batch_order, check_backward_cache, chunk_scratch, chunk_steps,
-                    in_place_address, input_grad, no_rows, products, product_address,
+                    in_place_address, in_steps, input_grad, no_rows, products, product_address,
                     projection_address, run_steps, single_worker_step, small_step,
                     state_grad, step_operand, step_scratch, streamed, weight_grads,
                     weight_panels)
@@ -64,6 +64,8 @@ def _forward_infer(x, h0, Wx, Wh, bx, bh, order):
     N, T, D = x.shape
     H = h0.shape[1]
     dtype = x.dtype
+    if in_steps(order, N, T):
+        return _infer_in_steps(x, h0, Wx, Wh, bx, bh)
     x, h0, h, h_out = order.start(x, h0)
     if order.real_steps:
         with kernel_threads(N, T, D, H, 3) as threads:
@@ -77,6 +79,20 @@ def _forward_infer(x, h0, Wx, Wh, bx, bh, order):
                       order.active, False, projection_address(dtype), product_address(dtype),
                       cell_address(dtype))
     return order.unsort(h_out), order.final(h)
+
+
+def _infer_in_steps(x, h0, Wx, Wh, bx, bh):
+    """_forward_infer of a call _core.in_steps takes: its T steps one by one on the
+    single-step kernel (gru_step_small), which reads Wx and Wh where they lie. Returns
+    h (N, T, H) and the final h."""
+    N, T, _ = x.shape
+    h_out = np.empty((N, T, h0.shape[1]), x.dtype)
+    h = h0
+    for t in range(T):
+        h = gru_step_small(np.ascontiguousarray(x[:, t]), h, Wx, Wh, bx, bh,
+                           in_place_address(x.dtype), cell_address(x.dtype))[0]
+        h_out[:, t] = h
+    return h_out, h
 
 
 @v.outputs_finite

@@ -12,7 +12,7 @@ from . import _validate as v
 from ._compiling import Ahead
 from ._core import (CellCache, batch_order, backward_dx, backward_products,
                     check_backward_cache, chunk_scratch, chunk_steps, dx_in_time_loop,
-                    in_place_address, loop_split, no_rows, part_panels, product_address,
+                    in_place_address, in_steps, loop_split, no_rows, part_panels, product_address,
                     projection_address, run_steps, single_worker_step, small_step,
                     split_scratch, state_grad, step_operand, step_split, step_scratch,
                     streamed, unit_bounds, weight_grad_rows, weight_panels)
@@ -89,6 +89,8 @@ def _forward_infer(x, h0, c0, Wx, Wh, b, order):
     N, T, D = x.shape
     H = h0.shape[1]
     dtype = x.dtype
+    if in_steps(order, N, T):
+        return _infer_in_steps(x, h0, c0, Wx, Wh, b)
     with kernel_threads(N, T, D, H, 4) as threads:
         if threads == 1 and order.real_steps:
             _INFERENCE_AHEAD.ask(dtype)
@@ -130,6 +132,19 @@ def _one_call_forward(x, h0, c0, Wx, Wh, b, order, keep):
         x, h0, c0, Wx, Wh, b, chunk_steps(order, D, 4 * H, dtype, 1),
         order.real_steps if keep else 0, order.offsets, order.active, order.ragged,
         entry_address(lstm_train_steps, dtype, TRAIN_STEPS_ARGS), projection, product, cell)
+
+
+def _infer_in_steps(x, h0, c0, Wx, Wh, b):
+    """_forward_infer of a call in_steps takes: its T steps one by one on the single-step
+    kernels (_step_kernels), which read Wx and Wh where they lie. Returns h (N, T, H),
+    final h, final c."""
+    N, T, _ = x.shape
+    h_out = np.empty((N, T, h0.shape[1]), x.dtype)
+    h, c = h0, (np.zeros_like(h0) if c0 is None else c0)
+    for t in range(T):
+        h, c, _, _ = _step_kernels(np.ascontiguousarray(x[:, t]), h, c, Wx, Wh, b)
+        h_out[:, t] = h
+    return h_out, h, c
 
 
 def _split_forward(x, Wx, Wh, b, h, c, S, h_out, order, bounds, x_rows, gates, c_hist):
@@ -354,20 +369,7 @@ def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
         return _step_outputs(step, prev_h, prev_c, Wx, Wh)
     (x3, prev_h, prev_c, Wx, Wh, (b,)), (N, T, D, H) = v.validate_step(
         x, prev_h, Wx, Wh, (("b", b),), gates=4, prev_c=prev_c)
-    x = x3.reshape(N, D)
-    (_SMALL_STEP_AHEAD if N <= MR_STEP else _BACKWARD_AHEAD).ask(x.dtype)
-    step = None
-    with step_split(N, D, H, 4, x.dtype) as unit_bounds:
-        if unit_bounds is not None:
-            h_prev, c, projected, recurrent, gates, h_next, tanh_c = lstm_step_buffers(
-                x, prev_h, prev_c, 4 * H)
-            run_workers(lstm_step_part, unit_bounds.shape[0] - 1, x, h_prev, Wx, Wh, b,
-                        projected, recurrent, gates, c, h_next, tanh_c, unit_bounds,
-                        in_place_address(x.dtype))
-            step = h_next, c, gates, x.copy()
-        elif single_worker_step(N, D, H, 4):
-            step = lstm_step_small(x, prev_h, prev_c, Wx, Wh, b, in_place_address(x.dtype),
-                                   cell_address(x.dtype))
+    step = _step_kernels(x3.reshape(N, D), prev_h, prev_c, Wx, Wh, b)
     if step is not None:
         return _step_outputs(step, prev_h, prev_c, Wx, Wh)
     h_seq, cache = _forward_with_cache(x3, prev_h, prev_c, Wx, Wh, b, batch_order(None, N, 1),
@@ -384,6 +386,29 @@ def _step_outputs(step, prev_h, prev_c, Wx, Wh):
                       order=batch_order(None, next_h.shape[0], 1), is_step=True)
     # Copies: the cache keeps its own (the caller may write into what it gets).
     return next_h.copy(), next_c.copy(), cache
+
+
+def _step_kernels(x, prev_h, prev_c, Wx, Wh, b):
+    """One step of checked, kernel-ready arrays (x (N, D), prev_h and prev_c (N, H), Wx, Wh,
+    b) on the single-step kernels, whose products read the weights where they lie: its
+    hidden units split between the threads (step_split) or on one worker. Returns the
+    kernels' (next_h, next_c, gates, x_rows), or None for a step they do not take (several
+    row tiles and big enough to share out by rows: the sequence kernels' then)."""
+    N, D = x.shape
+    H = prev_h.shape[1]
+    (_SMALL_STEP_AHEAD if N <= MR_STEP else _BACKWARD_AHEAD).ask(x.dtype)
+    with step_split(N, D, H, 4, x.dtype) as unit_bounds:
+        if unit_bounds is not None:
+            h_prev, c, projected, recurrent, gates, h_next, tanh_c = lstm_step_buffers(
+                x, prev_h, prev_c, 4 * H)
+            run_workers(lstm_step_part, unit_bounds.shape[0] - 1, x, h_prev, Wx, Wh, b,
+                        projected, recurrent, gates, c, h_next, tanh_c, unit_bounds,
+                        in_place_address(x.dtype))
+            return h_next, c, gates, x.copy()
+        if single_worker_step(N, D, H, 4):
+            return lstm_step_small(x, prev_h, prev_c, Wx, Wh, b, in_place_address(x.dtype),
+                                   cell_address(x.dtype))
+    return None
 
 
 def lstm_step_backward(dnext_h, dnext_c, cache):

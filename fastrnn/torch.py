@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from . import _memory
 from . import gru as _gru
 from . import lstm as _lstm
 from . import rnn as _rnn
@@ -62,17 +63,37 @@ def _gate_order(cell, G):
     if cell != "lstm":
         return None
     H = G // 4
-    return np.r_[0:2 * H, 3 * H:4 * H, 2 * H:3 * H]
+    return np.r_[0:2 * H, 3 * H:4 * H, 2 * H:3 * H].astype(np.int64)  # as the kernels take it
 
 
-def _transposed(a):
-    """a (P, K) as a new C-contiguous (K, P) array: kernels/transpose.py, as NumPy's copy of
-    a transposed view reads one element per cache line (4.6 ms against 0.7 for 4 MB of
-    float32 weights on Zen 3)."""
+# The conversions below write into fastrnn's memory pool (_memory.py), not new NumPy
+# arrays: a module's weights and gradients are megabytes, which glibc hands back to the OS
+# when freed, so each call page-faulted them in again (2000 faults, 12 ms a call for an
+# LSTM's H = 512 weights on Zen 3, against ~1 ms of copying).
+
+
+def _transposed(a, order=None):
+    """a[order].T (a (P, K); order (P,) row indices, None for all rows in order) as a
+    C-contiguous (K, P) array, gathered and transposed in one pass (kernels/transpose.py):
+    NumPy's copy of a transposed view reads one element per cache line (4.6 ms against 0.7
+    for 4 MB of float32 weights on Zen 3), and a gather first is another pass over them."""
     a = np.ascontiguousarray(a)
-    out = np.empty(a.shape[::-1], a.dtype)
-    transpose_into(a, out)
+    out = _memory.empty(a.shape[::-1], a.dtype)
+    transpose_into(a, _all_rows(a.shape[0]) if order is None else order, out)
     return out
+
+
+@functools.lru_cache(maxsize=None)
+def _all_rows(P):
+    return np.arange(P, dtype=np.int64)
+
+
+def _rows(a, order):
+    """a[order] (whole rows gathered) as a C-contiguous array. mode="clip" (the indices are
+    valid): with out= and the default "raise", NumPy gathers into a temporary and copies
+    (3.4x as long)."""
+    return np.take(a, order, axis=0, out=_memory.empty((len(order),) + a.shape[1:], a.dtype),
+                   mode="clip")
 
 
 def _cell_weights(cell, w_ih, w_hh, b_ih=None, b_hh=None):
@@ -80,15 +101,13 @@ def _cell_weights(cell, w_ih, w_hh, b_ih=None, b_hh=None):
     (Wx, Wh, b) for "lstm"/"rnn" (b = b_ih + b_hh), (Wx, Wh, bx, bh) for "gru"; Wx (D, G)
     and Wh (H, G) C-contiguous, which is how fastrnn's products read them.
 
-    A gather of whole rows (NumPy), then the transposed copy (_transposed): slicing gate
-    block by gate block took fifteen operations."""
+    The LSTM's gate blocks are reordered as the weights are transposed (_transposed):
+    slicing gate block by gate block took fifteen operations."""
     G = w_ih.shape[0]
     order = _gate_order(cell, G)
     if b_ih is None:
         b_ih = b_hh = np.zeros(G, w_ih.dtype)
-    if order is not None:
-        w_ih, w_hh = w_ih.take(order, axis=0), w_hh.take(order, axis=0)
-    Wx, Wh = _transposed(w_ih), _transposed(w_hh)
+    Wx, Wh = _transposed(w_ih, order), _transposed(w_hh, order)
     if cell == "gru":
         return Wx, Wh, b_ih, b_hh
     b = b_ih + b_hh
@@ -107,7 +126,7 @@ def _parameter_grads(cell, dweights, has_bias):
     else:
         grads = [_transposed(dWx), _transposed(dWh)]
     if order is not None:
-        grads = [g.take(order, axis=0) for g in grads]
+        grads = [_rows(g, order) for g in grads]
         db = db.take(order)
     if has_bias:  # b = b_ih + b_hh: both get db, as two tensors
         grads += [db, dbh[0] if dbh else db.copy()]

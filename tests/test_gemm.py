@@ -153,13 +153,21 @@ def test_transposed_packing_equals_packing_the_transpose(dtype, row_bytes):
 @pytest.mark.parametrize("shape", [(1, 1), (3, 5), (8, 8), (16, 16), (17, 9), (65, 130),
                                    (130, 65), (2048, 24), (7, 64)], ids=str)
 def test_transpose_into_equals_numpy_transpose(shape, dtype):
-    """kernels/transpose.transpose_into copies W.T exactly (every element moved, none
+    """kernels/transpose.transpose_into copies W[rows].T exactly (every element moved, none
     computed): whole register tiles of the target's vector width (4 to 16 elements a side),
-    tiles across more than one block, and edges of every width below a tile's, in rows and
-    columns; nothing written outside out."""
+    tiles across more than one block, edges of every width below a tile's in rows and
+    columns; rows in order, the LSTM's gate blocks swapped as fastrnn.torch does it (tiles
+    of consecutive rows, and tiles that straddle the blocks), rows reversed (no tile takes
+    the registers) and a gather of fewer rows than W has; nothing written outside out."""
     from fastrnn.kernels.transpose import transpose_into
+    R, K = shape
     W = np.random.default_rng(1).standard_normal(shape).astype(dtype)
-    out = np.full((shape[1] + 1, shape[0]), np.nan, dtype)  # one row past out's end
-    transpose_into(W, out[:shape[1]])
-    np.testing.assert_array_equal(out[:shape[1]], W.T)
-    assert np.isnan(out[shape[1]]).all()
+    H = R // 4
+    orders = [np.arange(R), np.r_[0:2 * H, 3 * H:4 * H, 2 * H:3 * H, 4 * H:R],
+              np.arange(R)[::-1].copy(), np.arange(0, R, 2)]
+    for rows in orders:
+        rows = rows.astype(np.int64)
+        out = np.full((K + 1, len(rows)), np.nan, dtype)  # one row past out's end
+        transpose_into(W, rows, out[:K])
+        np.testing.assert_array_equal(out[:K], W[rows].T)
+        assert np.isnan(out[K]).all()

@@ -1,5 +1,7 @@
 """The fused kernels against fastrnn.reference and against finite differences."""
 
+import importlib
+
 import numba
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ from hypothesis import strategies as st
 
 import fastrnn
 from fastrnn import reference
+from fastrnn._isa import MR, MR_STEP
 from cells import CELLS
 from helpers import assert_close, assert_gradients, make_inputs, numerical_gradient, upstream
 
@@ -129,6 +132,40 @@ def test_inference_matches_forward(cell, shape, dtype):
     for name, s, s_inf, s_ref in zip(cell.state_names, states, states_inf, ref_states):
         assert_close(name, s_inf, s, dtype)
         assert_close(name + " vs reference", s_inf, s_ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("N", range(1, MR_STEP + 1))
+@pytest.mark.parametrize("T", range(1, MR))
+@pytest.mark.parametrize("DH", [(7, 13), (64, 256)], ids=lambda s: "D{}H{}".format(*s))
+@pytest.mark.parametrize("cell", CELLS, ids=lambda c: c.name)
+def test_short_inference_in_steps_equals_the_sequence_kernels(cell, DH, T, N, dtype,
+                                                              monkeypatch):
+    """Inference of fewer than MR steps of one row tile runs as single steps reading the
+    weights in place (each cell's _infer_in_steps, no packing) and gives the sequence
+    kernels' bits: the training forward's h and final states, without lengths and with
+    lengths that are all T (the LSTM also without c0); ragged lengths keep the sequence
+    kernels."""
+    module = importlib.import_module(f"fastrnn.{cell.name.split('_')[0]}")
+    calls = []
+    real = module._infer_in_steps
+    monkeypatch.setattr(module, "_infer_in_steps", lambda *args: calls.append(1) or real(*args))
+    p = cell.params(*make_inputs(N, T, DH[0], DH[1], cell.gates, dtype))
+    for lengths in (None, np.full(N, T)):
+        h, states = cell.inference(fastrnn, p, lengths)
+        h_train, states_train, _ = cell.forward(fastrnn, p, lengths)
+        np.testing.assert_array_equal(h, h_train)
+        for name, s, s_train in zip(cell.state_names, states, states_train):
+            np.testing.assert_array_equal(s, s_train, err_msg=name)
+    if cell.is_lstm:
+        h, _ = fastrnn.lstm_inference(p["x"], p["h0"], p["Wx"], p["Wh"], p["b"],
+                                      return_state=True)
+        np.testing.assert_array_equal(
+            h, fastrnn.lstm_forward(p["x"], p["h0"], p["Wx"], p["Wh"], p["b"])[0])
+    assert len(calls) == (3 if cell.is_lstm else 2)
+    if N > 1:  # ragged: the sequence kernels
+        cell.inference(fastrnn, p, np.arange(N) % (T + 1))
+        assert len(calls) == (3 if cell.is_lstm else 2)
 
 
 # ------------------------------------------------------------------------ step functions

@@ -1,4 +1,5 @@
-"""Transposed copies of matrices, L x L elements at a time in vector registers.
+"""Transposed copies of matrices (their rows gathered on the way), L x L elements at a time
+in vector registers.
 
 fastrnn.torch converts torch's (G, K) weights to fastrnn's (K, G) and some gradients back
 on every call. NumPy's copy of a transposed view reads one element per cache line per
@@ -82,11 +83,14 @@ BLOCK = 128
 
 
 @njit(**JIT_OPTIONS)
-def transpose_into(W, out):
-    """out[k, p] = W[p, k]: W (P, K) and out (K, P), C-contiguous, one float dtype. Whole
-    L x L tiles in registers (transpose_tile), BLOCK x BLOCK elements at a time; the edges
-    element by element."""
-    P, K = W.shape
+def transpose_into(W, rows, out):
+    """out[k, p] = W[rows[p], k]: rows of W (R, K) gathered and transposed in one pass (the
+    LSTM's gate blocks reordered as they are transposed), out (K, P), P = len(rows);
+    C-contiguous, one float dtype; rows (P,) int64, each < R. Whole L x L tiles in
+    registers (transpose_tile) where a tile's L source rows are consecutive rows of W,
+    BLOCK x BLOCK elements at a time; other tiles and the edges element by element."""
+    K = W.shape[1]
+    P = rows.shape[0]
     L = tile_lanes(W.itemsize)
     P_tiles = P - P % L
     K_tiles = K - K % L
@@ -95,14 +99,24 @@ def transpose_into(W, out):
         for k_block in range(0, K_tiles, BLOCK):
             k_end = min(k_block + BLOCK, K_tiles)
             for p0 in range(p_block, p_end, L):
+                first = rows[p0]
+                consecutive = True
+                for i in range(1, L):
+                    if rows[p0 + i] != first + i:
+                        consecutive = False
                 for k0 in range(k_block, k_end, L):
-                    transpose_tile(W, p0 * K + k0, K, out, k0 * P + p0, P)
+                    if consecutive:
+                        transpose_tile(W, first * K + k0, K, out, k0 * P + p0, P)
+                    else:
+                        for p in range(p0, p0 + L):
+                            for k in range(k0, k0 + L):
+                                out[k, p] = W[rows[p], k]
     for k in range(K_tiles, K):
         for p in range(P_tiles):
-            out[k, p] = W[p, k]
+            out[k, p] = W[rows[p], k]
     for p in range(P_tiles, P):
         for k in range(K):
-            out[k, p] = W[p, k]
+            out[k, p] = W[rows[p], k]
 
 
 setup_kernels(globals())
