@@ -438,16 +438,24 @@ def small_step(N, D, H, gates, splittable):
     return single_worker_step(N, D, H, gates)
 
 
+# The most sequences a short inference runs as single steps (in_steps): one thread reading
+# the weights in place once per row tile, against the sequence kernels' packing and two
+# threads. T = 1 on Zen 3 (AVX2), float32, step kernel / sequence kernels: 8 rows
+# 0.62-0.82x the time at H = 128-512, 16 rows 0.57-0.90x, 32 rows 0.81-1.07x, 64 rows
+# 1.07-1.53x.
+IN_STEPS_ROWS = 4 * MR_STEP
+
+
 def in_steps(order, N, T):
     """Whether a cache-free forward (inference) runs as T single steps on the step kernels,
     which read the weights where they lie, rather than on the sequence kernels, which pack
-    them into panels first: for a batch of one row tile, no ragged lengths, and fewer than
-    MR steps. Packing costs two passes over the weights, as much as two steps (on Zen 3,
-    (1, 1, 512, 512) took 2-3 ms against 0.23 for the step); and below MR steps every
-    step's input projection goes through the one-row kernel in the sequence kernels too
-    (gemm.steps_product), so the two give the same bits (the products in place give
+    them into panels first: for at most IN_STEPS_ROWS sequences, no ragged lengths, and
+    fewer than MR steps. Packing costs two passes over the weights, as much as two steps
+    (on Zen 3, (1, 1, 512, 512) took 2-3 ms against 0.23 for the step); and below MR steps
+    every step's input projection goes through the one-row kernel in the sequence kernels
+    too (gemm.steps_product), so the two give the same bits (the products in place give
     step_product's, see gemm.step_product_in_place)."""
-    return N <= MR_STEP and T < MR and not order.ragged and order.real_steps > 0
+    return N <= IN_STEPS_ROWS and T < MR and not order.ragged and order.real_steps > 0
 
 
 def single_worker_step(N, D, H, gates):

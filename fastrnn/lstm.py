@@ -136,13 +136,17 @@ def _one_call_forward(x, h0, c0, Wx, Wh, b, order, keep):
 
 def _infer_in_steps(x, h0, c0, Wx, Wh, b):
     """_forward_infer of a call in_steps takes: its T steps one by one on the single-step
-    kernels (_step_kernels), which read Wx and Wh where they lie. Returns h (N, T, H),
-    final h, final c."""
+    kernels (_step_kernels; more than a row tile of sequences on one worker, which the
+    step function would give the sequence kernels), which read Wx and Wh where they lie.
+    Returns h (N, T, H), final h, final c."""
     N, T, _ = x.shape
     h_out = np.empty((N, T, h0.shape[1]), x.dtype)
     h, c = h0, (np.zeros_like(h0) if c0 is None else c0)
     for t in range(T):
-        h, c, _, _ = _step_kernels(np.ascontiguousarray(x[:, t]), h, c, Wx, Wh, b)
+        x_t = np.ascontiguousarray(x[:, t])
+        step = _step_kernels(x_t, h, c, Wx, Wh, b) or lstm_step_small(
+            x_t, h, c, Wx, Wh, b, in_place_address(x.dtype), cell_address(x.dtype))
+        h, c = step[0], step[1]
         h_out[:, t] = h
     return h_out, h, c
 

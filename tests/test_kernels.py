@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import fastrnn
 from fastrnn import reference
+from fastrnn._core import IN_STEPS_ROWS
 from fastrnn._isa import MR, MR_STEP
 from cells import CELLS
 from helpers import assert_close, assert_gradients, make_inputs, numerical_gradient, upstream
@@ -135,15 +136,15 @@ def test_inference_matches_forward(cell, shape, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
-@pytest.mark.parametrize("N", range(1, MR_STEP + 1))
+@pytest.mark.parametrize("N", sorted({1, 2, MR_STEP, MR_STEP + 1, 2 * MR_STEP + 3, IN_STEPS_ROWS}))
 @pytest.mark.parametrize("T", range(1, MR))
 @pytest.mark.parametrize("DH", [(7, 13), (64, 256)], ids=lambda s: "D{}H{}".format(*s))
 @pytest.mark.parametrize("cell", CELLS, ids=lambda c: c.name)
 def test_short_inference_in_steps_equals_the_sequence_kernels(cell, DH, T, N, dtype,
                                                               monkeypatch):
-    """Inference of fewer than MR steps of one row tile runs as single steps reading the
-    weights in place (each cell's _infer_in_steps, no packing) and gives the sequence
-    kernels' bits: the training forward's h and final states, without lengths and with
+    """Inference of fewer than MR steps of up to IN_STEPS_ROWS sequences (one row tile and
+    several) runs as single steps reading the weights in place (each cell's
+    _infer_in_steps, no packing) and gives the sequence kernels' bits: the training forward's h and final states, without lengths and with
     lengths that are all T (the LSTM also without c0); ragged lengths keep the sequence
     kernels."""
     module = importlib.import_module(f"fastrnn.{cell.name.split('_')[0]}")
@@ -163,9 +164,14 @@ def test_short_inference_in_steps_equals_the_sequence_kernels(cell, DH, T, N, dt
         np.testing.assert_array_equal(
             h, fastrnn.lstm_forward(p["x"], p["h0"], p["Wx"], p["Wh"], p["b"])[0])
     assert len(calls) == (3 if cell.is_lstm else 2)
+    expected = len(calls)
     if N > 1:  # ragged: the sequence kernels
         cell.inference(fastrnn, p, np.arange(N) % (T + 1))
-        assert len(calls) == (3 if cell.is_lstm else 2)
+        assert len(calls) == expected
+    if N == IN_STEPS_ROWS:  # one sequence more: the sequence kernels
+        wider = cell.params(*make_inputs(N + 1, T, DH[0], DH[1], cell.gates, dtype))
+        cell.inference(fastrnn, wider)
+        assert len(calls) == expected
 
 
 # ------------------------------------------------------------------------ step functions
