@@ -66,17 +66,22 @@ def _gate_order(cell, G):
     return np.r_[0:2 * H, 3 * H:4 * H, 2 * H:3 * H].astype(np.int64)  # as the kernels take it
 
 
-# The conversions below write into fastrnn's memory pool (_memory.py), not new NumPy
-# arrays: a module's weights and gradients are megabytes, which glibc hands back to the OS
-# when freed, so each call page-faulted them in again (2000 faults, 12 ms a call for an
-# LSTM's H = 512 weights on Zen 3, against ~1 ms of copying).
+# From the size fastrnn's memory pool keeps (_memory.MIN_POOLED_BYTES, 128 KB), the
+# conversions below write into it rather than into new NumPy arrays: a module's weights and
+# gradients are megabytes, which glibc hands back to the OS when freed, so each call
+# page-faulted them in again (2000 faults, 12 ms a call for an LSTM's H = 512 weights on
+# Zen 3, against ~1 ms of copying). Below it, NumPy's own operations are the cheaper calls
+# (a numba call's dispatch costs more than copying 16 KB).
 
 
 def _transposed(a, order=None):
     """a[order].T (a (P, K); order (P,) row indices, None for all rows in order) as a
-    C-contiguous (K, P) array, gathered and transposed in one pass (kernels/transpose.py):
-    NumPy's copy of a transposed view reads one element per cache line (4.6 ms against 0.7
-    for 4 MB of float32 weights on Zen 3), and a gather first is another pass over them."""
+    C-contiguous (K, P) array. From the pool's size up gathered and transposed in one pass
+    (kernels/transpose.py): NumPy's copy of a transposed view reads one element per cache
+    line (4.6 ms against 0.7 for 4 MB of float32 weights on Zen 3), and a gather first is
+    another pass over them."""
+    if a.nbytes < _memory.MIN_POOLED_BYTES:
+        return (a if order is None else a.take(order, axis=0)).T.copy()
     a = np.ascontiguousarray(a)
     out = _memory.empty(a.shape[::-1], a.dtype)
     transpose_into(a, _all_rows(a.shape[0]) if order is None else order, out)
@@ -89,11 +94,19 @@ def _all_rows(P):
 
 
 def _rows(a, order):
-    """a[order] (whole rows gathered) as a C-contiguous array. mode="clip" (the indices are
-    valid): with out= and the default "raise", NumPy gathers into a temporary and copies
-    (3.4x as long)."""
-    return np.take(a, order, axis=0, out=_memory.empty((len(order),) + a.shape[1:], a.dtype),
-                   mode="clip")
+    """a[order] (a (P, K), whole rows gathered) as a C-contiguous array: NumPy's take, but
+    from the pool's size up, a C-contiguous a or the transpose of one (lstm_backward_small's
+    weight gradients) into the pool, the transpose made C-contiguous first (_transposed):
+    NumPy's gather of its strided rows took 5.3 ms for 4 MB on Zen 3 (an LSTM's gradients at
+    H = 512: 9.0 -> 2.5 ms). mode="clip" (the indices are valid): with out= and the default
+    "raise", NumPy gathers into a temporary and copies (3.4x as long). Column slices (the
+    threaded backward's) keep take: into the pool they were 1.2-1.3x slower."""
+    if a.nbytes >= _memory.MIN_POOLED_BYTES:
+        if not a.flags.c_contiguous and a.T.flags.c_contiguous:
+            a = _transposed(a.T)
+        if a.flags.c_contiguous:
+            return np.take(a, order, axis=0, out=_memory.empty(a.shape, a.dtype), mode="clip")
+    return a.take(order, axis=0)
 
 
 def _cell_weights(cell, w_ih, w_hh, b_ih=None, b_hh=None):
