@@ -15,6 +15,8 @@ shows as a drop. Run under `scripts/isa --bench avx2` (or x86-64) for another IS
 - FractionOfGemm: fastrnn's LSTM forward rate over the rate of one matrix product with the
   same FLOP count, (T*N, D+H) @ (D+H, 4H), the faster of NumPy's and fastrnn's GEMM.
 - ModuleStepSpeedup: fastrnn.torch's modules vs torch.nn's, a training step (issue 15).
+- TokenInferenceSpeedup: serving a token at a time (T = 1): lstm_inference and
+  fastrnn.torch.LSTM under no_grad vs torch.nn.LSTM under no_grad.
 """
 
 import importlib.util
@@ -244,3 +246,51 @@ class ModuleStepSpeedup:
 
     def track_speedup(self, cell, shape):
         return bench.module_step_speedup(cell, parse(shape), "float32")["speedup"]
+
+
+class TokenInferenceSpeedup:
+    """Serving a token at a time: a sequence of T = 1 through lstm_inference ("functional",
+    the step kernels: _core.in_steps) or fastrnn.torch.LSTM under no_grad ("module", which
+    also converts its weights every call), against torch.nn.LSTM under no_grad on the same
+    shapes, float32: torch time / fastrnn time, interleaved. Skipped without torch."""
+    params = (["(1, 1, 256, 256)", "(1, 1, 512, 512)", "(1, 16, 256, 256)"],
+              ["functional", "module"])
+    param_names = ["shape (T, N, D, H)", "api"]
+    unit = "torch time / fastrnn time"
+    number = 1
+    repeat = 1
+    timeout = 300
+
+    def setup(self, shape, api):
+        try:
+            import torch
+            import fastrnn.torch as fastrnn_torch
+        except ImportError:
+            raise NotImplementedError("torch is not installed") from None
+        T, N, D, H = parse(shape)
+        torch.manual_seed(0)
+        theirs = torch.nn.LSTM(D, H)
+        x = torch.randn(T, N, D)
+
+        def torch_call():
+            with torch.no_grad():
+                theirs(x)
+        if api == "module":
+            ours_module = fastrnn_torch.from_torch(theirs)
+
+            def ours():
+                with torch.no_grad():
+                    ours_module(x)
+        else:
+            xs, h, _, Wx, Wh, b = _step_inputs(N, D, H, 4)
+            xs = xs[:, None, :]
+
+            def ours():
+                fastrnn.lstm_inference(xs, h, Wx, Wh, b)
+        ours()
+        torch_call()
+        self.pair = (ours, torch_call)
+
+    def track_speedup(self, shape, api):
+        ours, theirs = interleaved_medians(self.pair, 200)
+        return theirs / ours
