@@ -458,6 +458,19 @@ def in_steps(order, N, T):
     return N <= IN_STEPS_ROWS and T < MR and not order.ragged and order.real_steps > 0
 
 
+def infer_in_steps(x, state, step):
+    """A cache-free forward that in_steps takes, as its T steps one by one: x (N, T, D);
+    state: the cell's initial states, a tuple whose first is h0 (N, H); step(x_t, state)
+    -> the next state tuple, x_t (N, D) C-contiguous (a cell's single-step kernel, which
+    reads the weights where they lie). Returns h (N, T, H) and the final state tuple."""
+    N, T, _ = x.shape
+    h_out = np.empty((N, T, state[0].shape[1]), x.dtype)
+    for t in range(T):
+        state = step(np.ascontiguousarray(x[:, t]), state)
+        h_out[:, t] = state[0]
+    return h_out, state
+
+
 def single_worker_step(N, D, H, gates):
     """Whether a single step of N sequences runs on the calling thread with its products
     reading the weights in place (kernels/gemm.step_product_in_place): when the rows make

@@ -14,8 +14,9 @@ import numpy as np
 from . import _validate as v
 from ._compiling import Ahead
 from ._core import (CellCache, batch_order, check_backward_cache, chunk_scratch, chunk_steps,
-                    in_place_address, in_steps, input_grad, no_rows, products, product_address,
-                    projection_address, run_steps, single_worker_step, small_step,
+                    in_place_address, in_steps, infer_in_steps, input_grad, no_rows,
+                    products, product_address, projection_address, run_steps,
+                    single_worker_step, small_step,
                     state_grad, step_operand, step_scratch, streamed, weight_grads,
                     weight_panels)
 from ._threads import kernel_threads
@@ -65,7 +66,9 @@ def _forward_infer(x, h0, Wx, Wh, bx, bh, order):
     H = h0.shape[1]
     dtype = x.dtype
     if in_steps(order, N, T):
-        return _infer_in_steps(x, h0, Wx, Wh, bx, bh)
+        h_out, (h,) = infer_in_steps(x, (h0,), lambda x_t, state: gru_step_small(
+            x_t, state[0], Wx, Wh, bx, bh, in_place_address(dtype), cell_address(dtype))[:1])
+        return h_out, h
     x, h0, h, h_out = order.start(x, h0)
     if order.real_steps:
         with kernel_threads(N, T, D, H, 3) as threads:
@@ -79,20 +82,6 @@ def _forward_infer(x, h0, Wx, Wh, bx, bh, order):
                       order.active, False, projection_address(dtype), product_address(dtype),
                       cell_address(dtype))
     return order.unsort(h_out), order.final(h)
-
-
-def _infer_in_steps(x, h0, Wx, Wh, bx, bh):
-    """_forward_infer of a call _core.in_steps takes: its T steps one by one on the
-    single-step kernel (gru_step_small), which reads Wx and Wh where they lie. Returns
-    h (N, T, H) and the final h."""
-    N, T, _ = x.shape
-    h_out = np.empty((N, T, h0.shape[1]), x.dtype)
-    h = h0
-    for t in range(T):
-        h = gru_step_small(np.ascontiguousarray(x[:, t]), h, Wx, Wh, bx, bh,
-                           in_place_address(x.dtype), cell_address(x.dtype))[0]
-        h_out[:, t] = h
-    return h_out, h
 
 
 @v.outputs_finite

@@ -12,10 +12,11 @@ from . import _validate as v
 from ._compiling import Ahead
 from ._core import (CellCache, batch_order, backward_dx, backward_products,
                     check_backward_cache, chunk_scratch, chunk_steps, dx_in_time_loop,
-                    in_place_address, in_steps, loop_split, no_rows, part_panels, product_address,
-                    projection_address, run_steps, single_worker_step, small_step,
-                    split_scratch, state_grad, step_operand, step_split, step_scratch,
-                    streamed, unit_bounds, weight_grad_rows, weight_panels)
+                    in_place_address, in_steps, infer_in_steps, loop_split, no_rows,
+                    part_panels, product_address, projection_address, run_steps,
+                    single_worker_step, small_step, split_scratch, state_grad, step_operand,
+                    step_split, step_scratch, streamed, unit_bounds, weight_grad_rows,
+                    weight_panels)
 from ._isa import MR_STEP
 from ._threads import kernel_threads, run_workers
 from .kernels.address import entry_address
@@ -90,7 +91,15 @@ def _forward_infer(x, h0, c0, Wx, Wh, b, order):
     H = h0.shape[1]
     dtype = x.dtype
     if in_steps(order, N, T):
-        return _infer_in_steps(x, h0, c0, Wx, Wh, b)
+        # The single-step kernels (_step_kernels; more than a row tile of sequences on one
+        # worker, which the step function gives the sequence kernels).
+        def step(x_t, state):
+            h, c = state
+            return (_step_kernels(x_t, h, c, Wx, Wh, b) or lstm_step_small(
+                x_t, h, c, Wx, Wh, b, in_place_address(dtype), cell_address(dtype)))[:2]
+        h_out, (h, c) = infer_in_steps(x, (h0, np.zeros_like(h0) if c0 is None else c0),
+                                       step)
+        return h_out, h, c
     with kernel_threads(N, T, D, H, 4) as threads:
         if threads == 1 and order.real_steps:
             _INFERENCE_AHEAD.ask(dtype)
@@ -132,23 +141,6 @@ def _one_call_forward(x, h0, c0, Wx, Wh, b, order, keep):
         x, h0, c0, Wx, Wh, b, chunk_steps(order, D, 4 * H, dtype, 1),
         order.real_steps if keep else 0, order.offsets, order.active, order.ragged,
         entry_address(lstm_train_steps, dtype, TRAIN_STEPS_ARGS), projection, product, cell)
-
-
-def _infer_in_steps(x, h0, c0, Wx, Wh, b):
-    """_forward_infer of a call in_steps takes: its T steps one by one on the single-step
-    kernels (_step_kernels; more than a row tile of sequences on one worker, which the
-    step function would give the sequence kernels), which read Wx and Wh where they lie.
-    Returns h (N, T, H), final h, final c."""
-    N, T, _ = x.shape
-    h_out = np.empty((N, T, h0.shape[1]), x.dtype)
-    h, c = h0, (np.zeros_like(h0) if c0 is None else c0)
-    for t in range(T):
-        x_t = np.ascontiguousarray(x[:, t])
-        step = _step_kernels(x_t, h, c, Wx, Wh, b) or lstm_step_small(
-            x_t, h, c, Wx, Wh, b, in_place_address(x.dtype), cell_address(x.dtype))
-        h, c = step[0], step[1]
-        h_out[:, t] = h
-    return h_out, h, c
 
 
 def _split_forward(x, Wx, Wh, b, h, c, S, h_out, order, bounds, x_rows, gates, c_hist):

@@ -4,13 +4,11 @@ N batch, T time, D input, H hidden. h_t = act(x_t Wx + h_{t-1} Wh + b), act = ta
 The relu derivative at exactly 0 is taken as 0.
 """
 
-import numpy as np
-
 from . import _validate as v
 from ._compiling import Ahead
 from ._core import (CellCache, batch_order, backward_dx, backward_products,
                     check_backward_cache, chunk_scratch, chunk_steps, in_place_address, in_steps,
-                    no_rows,
+                    infer_in_steps, no_rows,
                     product_address, projection_address, run_steps, single_worker_step,
                     small_step, state_grad, step_operand, step_scratch, streamed,
                     weight_grad_rows, weight_panels)
@@ -46,7 +44,9 @@ def _forward_infer(x, h0, Wx, Wh, b, order, relu):
     H = h0.shape[1]
     dtype = x.dtype
     if in_steps(order, N, T):
-        return _infer_in_steps(x, h0, Wx, Wh, b, relu)
+        h_out, (h,) = infer_in_steps(x, (h0,), lambda x_t, state: rnn_step_small(
+            x_t, state[0], Wx, Wh, b, relu, in_place_address(dtype))[:1])
+        return h_out, h
     x, h0, h, h_out = order.start(x, h0)
     if order.real_steps:
         with kernel_threads(N, T, D, H, 1) as threads:
@@ -58,20 +58,6 @@ def _forward_infer(x, h0, Wx, Wh, b, order, relu):
                       step_scratch(N, H, dtype), none, h_out, none, relu, order.offsets,
                       order.active, False, projection_address(dtype), product_address(dtype))
     return order.unsort(h_out), order.final(h)
-
-
-def _infer_in_steps(x, h0, Wx, Wh, b, relu):
-    """_forward_infer of a call _core.in_steps takes: its T steps one by one on the
-    single-step kernel (rnn_step_small), which reads Wx and Wh where they lie. Returns
-    h (N, T, H) and the final h."""
-    N, T, _ = x.shape
-    h_out = np.empty((N, T, h0.shape[1]), x.dtype)
-    h = h0
-    for t in range(T):
-        h = rnn_step_small(np.ascontiguousarray(x[:, t]), h, Wx, Wh, b, relu,
-                           in_place_address(x.dtype))[0]
-        h_out[:, t] = h
-    return h_out, h
 
 
 @v.outputs_finite

@@ -143,14 +143,14 @@ def test_inference_matches_forward(cell, shape, dtype):
 def test_short_inference_in_steps_equals_the_sequence_kernels(cell, DH, T, N, dtype,
                                                               monkeypatch):
     """Inference of fewer than MR steps of up to IN_STEPS_ROWS sequences (one row tile and
-    several) runs as single steps reading the weights in place (each cell's
-    _infer_in_steps, no packing) and gives the sequence kernels' bits: the training forward's h and final states, without lengths and with
-    lengths that are all T (the LSTM also without c0); ragged lengths keep the sequence
-    kernels."""
+    several) runs as single steps reading the weights in place (_core.infer_in_steps
+    with the cell's step kernel, no packing) and gives the sequence kernels' bits: the
+    training forward's h and final states, without lengths and with lengths that are all
+    T (the LSTM also without c0); ragged lengths keep the sequence kernels."""
     module = importlib.import_module(f"fastrnn.{cell.name.split('_')[0]}")
     calls = []
-    real = module._infer_in_steps
-    monkeypatch.setattr(module, "_infer_in_steps", lambda *args: calls.append(1) or real(*args))
+    real = module.infer_in_steps
+    monkeypatch.setattr(module, "infer_in_steps", lambda *args: calls.append(1) or real(*args))
     p = cell.params(*make_inputs(N, T, DH[0], DH[1], cell.gates, dtype))
     for lengths in (None, np.full(N, T)):
         h, states = cell.inference(fastrnn, p, lengths)
