@@ -155,8 +155,7 @@ def test_transposed_packing_equals_packing_the_transpose(dtype, row_bytes):
 def test_transpose_into_equals_numpy_transpose(shape, dtype):
     """kernels/transpose.transpose_into copies W[rows].T exactly (every element moved, none
     computed): whole register tiles of the target's vector width (4 to 16 elements a side),
-    tiles across more than one block, edges of every width below a tile's in rows and
-    columns; rows in order, the LSTM's gate blocks swapped as fastrnn.torch does it (tiles
+    many tiles a side, edges of every width below a tile's in rows and columns; rows in order, the LSTM's gate blocks swapped as fastrnn.torch does it (tiles
     of consecutive rows, and tiles that straddle the blocks), rows reversed (no tile takes
     the registers) and a gather of fewer rows than W has; nothing written outside out."""
     from fastrnn.kernels.transpose import transpose_into
