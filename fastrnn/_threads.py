@@ -33,7 +33,14 @@ _parallel_launch = threading.Lock()
 # run on, or the NUMBA_NUM_THREADS environment variable) unless set_num_threads said less.
 # Not numba.get_num_threads: asking it starts numba's threading layer, which no kernel
 # uses (tenths of a second in a new process's first call).
-_per_thread = threading.local()
+class _PerThread(threading.local):
+    # None: not set in this thread. A class attribute, so that reading it in a thread that
+    # never set it finds it, rather than getattr's default catching an AttributeError
+    # (0.8 us, paid on every call through kernel_threads).
+    threads = None
+
+
+_per_thread = _PerThread()
 
 
 def set_num_threads(n):
@@ -51,7 +58,8 @@ def set_num_threads(n):
 
 def get_num_threads():
     """The number of threads fastrnn's kernels may use in calls from this thread."""
-    return getattr(_per_thread, "threads", numba.config.NUMBA_NUM_THREADS)
+    threads = _per_thread.threads
+    return numba.config.NUMBA_NUM_THREADS if threads is None else threads
 
 
 class kernel_threads:
