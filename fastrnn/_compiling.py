@@ -170,11 +170,27 @@ class Ahead:
     path starts a helper process for those not yet compiled for ``dtype``. Once per dtype
     and process: later calls pay a set lookup."""
 
-    __slots__ = ("kernels", "asked")
+    __slots__ = ("kernels", "asked", "compiled")
 
     def __init__(self, *kernels):
         self.kernels = kernels
         self.asked = set()
+        self.compiled = set()
+
+    def ready(self, dtype):
+        """Whether the kernels are compiled for ``dtype`` (loaded here, or in numba's
+        cache), or no helper could compile them (the call then compiles them itself). For
+        a path that an equivalent one (the same bits) can stand in for while a helper
+        compiles them (the stand-in's Ahead listing them too): a cold cache's first calls
+        then do not wait for them. True from the first time it is true."""
+        char = dtype.char
+        if char in self.compiled:
+            return True
+        if not _helper_allowed() or all(_available(kernel, array_types(dtype, layout))
+                                        for kernel, layout in self.kernels):
+            self.compiled.add(char)
+            return True
+        return False
 
     def ask(self, dtype):
         char = dtype.char

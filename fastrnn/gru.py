@@ -14,16 +14,17 @@ import numpy as np
 from . import _validate as v
 from ._compiling import Ahead
 from ._core import (CellCache, batch_order, check_backward_cache, chunk_scratch, chunk_steps,
-                    in_place_address, in_steps, infer_in_steps, input_grad, no_rows,
-                    products, product_address, projection_address, run_steps,
-                    single_worker_step, small_step,
-                    state_grad, step_operand, step_scratch, streamed, weight_grads,
-                    weight_panels)
+                    in_place_address, in_steps, infer_in_steps, input_grad, loop_split,
+                    no_rows, products, product_address, projection_address, run_steps,
+                    single_worker_step, small_step, split_scratch, state_grad, step_operand,
+                    step_scratch, streamed, weight_grads, weight_panels)
 from ._threads import kernel_threads
 from .kernels.address import entry_address
 from .kernels.gemm import GEMM_PART_ARGS, gemm_part
 from .kernels.gru import (BACKWARD_STEPS_ARGS, CELL_ARGS, TRAIN_STEPS_ARGS, gru_backward_steps,
-                          gru_cell_kernel, gru_step_small, gru_train_steps)
+                          gru_cell_kernel, gru_split_part, gru_split_run, gru_step_small,
+                          gru_train_steps)
+from .kernels.sync import sync_slots
 
 
 # What a cold cache's first call hands a helper process to compile beside it
@@ -31,6 +32,14 @@ from .kernels.gru import (BACKWARD_STEPS_ARGS, CELL_ARGS, TRAIN_STEPS_ARGS, gru_
 _INFERENCE_AHEAD = Ahead((gru_train_steps, TRAIN_STEPS_ARGS))
 _BACKWARD_AHEAD = Ahead((gemm_part, GEMM_PART_ARGS), (gru_backward_steps, BACKWARD_STEPS_ARGS))
 _FORWARD_AHEAD = Ahead(*_INFERENCE_AHEAD.kernels, *_BACKWARD_AHEAD.kernels)
+# A few sequences with big H: the forward's time loop split by hidden units
+# (kernels/split.py; its backward is the row schedule's), once these are compiled. Until
+# then the row schedule, whose helper compiles them after its own kernels (one helper: a
+# second beside it slowed the call's own compiling on 2 cores).
+_SPLIT_AHEAD = Ahead((gru_split_run.worker, gru_split_run.worker_layout),
+                     (gru_split_part, gru_split_run.part_layout))
+_INFERENCE_THEN_SPLIT_AHEAD = Ahead(*_INFERENCE_AHEAD.kernels, *_SPLIT_AHEAD.kernels)
+_FORWARD_THEN_SPLIT_AHEAD = Ahead(*_FORWARD_AHEAD.kernels, *_SPLIT_AHEAD.kernels)
 
 
 def cell_address(dtype):
@@ -74,7 +83,12 @@ def _forward_infer(x, h0, Wx, Wh, bx, bh, order):
         with kernel_threads(N, T, D, H, 3) as threads:
             S = chunk_steps(order, D, 3 * H, dtype, threads)
             none = no_rows(dtype)  # the training loop, keeping nothing
-            _INFERENCE_AHEAD.ask(dtype)
+            bounds, later = _loop_split(N, D, H, threads, dtype)
+            if bounds is not None:
+                _split_forward(x, Wx, Wh, bx, bh, h, S, h_out, order, bounds, none, none,
+                               none, none)
+                return order.unsort(h_out), order.final(h)
+            (_INFERENCE_THEN_SPLIT_AHEAD if later else _INFERENCE_AHEAD).ask(dtype)
             run_steps(gru_train_steps, threads, order.active[0], x,
                       weight_panels(Wx), weight_panels(Wh), bx, bh, h,
                       chunk_scratch(S, N, 3 * H, dtype), step_scratch(N, 3 * H, dtype),
@@ -114,16 +128,54 @@ def _forward_with_cache(x, h0, Wx, Wh, bx, bh, order, is_step):
     if order.real_steps:
         with kernel_threads(N, T, D, H, 3) as threads:
             S = chunk_steps(order, D, 3 * H, dtype, threads)
-            _FORWARD_AHEAD.ask(dtype)
-            run_steps(gru_train_steps, threads, order.active[0], x,
-                      weight_panels(Wx), weight_panels(Wh), bx, bh, h,
-                      chunk_scratch(S, N, 3 * H, dtype), step_scratch(N, 3 * H, dtype),
-                      np.empty((N, H), dtype), x_rows, gates, h_out, h_prev, hn_hist,
-                      order.offsets, order.active, streamed(order, dtype, D + 6 * H),
-                      projection_address(dtype), product_address(dtype), cell_address(dtype))
+            bounds, later = _loop_split(N, D, H, threads, dtype)
+            if bounds is not None:
+                _BACKWARD_AHEAD.ask(dtype)
+                _split_forward(x, Wx, Wh, bx, bh, h, S, h_out, order, bounds, x_rows, gates,
+                               h_prev, hn_hist)
+            else:
+                (_FORWARD_THEN_SPLIT_AHEAD if later else _FORWARD_AHEAD).ask(dtype)
+                run_steps(gru_train_steps, threads, order.active[0], x,
+                          weight_panels(Wx), weight_panels(Wh), bx, bh, h,
+                          chunk_scratch(S, N, 3 * H, dtype), step_scratch(N, 3 * H, dtype),
+                          np.empty((N, H), dtype), x_rows, gates, h_out, h_prev, hn_hist,
+                          order.offsets, order.active, streamed(order, dtype, D + 6 * H),
+                          projection_address(dtype), product_address(dtype),
+                          cell_address(dtype))
     cache = GRUCache(x_rows=x_rows, h0=h0, Wx=Wx, Wh=Wh, gates=gates, hn_hist=hn_hist,
                      h_prev=h_prev, final_h=order.final(h), order=order, is_step=is_step)
     return order.unsort(h_out), cache
+
+
+def _loop_split(N, D, H, threads, dtype):
+    """(bounds, later): _core.loop_split's unit bounds for the GRU's forward, or None for
+    the row schedule, which stands in (the same bits) while the split loop's kernels are
+    not compiled yet, ``later`` then true: on a cold cache they cost the first call ~2 s
+    more on Zen 3, and its helper compiles them instead."""
+    bounds = loop_split(N, D, H, 3, threads)
+    if bounds is None or _SPLIT_AHEAD.ready(dtype):
+        return bounds, False
+    return None, True
+
+
+def _split_forward(x, Wx, Wh, bx, bh, h, S, h_out, order, bounds, x_rows, gates, h_prev,
+                   hn_hist):
+    """The forward's time loop with the hidden units split between the threads (bounds
+    from _core.loop_split): kernels/gru.gru_split_part says what each argument is.
+    h: (N rounded up to MR_STEP, H) in: h_0, out: final h."""
+    N, T, D = x.shape
+    H = h.shape[1]
+    parts = bounds.shape[0] - 1
+    h_steps = np.zeros((2,) + h.shape, x.dtype)
+    h_steps[0] = h
+    Wx_parts, Wh_parts, bx_parts, hn_parts, proj, rec, _ = split_scratch(
+        bounds, 3, N, D, H, S, x.dtype)
+    gru_split_run(parts, np.zeros(sync_slots(parts), np.int64), T, S,
+                  (x, Wx, Wh, bx, bh, bounds, Wx_parts, Wh_parts, bx_parts,
+                   np.empty_like(bx_parts), h_steps, h, proj, rec, hn_parts, h_out,
+                   order.active, x_rows, gates, h_prev, hn_hist, order.offsets,
+                   projection_address(x.dtype), product_address(x.dtype),
+                   cell_address(x.dtype)))
 
 
 def gru_backward(dh, cache, *, dh_last=None):

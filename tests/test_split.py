@@ -13,7 +13,7 @@ from fastrnn import _core, reference
 from cells import CELLS
 from helpers import assert_close, make_inputs, upstream
 
-SPLIT_CELLS = [c for c in CELLS if c.is_lstm]
+SPLIT_CELLS = [c for c in CELLS if c.is_lstm or c.is_gru]
 
 # (N, T, D, H): odd H (parts of unequal width, panels straddling gate blocks), a partial
 # row tile, a chunk boundary (T over the projection chunk), H = 256 as in the benchmarks.
@@ -63,6 +63,49 @@ def test_split_inference_kernel_equals_row_schedule_for_any_part_count(shape, dt
             np.testing.assert_array_equal(a, b, err_msg=f"{name}, {parts} parts")
 
 
+def _infer_gru(kernel_inputs, order, parts, keep=False):
+    """gru_inference's (or, ``keep``, gru_forward's) kernels on given inputs: the row
+    schedule (parts None) or the split one with ``parts`` parts. Returns h_out, h, and when
+    ``keep`` the rows the training forward keeps."""
+    x, h0, _, Wx, Wh, b = kernel_inputs
+    bx, bh = b, 0.7 * b[::-1].copy()
+    N, T, D = x.shape
+    H = h0.shape[1]
+    G = fastrnn.gru
+    x_, _, h, h_out = order.start(x, h0)
+    S = min(T, 6)
+    kept = order.rows(x.dtype, D, 3 * H, H, H) if keep else (_core.no_rows(x.dtype),) * 4
+    if parts is None:
+        _core.run_steps(G.gru_train_steps, 1, order.active[0], x_, G.weight_panels(Wx),
+                        G.weight_panels(Wh), bx, bh, h, _core.chunk_scratch(S, N, 3 * H, x.dtype),
+                        _core.step_scratch(N, 3 * H, x.dtype), np.empty((N, H), x.dtype),
+                        kept[0], kept[1], h_out, kept[2], kept[3], order.offsets,
+                        order.active, False, G.projection_address(x.dtype),
+                        G.product_address(x.dtype), G.cell_address(x.dtype))
+    else:
+        G._split_forward(x_, Wx, Wh, bx, bh, h, S, h_out, order, _core.unit_bounds(H, parts),
+                         *kept)
+    return (h_out, h[:N]) + (tuple(a.copy() for a in kept) if keep else ())
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["inference", "training"])
+@pytest.mark.parametrize("ragged", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", KERNEL_SHAPES, ids=lambda s: "N{}T{}D{}H{}".format(*s))
+def test_gru_split_kernel_equals_row_schedule_for_any_part_count(shape, dtype, ragged, keep):
+    """The GRU's split loop (kernels/gru.gru_split_part): its outputs, final state and the
+    training forward's kept rows (x_t, gates, h_{t-1}, h_{t-1} Wh_n + bh_n) equal the row
+    schedule's to the bit."""
+    N, T, D, H = shape
+    inputs = make_inputs(N, T, D, H, 3, dtype)
+    _, order = _sorted_batch(N, T, ragged, seed=N + T)
+    want = _infer_gru(inputs, order, None, keep)
+    names = ("h", "final h", "x_rows", "gates", "h_prev", "hn_hist")
+    for parts in (1, 2, 3):
+        for name, a, b in zip(names, want, _infer_gru(inputs, order, parts, keep)):
+            np.testing.assert_array_equal(a, b, err_msg=f"{name}, {parts} parts")
+
+
 def test_split_called_off_runs_every_part_on_one_thread(monkeypatch):
     """Workers run one after the other on one thread (as a threading layer or an
     oversubscribed machine may run them): the first must call the split off (not wait
@@ -83,7 +126,7 @@ def test_split_called_off_runs_every_part_on_one_thread(monkeypatch):
 
 
 # Through the API: enough work per step for _core.loop_split (N within one row tile).
-API_SHAPES = [(1, 24, 40, 256), (3, 24, 64, 129), (2, 20, 40, 200)]  # the last: dx in the row
+API_SHAPES = [(1, 32, 40, 256), (3, 32, 64, 129), (2, 27, 40, 200)]  # the last: dx in the row
 # schedule's time loop (_core.dx_in_time_loop), from a GEMM in the split one
 
 
@@ -142,3 +185,41 @@ def test_split_loops_from_four_python_threads_at_once(cell):
         np.testing.assert_array_equal(want[0], have[0])
         for a, b in zip(want[1], have[1]):
             np.testing.assert_array_equal(a, b)
+
+
+def test_gru_runs_the_row_schedule_while_a_helper_compiles_the_split(monkeypatch):
+    """On a cold cache with a compile helper, the GRU's forward takes the row schedule
+    (kernels already there) until the split loop's kernels are compiled, and asks the
+    helper for them after its own: the same bits either way, and then the split."""
+    from fastrnn import _compiling
+    from fastrnn import gru as G
+    cell = next(c for c in CELLS if c.is_gru)
+    N, T, D, H = API_SHAPES[0]
+    p = cell.params(*make_inputs(N, T, D, H, 3, np.float32))
+    before = fastrnn.get_num_threads()
+    split_calls, asked = [], []
+    real_run = G.gru_split_run
+    split_kernels = (real_run.worker, G.gru_split_part)
+    monkeypatch.setattr(G, "gru_split_run", lambda *a: split_calls.append(1) or real_run(*a))
+    monkeypatch.setattr(G, "_SPLIT_AHEAD", _compiling.Ahead(*G._SPLIT_AHEAD.kernels))
+    monkeypatch.setattr(_compiling, "_helper_allowed", lambda: True)
+    compiled = {"yes": False}
+    real_available = _compiling._available
+    monkeypatch.setattr(_compiling, "_available", lambda kernel, signature: (
+        compiled["yes"] if kernel in split_kernels else real_available(kernel, signature)))
+    monkeypatch.setattr(_compiling, "_start", lambda kernels, dtype: asked.append(kernels))
+    for ahead in (G._INFERENCE_THEN_SPLIT_AHEAD, G._FORWARD_THEN_SPLIT_AHEAD):
+        monkeypatch.setattr(ahead, "asked", set())
+    try:
+        fastrnn.set_num_threads(2)
+        assert _core.loop_split(N, D, H, 3, 2) is not None
+        rows = cell.inference(fastrnn, p)
+        assert not split_calls
+        assert any(G.gru_split_part in [k for k, _ in kernels] for kernels in asked)
+        compiled["yes"] = True  # the helper is done
+        split = cell.inference(fastrnn, p)
+        assert split_calls
+    finally:
+        fastrnn.set_num_threads(before)
+    np.testing.assert_array_equal(rows[0], split[0])
+    np.testing.assert_array_equal(rows[1][0], split[1][0])

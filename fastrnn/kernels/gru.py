@@ -17,6 +17,7 @@ from .._config import JIT_OPTIONS, setup_kernels
 from ._math import one_of, sigmoid, tanh
 from .address import caller
 from .gemm import MR_STEP, in_place_at, step_product_at, steps_product_at
+from .split import BEGIN, CHUNK, STEP, driver, pack_unit_part, part_panel_length
 from .stream import copy_row, copy_rows, store_fence
 
 
@@ -100,6 +101,77 @@ def gru_train_steps(worker, workers, x, Wx_panels, Wh_panels, bx, bh, h, proj, r
 
 # gru_train_steps' argument types (address.array_types), for _compiling.Ahead.
 TRAIN_STEPS_ARGS = "ii31111232222322IIbiii"
+
+
+@njit(**JIT_OPTIONS)
+def gru_split_part(stage, p, t, s, state):
+    """The forward time loop split by hidden units (kernels/split.py): what part p does at
+    each stage, as kernels/lstm.lstm_split_part for the LSTM. state = (x, Wx, Wh, bx, bh,
+    bounds, Wx_parts, Wh_parts, bx_parts, bh_parts, h_steps, h, proj, rec, hn_parts, h_out,
+    active, x_rows, gates, h_prev, hn_hist, offsets, projection, product, cell):
+
+    x: (N, T, D); Wx: (D, 3H); Wh: (H, 3H); bx, bh: (3H,); bounds: (parts + 1,) unit bounds
+    Wx_parts, Wh_parts: (parts, >= panel length) scratch: each part's columns (its units'
+        r, z and n columns side by side), packed; bx_parts, bh_parts: (parts, >= 3 U)
+    h_steps: (2, N rounded up to MR_STEP, H) h_{t-1} in h_steps[t % 2], h_0 given in [0]
+    h: (N rounded up to MR_STEP, H) out: final states (a sequence's row stops changing after
+        its last step)
+    proj: (parts, S, rows of h_steps, >= 3 U rounded up to a panel), rec: (parts, rows of
+        h_steps, as proj) scratch: the parts' x_t Wx (then the gates) and h_{t-1} Wh
+    hn_parts: (parts, N, >= U) scratch; h_out: (N, T, H) out; active, offsets: as
+        gru_train_steps
+    x_rows (R, D), gates (R, 3H), h_prev (R, H), hn_hist (R, H): out, as gru_train_steps
+        fills them, for the training forward; with no rows (inference) nothing is kept
+    projection, product, cell: as gru_train_steps
+
+    A part's cell updates its units of h_{t+1} in h_steps[(t + 1) % 2], started from a copy
+    of their h_t: h_steps[t % 2] is read whole by every part's product until all have met.
+    Same bits as gru_train_steps: per element the same sums (kernels/split.py) and the
+    same operations per unit (gru_cell works unit by unit within each gate block).
+    """
+    (x, Wx, Wh, bx, bh, bounds, Wx_parts, Wh_parts, bx_parts, bh_parts, h_steps, h, proj,
+     rec, hn_parts, h_out, active, x_rows, gates, h_prev, hn_hist, offsets, projection,
+     product, cell) = state
+    j0 = bounds[p]
+    j1 = bounds[p + 1]
+    U = j1 - j0
+    H = h.shape[1]
+    if stage == BEGIN:
+        pack_unit_part(Wx, bounds, p, 3, Wx_parts[p])
+        pack_unit_part(Wh, bounds, p, 3, Wh_parts[p])
+        for g in range(3):
+            copy_row(bx_parts[p, g * U:(g + 1) * U], bx[g * H + j0:g * H + j1], False)
+            copy_row(bh_parts[p, g * U:(g + 1) * U], bh[g * H + j0:g * H + j1], False)
+    elif stage == CHUNK:
+        steps_product_at(projection, (x, t, s,
+                                      Wx_parts[p, :part_panel_length(x.shape[2], U, 3, x)],
+                                      proj[p], np.int64(0), np.int64(1), active))
+    elif stage == STEP:
+        M = active[t]
+        h_now = h_steps[t % 2]
+        h_next = h_steps[(t + 1) % 2]
+        # Odd steps take the panels last to first, as lstm_split_part's.
+        step_product_at(product, (h_now, Wh_parts[p, :part_panel_length(H, U, 3, x)],
+                                  rec[p], np.int64(0), np.int64(1), M, t % 2 == 1))
+        for n in range(M):
+            a = proj[p, s, n]
+            hn = hn_parts[p, n, :U]
+            copy_row(h_next[n, j0:j1], h_now[n, j0:j1], False)
+            cell_at(cell, (a, rec[p, n], bx_parts[p], bh_parts[p], h_next[n, j0:j1], hn))
+            copy_row(h_out[n, t, j0:j1], h_next[n, j0:j1], False)
+            copy_row(h[n, j0:j1], h_next[n, j0:j1], False)
+            if gates.shape[0]:
+                row = offsets[t] + n
+                for g in range(3):
+                    copy_row(gates[row, g * H + j0:g * H + j1], a[g * U:(g + 1) * U], False)
+                copy_row(h_prev[row, j0:j1], h_now[n, j0:j1], False)
+                copy_row(hn_hist[row, j0:j1], hn, False)
+                if p == 0:
+                    copy_row(x_rows[row], x[n, t], False)
+
+
+# The split forward, called from Python as gru_split_run(parts, sync, T, S, state).
+gru_split_run = driver(gru_split_part, "gru", "32211I2222324333I2222Iiii")
 
 
 @njit(**JIT_OPTIONS)
