@@ -7,6 +7,8 @@ shows as a drop. Run under `scripts/isa --bench avx2` (or x86-64) for another IS
   "forward": fastrnn's training forward (keeps a cache) vs torch's forward under no_grad;
   "inference": fastrnn's cache-free forward vs the same; "forward_backward": both with
   gradients for x, h0 and all weights.
+- GRUSmallBatchSpeedupVsTorch: the GRU at SpeedupVsTorch's one-to-four-sequence shapes
+  (its forward's time loop split by hidden units), float32.
 - GemmOverNumpy: fastrnn's GEMM rate over NumPy's matmul on (4096, 1024) @ (1024, 1024),
   in blocks with a pause between them (bench.gemm_rates); issue 11 asks >= 0.85 on AVX2.
 - StepSpeedup: single steps at N = 1 (issue 12) vs torch's cells and the reference.
@@ -78,6 +80,35 @@ class SpeedupVsTorch:
 
     def track_speedup(self, shape, dtype, kind):
         ours, theirs = interleaved_medians(self.pair, self.rounds)
+        return theirs / ours
+
+
+class GRUSmallBatchSpeedupVsTorch:
+    """The GRU on one to four sequences with big weights (issue 12: the forward's time loop
+    split by hidden units), float32: torch.nn.GRU time / fastrnn time, kinds as
+    SpeedupVsTorch's. Skipped without torch."""
+    params = (SMALL_BATCH_BIG_WEIGHTS, KINDS)
+    param_names = ["shape (T, N, D, H)", "kind"]
+    unit = "torch time / fastrnn time"
+    number = 1
+    repeat = 1
+    timeout = 600
+
+    def setup(self, shape, kind):
+        ours_warm = {"forward": ("forward",), "inference": (),
+                     "forward_backward": ("forward_backward",)}[kind]
+        theirs_warm = ("forward_backward",) if kind == "forward_backward" else ("forward",)
+        self.p, fwd, fwdbwd = setup_impl("gru", shape, "float32", "fastrnn", ours_warm)
+        _, torch_fwd, torch_fwdbwd = setup_impl("gru", shape, "float32", "torch", theirs_warm)
+        infer = bench.numpy_impl(fastrnn, "gru")[2]
+        if kind == "inference":
+            infer(self.p)
+        ours = {"forward": fwd, "inference": infer, "forward_backward": fwdbwd}[kind]
+        theirs = torch_fwdbwd if kind == "forward_backward" else torch_fwd
+        self.pair = (lambda: ours(self.p), lambda: theirs(self.p))
+
+    def track_speedup(self, shape, kind):
+        ours, theirs = interleaved_medians(self.pair, 7)
         return theirs / ours
 
 
