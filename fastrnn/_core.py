@@ -359,15 +359,29 @@ def loop_split(N, D, H, gates, threads):
     """How a time loop over N sequences shares its hidden units out between ``threads``
     threads (kernels/split.py): (parts + 1,) unit bounds as step_split gives them, or None
     to share out by rows (kernels/lstm.lstm_train_steps). Split when the rows leave threads
-    idle (fewer row tiles than threads) and a step has at least LOOP_SPLIT_MIN_FLOPS; each
-    part keeps at least MIN_SPLIT_UNITS units. ``threads`` comes from kernel_threads, which
+    idle (fewer row tiles than threads) and a step has at least LOOP_SPLIT_MIN_FLOPS (the
+    LSTM's, 4 gate blocks) or LIGHT_LOOP_SPLIT_MIN_FLOPS (the GRU's and RNN's); each part
+    keeps at least MIN_SPLIT_UNITS units. ``threads`` comes from kernel_threads, which
     holds the parallel-launch lock when it is above 1."""
     if threads == 1 or worker_count(N, threads) == threads:
         return None
-    if 2 * N * (D + H) * gates * H < _isa.LOOP_SPLIT_MIN_FLOPS:
+    least = _isa.LOOP_SPLIT_MIN_FLOPS if gates == 4 else _isa.LIGHT_LOOP_SPLIT_MIN_FLOPS
+    if 2 * N * (D + H) * gates * H < least:
         return None
     parts = min(threads, H // MIN_SPLIT_UNITS)
     return _unit_bounds(H, parts) if parts > 1 else None
+
+
+def compiled_loop_split(N, D, H, gates, threads, dtype, split_ahead):
+    """(bounds, later): loop_split's unit bounds, or None for the row schedule, which
+    stands in (the same bits) while a helper may still compile the split loop's kernels
+    (``split_ahead``, an _compiling.Ahead of them, not ready): ``later`` is then true, and
+    the row schedule asks its helper for them after its own kernels. On a cold cache they
+    cost a first call ~2 s more on 2 cores (docs/performance.md)."""
+    bounds = loop_split(N, D, H, gates, threads)
+    if bounds is None or split_ahead.ready(dtype):
+        return bounds, False
+    return None, True
 
 
 MIN_SPLIT_UNITS = 16  # hidden units per part, at least, in a split time loop

@@ -57,6 +57,11 @@ class Target:
     # the threads are woken once per call, and the workers then meet once per step at a
     # barrier costing a fraction of a microsecond (kernels/sync.py).
     loop_split_min_flops: int = 250_000
+    # The GRU's and RNN's (less gate math per product FLOP than the LSTM's): on Zen 3 the
+    # split broke even around 0.26-0.39 MFLOP a step ((100, 1, 256, 256) RNN 0.76-1.11x,
+    # (100, 2, 128, 128) GRU 0.69-1.42x) and won from 0.5 ((100, 2, 256, 256) RNN 1.18x,
+    # (100, 1, 256, 256) GRU 1.62x).
+    light_loop_split_min_flops: int = 400_000
     # The training forward writes its cache with non-temporal stores (kernels/stream.py)
     # from this many bytes: rows that big would not stay in the caches anyway.
     stream_min_bytes: int = 8 << 20
@@ -169,6 +174,7 @@ FMA = TARGET.fma
 PARALLEL_MIN_FLOPS = TARGET.parallel_min_flops
 STEP_SPLIT_MIN_FLOPS = TARGET.step_split_min_flops
 LOOP_SPLIT_MIN_FLOPS = TARGET.loop_split_min_flops
+LIGHT_LOOP_SPLIT_MIN_FLOPS = TARGET.light_loop_split_min_flops
 STREAM_MIN_BYTES = TARGET.stream_min_bytes
 CHUNK_BYTES_PER_ROW = TARGET.chunk_bytes_per_row
 MAX_CHUNK_STEPS = TARGET.max_chunk_steps

@@ -27,8 +27,9 @@ DTYPES = ("float32", "float64")
 
 # (N, T, D, H) of the sequence calls: one row tile on one worker; enough rows for several
 # workers; a single sequence with a step big enough for the column split (the LSTM's and
-# the GRU's: enough FLOPs for two threads with the GRU's three gate blocks too).
-SEQUENCE_SHAPES = [(2, 3, 5, 8), (40, 8, 64, 128), (1, 26, 64, 256)]
+# the GRU's: enough FLOPs for two threads with the GRU's three gate blocks too); one big
+# enough for the RNN's (one gate block).
+SEQUENCE_SHAPES = [(2, 3, 5, 8), (40, 8, 64, 128), (1, 26, 64, 256), (1, 24, 64, 512)]
 # (N, D, H) of the step calls: one worker reading the weights in place; a step split
 # between threads; a batch of several row tiles.
 STEP_SHAPES = [(1, 16, 32), (2, 256, 512), (12, 16, 32)]

@@ -14,10 +14,10 @@ import numpy as np
 from . import _validate as v
 from ._compiling import Ahead
 from ._core import (CellCache, batch_order, check_backward_cache, chunk_scratch, chunk_steps,
-                    in_place_address, in_steps, infer_in_steps, input_grad, loop_split,
-                    no_rows, products, product_address, projection_address, run_steps,
-                    single_worker_step, small_step, split_scratch, state_grad, step_operand,
-                    step_scratch, streamed, weight_grads, weight_panels)
+                    compiled_loop_split, in_place_address, in_steps, infer_in_steps,
+                    input_grad, no_rows, products, product_address, projection_address,
+                    run_steps, single_worker_step, small_step, split_scratch, state_grad,
+                    step_operand, step_scratch, streamed, weight_grads, weight_panels)
 from ._threads import kernel_threads
 from .kernels.address import entry_address
 from .kernels.gemm import GEMM_PART_ARGS, gemm_part
@@ -83,7 +83,8 @@ def _forward_infer(x, h0, Wx, Wh, bx, bh, order):
         with kernel_threads(N, T, D, H, 3) as threads:
             S = chunk_steps(order, D, 3 * H, dtype, threads)
             none = no_rows(dtype)  # the training loop, keeping nothing
-            bounds, later = _loop_split(N, D, H, threads, dtype)
+            bounds, later = compiled_loop_split(N, D, H, 3, threads, dtype,
+                                                _SPLIT_AHEAD)
             if bounds is not None:
                 _split_forward(x, Wx, Wh, bx, bh, h, S, h_out, order, bounds, none, none,
                                none, none)
@@ -128,7 +129,8 @@ def _forward_with_cache(x, h0, Wx, Wh, bx, bh, order, is_step):
     if order.real_steps:
         with kernel_threads(N, T, D, H, 3) as threads:
             S = chunk_steps(order, D, 3 * H, dtype, threads)
-            bounds, later = _loop_split(N, D, H, threads, dtype)
+            bounds, later = compiled_loop_split(N, D, H, 3, threads, dtype,
+                                                _SPLIT_AHEAD)
             if bounds is not None:
                 _BACKWARD_AHEAD.ask(dtype)
                 _split_forward(x, Wx, Wh, bx, bh, h, S, h_out, order, bounds, x_rows, gates,
@@ -145,17 +147,6 @@ def _forward_with_cache(x, h0, Wx, Wh, bx, bh, order, is_step):
     cache = GRUCache(x_rows=x_rows, h0=h0, Wx=Wx, Wh=Wh, gates=gates, hn_hist=hn_hist,
                      h_prev=h_prev, final_h=order.final(h), order=order, is_step=is_step)
     return order.unsort(h_out), cache
-
-
-def _loop_split(N, D, H, threads, dtype):
-    """(bounds, later): _core.loop_split's unit bounds for the GRU's forward, or None for
-    the row schedule, which stands in (the same bits) while the split loop's kernels are
-    not compiled yet, ``later`` then true: on a cold cache they cost the first call ~2 s
-    more on Zen 3, and its helper compiles them instead."""
-    bounds = loop_split(N, D, H, 3, threads)
-    if bounds is None or _SPLIT_AHEAD.ready(dtype):
-        return bounds, False
-    return None, True
 
 
 def _split_forward(x, Wx, Wh, bx, bh, h, S, h_out, order, bounds, x_rows, gates, h_prev,

@@ -4,18 +4,21 @@ N batch, T time, D input, H hidden. h_t = act(x_t Wx + h_{t-1} Wh + b), act = ta
 The relu derivative at exactly 0 is taken as 0.
 """
 
+import numpy as np
+
 from . import _validate as v
 from ._compiling import Ahead
 from ._core import (CellCache, batch_order, backward_dx, backward_products,
-                    check_backward_cache, chunk_scratch, chunk_steps, in_place_address, in_steps,
-                    infer_in_steps, no_rows,
-                    product_address, projection_address, run_steps, single_worker_step,
-                    small_step, state_grad, step_operand, step_scratch, streamed,
+                    check_backward_cache, chunk_scratch, chunk_steps, compiled_loop_split,
+                    in_place_address, in_steps, infer_in_steps, no_rows, product_address,
+                    projection_address, run_steps, single_worker_step, small_step,
+                    split_scratch, state_grad, step_operand, step_scratch, streamed,
                     weight_grad_rows, weight_panels)
 from ._threads import kernel_threads
 from .kernels.gemm import GEMM_PART_ARGS, gemm_part
 from .kernels.rnn import (BACKWARD_STEPS_ARGS, TRAIN_STEPS_ARGS, rnn_backward_steps,
-                          rnn_step_small, rnn_train_steps)
+                          rnn_split_part, rnn_split_run, rnn_step_small, rnn_train_steps)
+from .kernels.sync import sync_slots
 
 
 # What a cold cache's first call hands a helper process to compile beside it
@@ -23,6 +26,12 @@ from .kernels.rnn import (BACKWARD_STEPS_ARGS, TRAIN_STEPS_ARGS, rnn_backward_st
 _INFERENCE_AHEAD = Ahead((rnn_train_steps, TRAIN_STEPS_ARGS))
 _BACKWARD_AHEAD = Ahead((gemm_part, GEMM_PART_ARGS), (rnn_backward_steps, BACKWARD_STEPS_ARGS))
 _FORWARD_AHEAD = Ahead(*_INFERENCE_AHEAD.kernels, *_BACKWARD_AHEAD.kernels)
+# A few sequences with big H: the forward's time loop split by hidden units once compiled
+# (as the GRU's: _core.compiled_loop_split).
+_SPLIT_AHEAD = Ahead((rnn_split_run.worker, rnn_split_run.worker_layout),
+                     (rnn_split_part, rnn_split_run.part_layout))
+_INFERENCE_THEN_SPLIT_AHEAD = Ahead(*_INFERENCE_AHEAD.kernels, *_SPLIT_AHEAD.kernels)
+_FORWARD_THEN_SPLIT_AHEAD = Ahead(*_FORWARD_AHEAD.kernels, *_SPLIT_AHEAD.kernels)
 
 
 class RNNCache(CellCache):
@@ -52,7 +61,11 @@ def _forward_infer(x, h0, Wx, Wh, b, order, relu):
         with kernel_threads(N, T, D, H, 1) as threads:
             S = chunk_steps(order, D, H, dtype, threads)
             none = no_rows(dtype)  # the training loop, keeping nothing
-            _INFERENCE_AHEAD.ask(dtype)
+            bounds, later = compiled_loop_split(N, D, H, 1, threads, dtype, _SPLIT_AHEAD)
+            if bounds is not None:
+                _split_forward(x, Wx, Wh, b, h, S, h_out, order, bounds, none, none, relu)
+                return order.unsort(h_out), order.final(h)
+            (_INFERENCE_THEN_SPLIT_AHEAD if later else _INFERENCE_AHEAD).ask(dtype)
             run_steps(rnn_train_steps, threads, order.active[0], x,
                       weight_panels(Wx), weight_panels(Wh), b, h, chunk_scratch(S, N, H, dtype),
                       step_scratch(N, H, dtype), none, h_out, none, relu, order.offsets,
@@ -95,16 +108,39 @@ def _forward_with_cache(x, h0, Wx, Wh, b, order, nonlinearity, is_step):
     if order.real_steps:
         with kernel_threads(N, T, D, H, 1) as threads:
             S = chunk_steps(order, D, H, dtype, threads)
-            _FORWARD_AHEAD.ask(dtype)
-            run_steps(rnn_train_steps, threads, order.active[0], x,
-                      weight_panels(Wx), weight_panels(Wh), b, h, chunk_scratch(S, N, H, dtype),
-                      step_scratch(N, H, dtype), x_rows, h_out, h_rows, relu,
-                      order.offsets, order.active, streamed(order, dtype, D + 2 * H),
-                      projection_address(dtype), product_address(dtype))
+            bounds, later = compiled_loop_split(N, D, H, 1, threads, dtype, _SPLIT_AHEAD)
+            if bounds is not None:
+                _BACKWARD_AHEAD.ask(dtype)
+                _split_forward(x, Wx, Wh, b, h, S, h_out, order, bounds, x_rows, h_rows, relu)
+            else:
+                (_FORWARD_THEN_SPLIT_AHEAD if later else _FORWARD_AHEAD).ask(dtype)
+                run_steps(rnn_train_steps, threads, order.active[0], x,
+                          weight_panels(Wx), weight_panels(Wh), b, h,
+                          chunk_scratch(S, N, H, dtype), step_scratch(N, H, dtype), x_rows,
+                          h_out, h_rows, relu, order.offsets, order.active,
+                          streamed(order, dtype, D + 2 * H), projection_address(dtype),
+                          product_address(dtype))
     # h0 copied (small): the backward reads it, and the caller may change theirs.
     cache = RNNCache(x_rows=x_rows, h0=h0.copy(), Wx=Wx, Wh=Wh, h_rows=h_rows,
                      final_h=order.final(h), relu=relu, order=order, is_step=is_step)
     return order.unsort(h_out), cache
+
+
+def _split_forward(x, Wx, Wh, b, h, S, h_out, order, bounds, x_rows, h_rows, relu):
+    """The forward's time loop with the hidden units split between the threads (bounds
+    from _core.loop_split): kernels/rnn.rnn_split_part says what each argument is.
+    h: (N rounded up to MR_STEP, H) in: h_0, out: final h."""
+    N, T, D = x.shape
+    H = h.shape[1]
+    parts = bounds.shape[0] - 1
+    h_steps = np.zeros((2,) + h.shape, x.dtype)
+    h_steps[0] = h
+    Wx_parts, Wh_parts, b_parts, _, proj, rec, _ = split_scratch(bounds, 1, N, D, H, S,
+                                                                 x.dtype)
+    rnn_split_run(parts, np.zeros(sync_slots(parts), np.int64), T, S,
+                  (x, Wx, Wh, b, bounds, Wx_parts, Wh_parts, b_parts, h_steps, h, proj, rec,
+                   h_out, order.active, x_rows, h_rows, order.offsets,
+                   projection_address(x.dtype), product_address(x.dtype), np.bool_(relu)))
 
 
 def rnn_backward(dh, cache, *, dh_last=None):

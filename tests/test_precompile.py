@@ -49,11 +49,14 @@ def test_command_line_exits_with_the_error(capsys):
 def test_job_shapes_take_every_path():
     """The shapes _exercise uses reach the paths they are there for, on 2 threads (if the
     thresholds move, these shapes must move with them)."""
-    (N0, _, D0, H0), (N1, _, D1, H1), (N2, T2, D2, H2) = _precompile.SEQUENCE_SHAPES
+    (N0, _, D0, H0), (N1, _, D1, H1), (N2, T2, D2, H2), (N3, T3, D3, H3) = (
+        _precompile.SEQUENCE_SHAPES)
     assert _core.worker_count(N0, 2) == 1 and _core.worker_count(N1, 2) == 2
     assert _core.loop_split(N2, D2, H2, 4, 2) is not None
     assert _core.loop_split(N2, D2, H2, 3, 2) is not None  # the GRU's too
     assert 2 * N2 * T2 * (D2 + H2) * 3 * H2 >= fastrnn._isa.PARALLEL_MIN_FLOPS
+    assert _core.loop_split(N3, D3, H3, 1, 2) is not None  # the RNN's
+    assert 2 * N3 * T3 * (D3 + H3) * 1 * H3 >= fastrnn._isa.PARALLEL_MIN_FLOPS
     in_place, split, batch = _precompile.STEP_SHAPES
     assert _core.single_worker_step(*in_place, 4)
     if fastrnn.get_num_threads() > 1:  # the split step needs a second thread

@@ -106,6 +106,48 @@ def test_gru_split_kernel_equals_row_schedule_for_any_part_count(shape, dtype, r
             np.testing.assert_array_equal(a, b, err_msg=f"{name}, {parts} parts")
 
 
+def _infer_rnn(kernel_inputs, order, parts, keep, relu):
+    """rnn_inference's (or, ``keep``, rnn_forward's) kernels on given inputs: the row
+    schedule (parts None) or the split one with ``parts`` parts. Returns h_out, h, and when
+    ``keep`` the rows the training forward keeps (x_t, h_t)."""
+    x, h0, _, Wx, Wh, b = kernel_inputs
+    N, T, D = x.shape
+    H = h0.shape[1]
+    R = fastrnn.rnn
+    x_, _, h, h_out = order.start(x, h0)
+    S = min(T, 6)
+    kept = order.rows(x.dtype, D, H) if keep else (_core.no_rows(x.dtype),) * 2
+    if parts is None:
+        _core.run_steps(R.rnn_train_steps, 1, order.active[0], x_, R.weight_panels(Wx),
+                        R.weight_panels(Wh), b, h, _core.chunk_scratch(S, N, H, x.dtype),
+                        _core.step_scratch(N, H, x.dtype), kept[0], h_out, kept[1], relu,
+                        order.offsets, order.active, False, R.projection_address(x.dtype),
+                        R.product_address(x.dtype))
+    else:
+        R._split_forward(x_, Wx, Wh, b, h, S, h_out, order, _core.unit_bounds(H, parts),
+                         *kept, relu)
+    return (h_out, h[:N]) + (tuple(a.copy() for a in kept) if keep else ())
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["tanh", "relu"])
+@pytest.mark.parametrize("keep", [False, True], ids=["inference", "training"])
+@pytest.mark.parametrize("ragged", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", KERNEL_SHAPES, ids=lambda s: "N{}T{}D{}H{}".format(*s))
+def test_rnn_split_kernel_equals_row_schedule_for_any_part_count(shape, dtype, ragged, keep,
+                                                                 relu):
+    """The RNN's split loop (kernels/rnn.rnn_split_part), tanh and relu: outputs, final
+    state and the training forward's kept rows equal the row schedule's to the bit."""
+    N, T, D, H = shape
+    inputs = make_inputs(N, T, D, H, 1, dtype)
+    _, order = _sorted_batch(N, T, ragged, seed=N + T)
+    want = _infer_rnn(inputs, order, None, keep, relu)
+    names = ("h", "final h", "x_rows", "h_rows")
+    for parts in (1, 2, 3):
+        for name, a, b in zip(names, want, _infer_rnn(inputs, order, parts, keep, relu)):
+            np.testing.assert_array_equal(a, b, err_msg=f"{name}, {parts} parts")
+
+
 def test_split_called_off_runs_every_part_on_one_thread(monkeypatch):
     """Workers run one after the other on one thread (as a threading layer or an
     oversubscribed machine may run them): the first must call the split off (not wait
@@ -138,9 +180,15 @@ def _all_results(cell, p, lengths, dh, dstates, mod=fastrnn):
     return [h, *states, h_inferred, *states_inferred, *grads.values()], list(grads)
 
 
+# The RNN's: one gate block, so more units for a step worth splitting.
+RNN_API_SHAPES = [(1, 40, 64, 512), (3, 30, 33, 300)]
+API_CASES = ([(c, shape) for c in SPLIT_CELLS for shape in API_SHAPES]
+             + [(c, shape) for c in CELLS if c.gates == 1 for shape in RNN_API_SHAPES])
+
+
 @pytest.mark.parametrize("ragged", [False, True])
-@pytest.mark.parametrize("shape", API_SHAPES, ids=lambda s: "N{}T{}D{}H{}".format(*s))
-@pytest.mark.parametrize("cell", SPLIT_CELLS, ids=lambda c: c.name)
+@pytest.mark.parametrize("cell, shape", API_CASES,
+                         ids=lambda a: a.name if hasattr(a, "name") else "N{}T{}D{}H{}".format(*a))
 def test_split_loops_through_the_api_match_reference_and_any_thread_count(cell, shape,
                                                                           ragged):
     N, T, D, H = shape

@@ -12,6 +12,7 @@ from numba import njit
 from .._config import JIT_OPTIONS, setup_kernels
 from ._math import one_of, tanh, zero_of
 from .gemm import MR_STEP, in_place_at, step_product_at, steps_product_at
+from .split import BEGIN, CHUNK, STEP, driver, pack_unit_part, part_panel_length
 from .stream import copy_row, copy_rows, store_fence
 
 
@@ -72,6 +73,64 @@ def rnn_train_steps(worker, workers, x, Wx_panels, Wh_panels, b, h, proj, rec, x
 
 # rnn_train_steps' argument types (address.array_types), for _compiling.Ahead.
 TRAIN_STEPS_ARGS = "ii3111232232bIIbii"
+
+
+@njit(**JIT_OPTIONS)
+def rnn_split_part(stage, p, t, s, state):
+    """The forward time loop split by hidden units (kernels/split.py): what part p does at
+    each stage, as kernels/lstm.lstm_split_part for the LSTM. state = (x, Wx, Wh, b,
+    bounds, Wx_parts, Wh_parts, b_parts, h_steps, h, proj, rec, h_out, active, x_rows,
+    h_rows, offsets, projection, product, relu):
+
+    x: (N, T, D); Wx: (D, H); Wh: (H, H); b: (H,); bounds: (parts + 1,) unit bounds
+    Wx_parts, Wh_parts: (parts, >= panel length) scratch: each part's columns, packed;
+        b_parts: (parts, >= U)
+    h_steps: (2, N rounded up to MR_STEP, H) h_{t-1} in h_steps[t % 2], h_0 given in [0]
+    h: (N rounded up to MR_STEP, H) out: final states (a sequence's row stops changing after
+        its last step)
+    proj: (parts, S, rows of h_steps, >= U rounded up to a panel), rec: (parts, rows of
+        h_steps, as proj) scratch: the parts' x_t Wx and h_{t-1} Wh
+    h_out: (N, T, H) out; active, offsets: as rnn_train_steps
+    x_rows (R, D), h_rows (R, H): out, as rnn_train_steps fills them, for the training
+        forward; with no rows (inference) nothing is kept
+    projection, product: as rnn_train_steps; relu: relu instead of tanh
+
+    Same bits as rnn_train_steps: per element the same sums (kernels/split.py) and the
+    same operation per unit.
+    """
+    (x, Wx, Wh, b, bounds, Wx_parts, Wh_parts, b_parts, h_steps, h, proj, rec, h_out,
+     active, x_rows, h_rows, offsets, projection, product, relu) = state
+    j0 = bounds[p]
+    j1 = bounds[p + 1]
+    U = j1 - j0
+    H = h.shape[1]
+    if stage == BEGIN:
+        pack_unit_part(Wx, bounds, p, 1, Wx_parts[p])
+        pack_unit_part(Wh, bounds, p, 1, Wh_parts[p])
+        copy_row(b_parts[p, :U], b[j0:j1], False)
+    elif stage == CHUNK:
+        steps_product_at(projection, (x, t, s,
+                                      Wx_parts[p, :part_panel_length(x.shape[2], U, 1, x)],
+                                      proj[p], np.int64(0), np.int64(1), active))
+    elif stage == STEP:
+        M = active[t]
+        h_next = h_steps[(t + 1) % 2]
+        # Odd steps take the panels last to first, as lstm_split_part's.
+        step_product_at(product, (h_steps[t % 2], Wh_parts[p, :part_panel_length(H, U, 1, x)],
+                                  rec[p], np.int64(0), np.int64(1), M, t % 2 == 1))
+        for n in range(M):
+            rnn_cell(proj[p, s, n], rec[p, n], b_parts[p], h_next[n, j0:j1], relu)
+            copy_row(h_out[n, t, j0:j1], h_next[n, j0:j1], False)
+            copy_row(h[n, j0:j1], h_next[n, j0:j1], False)
+            if h_rows.shape[0]:
+                row = offsets[t] + n
+                copy_row(h_rows[row, j0:j1], h_next[n, j0:j1], False)
+                if p == 0:
+                    copy_row(x_rows[row], x[n, t], False)
+
+
+# The split forward, called from Python as rnn_split_run(parts, sync, T, S, state).
+rnn_split_run = driver(rnn_split_part, "rnn", "3221I22232433I22Iiib")
 
 
 @njit(**JIT_OPTIONS)
