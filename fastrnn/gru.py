@@ -11,19 +11,21 @@ bh = bias_hh_l0.
 
 import numpy as np
 
+from . import _memory
 from . import _validate as v
 from ._compiling import Ahead
 from ._core import (CellCache, batch_order, check_backward_cache, chunk_scratch, chunk_steps,
                     compiled_loop_split, in_place_address, in_steps, infer_in_steps,
-                    input_grad, no_rows, products, product_address, projection_address,
-                    run_steps, single_worker_step, small_step, split_scratch, state_grad,
-                    step_operand, step_scratch, streamed, weight_grads, weight_panels)
+                    input_grad, no_rows, part_panels, products, product_address,
+                    projection_address, run_steps, single_worker_step, small_step,
+                    split_scratch, state_grad, step_operand, step_scratch, streamed,
+                    weight_grads, weight_panels)
 from ._threads import kernel_threads
 from .kernels.address import entry_address
-from .kernels.gemm import GEMM_PART_ARGS, gemm_part
-from .kernels.gru import (BACKWARD_STEPS_ARGS, CELL_ARGS, TRAIN_STEPS_ARGS, gru_backward_steps,
-                          gru_cell_kernel, gru_split_part, gru_split_run, gru_step_small,
-                          gru_train_steps)
+from .kernels.gemm import GEMM_PART_ARGS, gemm_part, padded_columns, padded_rows
+from .kernels.gru import (BACKWARD_STEPS_ARGS, CELL_ARGS, TRAIN_STEPS_ARGS, gru_backward_part,
+                          gru_backward_run, gru_backward_steps, gru_cell_kernel,
+                          gru_split_part, gru_split_run, gru_step_small, gru_train_steps)
 from .kernels.sync import sync_slots
 
 
@@ -40,6 +42,10 @@ _SPLIT_AHEAD = Ahead((gru_split_run.worker, gru_split_run.worker_layout),
                      (gru_split_part, gru_split_run.part_layout))
 _INFERENCE_THEN_SPLIT_AHEAD = Ahead(*_INFERENCE_AHEAD.kernels, *_SPLIT_AHEAD.kernels)
 _FORWARD_THEN_SPLIT_AHEAD = Ahead(*_FORWARD_AHEAD.kernels, *_SPLIT_AHEAD.kernels)
+# The backward's split loop likewise (its products after the loop are the row schedule's).
+_SPLIT_BACKWARD_AHEAD = Ahead((gru_backward_run.worker, gru_backward_run.worker_layout),
+                              (gru_backward_part, gru_backward_run.part_layout))
+_BACKWARD_THEN_SPLIT_AHEAD = Ahead(*_BACKWARD_AHEAD.kernels, *_SPLIT_BACKWARD_AHEAD.kernels)
 
 
 def cell_address(dtype):
@@ -169,6 +175,25 @@ def _split_forward(x, Wx, Wh, bx, bh, h, S, h_out, order, bounds, x_rows, gates,
                    cell_address(x.dtype)))
 
 
+def _split_backward(dh, cache, dh_next, da_x, da_h, bounds):
+    """The backward's time loop with the hidden units split between the threads
+    (kernels/gru.gru_backward_part): dh_next, da_x and da_h filled as gru_backward_steps
+    fills them. dh: (N, T, H) in kernel order."""
+    order = cache.order
+    N, T = order.shape
+    H = cache.h0.shape[1]
+    dtype = cache.h0.dtype
+    parts = bounds.shape[0] - 1
+    widest = int(np.max(np.diff(bounds)))
+    gru_backward_run(parts, np.zeros(sync_slots(parts), np.int64), T, T,
+                     (dh, cache.gates, cache.hn_hist, cache.h_prev, cache.Wh, bounds,
+                      part_panels(bounds, 3 * H, 1, dtype),
+                      _memory.empty((parts, 3 * H * widest), dtype), dh_next, da_x, da_h,
+                      np.zeros((2, padded_rows(N), 3 * H), dtype),
+                      np.empty((parts, padded_rows(N), padded_columns(widest, dtype)), dtype),
+                      order.offsets, order.active, product_address(dtype)))
+
+
 def gru_backward(dh, cache, *, dh_last=None):
     """Backward pass of gru_forward.
 
@@ -192,14 +217,21 @@ def _backward(dh, cache, dh_last, dh_last_name):
     dtype = dh.dtype
     dh_next = state_grad(dh_last_name, dh_last, N, H, dtype, order)
     da_x, da_h = order.rows(dtype, 3 * H, 3 * H)
-    with kernel_threads(N, T, cache.Wx.shape[0], H, 3) as threads:
+    D = cache.Wx.shape[0]
+    with kernel_threads(N, T, D, H, 3) as threads:
         if order.real_steps:
-            _BACKWARD_AHEAD.ask(dtype)
-            run_steps(gru_backward_steps, threads, order.active[0],
-                      order.sort(dh), cache.gates, cache.hn_hist, cache.h_prev,
-                      weight_panels(cache.Wh, transpose=True), dh_next, da_x, da_h,
-                      step_operand(N, 3 * H, dtype), step_scratch(N, H, dtype), order.offsets,
-                      order.active, product_address(dtype))
+            bounds, later = compiled_loop_split(N, D, H, 3, threads, dtype,
+                                                _SPLIT_BACKWARD_AHEAD)
+            if bounds is not None:
+                _BACKWARD_AHEAD.ask(dtype)
+                _split_backward(order.sort(dh), cache, dh_next, da_x, da_h, bounds)
+            else:
+                (_BACKWARD_THEN_SPLIT_AHEAD if later else _BACKWARD_AHEAD).ask(dtype)
+                run_steps(gru_backward_steps, threads, order.active[0],
+                          order.sort(dh), cache.gates, cache.hn_hist, cache.h_prev,
+                          weight_panels(cache.Wh, transpose=True), dh_next, da_x, da_h,
+                          step_operand(N, 3 * H, dtype), step_scratch(N, H, dtype),
+                          order.offsets, order.active, product_address(dtype))
         # dx and the weight gradients in one launch of the threads.
         dx_jobs, dx_rows = input_grad(da_x, cache.Wx, order)
         grad_jobs, (dWx, dWh, dbx, dbh) = weight_grads(da_x, da_h, cache.x_rows,

@@ -178,6 +178,7 @@ DEFAULT_SELECTION=(
     "tests/test_split.py::test_split_inference_kernel_equals_row_schedule_for_any_part_count[N1T9D70H90-float64-False]"
     "tests/test_split.py::test_gru_split_kernel_equals_row_schedule_for_any_part_count[N3T13D5H37-float32-True-training]"
     "tests/test_split.py::test_rnn_split_kernel_equals_row_schedule_for_any_part_count[N3T13D5H37-float32-True-training-relu]"
+    "tests/test_split.py::test_gru_split_backward_kernel_equals_row_schedule_for_any_part_count[N3T13D5H37-float32-True]"
 )
 if [ $# -gt 0 ]; then
     SELECTION=("$@")

@@ -273,3 +273,45 @@ def test_gru_runs_the_row_schedule_while_a_helper_compiles_the_split(monkeypatch
         fastrnn.set_num_threads(before)
     np.testing.assert_array_equal(rows[0], split[0])
     np.testing.assert_array_equal(rows[1][0], split[1][0])
+
+
+def _gru_backward_loop(cache, dh, parts):
+    """The GRU backward's time loop alone (kernels/gru.gru_backward_steps on one worker, or
+    the split one with ``parts`` parts) on a forward's cache: dh_next (the gradient of h0),
+    da_x and da_h."""
+    G = fastrnn.gru
+    order = cache.order
+    N, T = order.shape
+    H = cache.h0.shape[1]
+    dtype = cache.h0.dtype
+    dh_next = np.zeros((N, H), dtype)
+    da_x, da_h = (np.full((order.real_steps, 3 * H), np.nan, dtype) for _ in range(2))
+    dh = order.sort(dh)
+    if parts is None:
+        _core.run_steps(G.gru_backward_steps, 1, order.active[0], dh, cache.gates,
+                        cache.hn_hist, cache.h_prev, G.weight_panels(cache.Wh, transpose=True),
+                        dh_next, da_x, da_h, _core.step_operand(N, 3 * H, dtype),
+                        _core.step_scratch(N, H, dtype), order.offsets, order.active,
+                        G.product_address(dtype))
+    else:
+        G._split_backward(dh, cache, dh_next, da_x, da_h, _core.unit_bounds(H, parts))
+    return dh_next, da_x, da_h
+
+
+@pytest.mark.parametrize("ragged", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", KERNEL_SHAPES, ids=lambda s: "N{}T{}D{}H{}".format(*s))
+def test_gru_split_backward_kernel_equals_row_schedule_for_any_part_count(shape, dtype,
+                                                                          ragged):
+    """The GRU's split backward loop (kernels/gru.gru_backward_part): dh_0 and every step's
+    da (both sides) equal the row schedule's to the bit, for 1, 2 and 3 parts."""
+    N, T, D, H = shape
+    x, h0, _, Wx, Wh, b = make_inputs(N, T, D, H, 3, dtype)
+    lengths, _ = _sorted_batch(N, T, ragged, seed=N + T)
+    _, cache = fastrnn.gru_forward(x, h0, Wx, Wh, b, 0.7 * b[::-1].copy(), lengths=lengths)
+    dh = upstream((N, T, H), dtype)
+    want = _gru_backward_loop(cache, dh, None)
+    for parts in (1, 2, 3):
+        for name, a, b_ in zip(("dh0", "da_x", "da_h"), want,
+                               _gru_backward_loop(cache, dh, parts)):
+            np.testing.assert_array_equal(a, b_, err_msg=f"{name}, {parts} parts")

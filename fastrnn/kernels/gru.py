@@ -16,8 +16,9 @@ from numba import njit
 from .._config import JIT_OPTIONS, setup_kernels
 from ._math import one_of, sigmoid, tanh
 from .address import caller
-from .gemm import MR_STEP, in_place_at, step_product_at, steps_product_at
-from .split import BEGIN, CHUNK, STEP, driver, pack_unit_part, part_panel_length
+from .gemm import (MR_STEP, in_place_at, pack_panels, pack_transposed_by_lines,
+                   rows_share_cache_sets, step_product_at, steps_product_at)
+from .split import BEGIN, CHUNK, END, STEP, driver, pack_unit_part, part_panel_length
 from .stream import copy_row, copy_rows, store_fence
 
 
@@ -258,6 +259,93 @@ def gru_backward_steps(worker, workers, dh, gates, hn_hist, h_prev, WhT_panels, 
 
 
 BACKWARD_STEPS_ARGS = "ii3222122222IIi"  # gru_backward_steps' (see TRAIN_STEPS_ARGS)
+
+
+@njit(**JIT_OPTIONS)
+def gru_backward_part(stage, p, i, s, state):
+    """The backward time loop split by hidden units (kernels/split.py), step i being time
+    t = T - 1 - i: what part p does at each stage, as kernels/lstm.lstm_backward_part for
+    the LSTM. state = (dh, gates, hn_hist, h_prev, Wh, bounds, WT_parts, WT_own, dh_next,
+    da_x, da_h, da_steps, rec, offsets, active, product), as gru_backward_steps takes them
+    but for:
+
+    WT_parts: (parts, >= panel length) scratch: part p's columns j0..j1 of Wh.T, packed
+    WT_own: (parts, >= 3H * U) scratch: the same columns unpacked, as rows (Wh[j0:j1]),
+        the packing's source
+    da_steps: (2, rows, 3H) scratch: the recurrent side's da of step t in da_steps[t % 2],
+        the operand of its product, which the parts read whole (two buffers: split.py)
+    rec: (parts, rows, U rounded up to a panel) scratch: a part's columns of da_t Wh.T
+    dh_next, da_x, da_h: the part writes its units' columns only
+
+    Step t is the product of step t + 1 (dh_t's recurrent part, this part's units), then
+    the cell's backward of step t for the part's units; END makes step 0's product (dh_0).
+    The operations per unit and their order are gru_backward_steps': the same bits.
+    """
+    (dh, gates, hn_hist, h_prev, Wh, bounds, WT_parts, WT_own, dh_next, da_x, da_h,
+     da_steps, rec, offsets, active, product) = state
+    j0 = bounds[p]
+    j1 = bounds[p + 1]
+    U = j1 - j0
+    T = active.shape[0]
+    H = dh.shape[2]
+    t = T - 1 - i
+    if stage == BEGIN:
+        own = WT_own[p][:3 * H * U].reshape((U, 3 * H))
+        copy_rows(own, Wh[j0:j1])
+        if rows_share_cache_sets(own):
+            pack_transposed_by_lines(own, WT_parts[p])
+        else:
+            pack_panels(own, np.bool_(True), WT_parts[p])  # not a literal: lstm_train_small
+    elif stage == STEP or stage == END:
+        after = t + 1 if stage == STEP else 0  # the step whose product comes first
+        if after < T:
+            M = active[after]
+            length = part_panel_length(3 * H, U, 1, dh)
+            step_product_at(product, (da_steps[after % 2], WT_parts[p, :length], rec[p],
+                                      np.int64(0), np.int64(1), M, after % 2 == 1))
+            for n in range(M):
+                dh_row = dh_next[n, j0:j1]
+                for u in range(U):
+                    dh_row[u] += rec[p, n, u]
+        if stage == END:
+            return
+        one = one_of(dh)
+        dah = da_steps[t % 2]
+        for n in range(active[t]):
+            row = offsets[t] + n
+            g = gates[row]
+            hn = hn_hist[row, j0:j1]
+            hp = h_prev[row, j0:j1]
+            dh_t = dh[n, t, j0:j1]
+            dh_row = dh_next[n, j0:j1]
+            dax = da_x[row]
+            da_row = dah[n]
+            for u in range(U):
+                dh_row[u] += dh_t[u]
+            for u in range(U):
+                z = g[H + j0 + u]
+                nn = g[2 * H + j0 + u]
+                dax[2 * H + j0 + u] = dh_row[u] * (one - z) * (one - nn * nn)
+            for u in range(U):
+                z = g[H + j0 + u]
+                dax[H + j0 + u] = dh_row[u] * (hp[u] - g[2 * H + j0 + u]) * z * (one - z)
+            for u in range(U):
+                r = g[j0 + u]
+                dax[j0 + u] = dax[2 * H + j0 + u] * hn[u] * r * (one - r)
+            for blk in range(2):
+                for u in range(U):
+                    da_row[blk * H + j0 + u] = dax[blk * H + j0 + u]
+            for u in range(U):
+                da_row[2 * H + j0 + u] = dax[2 * H + j0 + u] * g[j0 + u]
+            for u in range(U):
+                dh_row[u] *= g[H + j0 + u]
+            for blk in range(3):
+                copy_row(da_h[row, blk * H + j0:blk * H + j1],
+                         da_row[blk * H + j0:blk * H + j1], False)
+
+
+# The split backward, called from Python as gru_backward_run(parts, sync, T, T, state).
+gru_backward_run = driver(gru_backward_part, "gru_backward", "32222I2222233IIi")
 
 
 setup_kernels(globals())  # every kernel above: see _config.py
