@@ -6,18 +6,20 @@ The relu derivative at exactly 0 is taken as 0.
 
 import numpy as np
 
+from . import _memory
 from . import _validate as v
 from ._compiling import Ahead
 from ._core import (CellCache, batch_order, backward_dx, backward_products,
                     check_backward_cache, chunk_scratch, chunk_steps, compiled_loop_split,
-                    in_place_address, in_steps, infer_in_steps, no_rows, product_address,
-                    projection_address, run_steps, single_worker_step, small_step,
-                    split_scratch, state_grad, step_operand, step_scratch, streamed,
-                    weight_grad_rows, weight_panels)
+                    dx_in_time_loop, in_place_address, in_steps, infer_in_steps, no_rows,
+                    part_panels, product_address, projection_address, run_steps,
+                    single_worker_step, small_step, split_scratch, state_grad, step_operand,
+                    step_scratch, streamed, unit_bounds, weight_grad_rows, weight_panels)
 from ._threads import kernel_threads
-from .kernels.gemm import GEMM_PART_ARGS, gemm_part
-from .kernels.rnn import (BACKWARD_STEPS_ARGS, TRAIN_STEPS_ARGS, rnn_backward_steps,
-                          rnn_split_part, rnn_split_run, rnn_step_small, rnn_train_steps)
+from .kernels.gemm import GEMM_PART_ARGS, gemm_part, padded_columns, padded_rows
+from .kernels.rnn import (BACKWARD_STEPS_ARGS, TRAIN_STEPS_ARGS, rnn_backward_part,
+                          rnn_backward_run, rnn_backward_steps, rnn_split_part, rnn_split_run,
+                          rnn_step_small, rnn_train_steps)
 from .kernels.sync import sync_slots
 
 
@@ -32,6 +34,9 @@ _SPLIT_AHEAD = Ahead((rnn_split_run.worker, rnn_split_run.worker_layout),
                      (rnn_split_part, rnn_split_run.part_layout))
 _INFERENCE_THEN_SPLIT_AHEAD = Ahead(*_INFERENCE_AHEAD.kernels, *_SPLIT_AHEAD.kernels)
 _FORWARD_THEN_SPLIT_AHEAD = Ahead(*_FORWARD_AHEAD.kernels, *_SPLIT_AHEAD.kernels)
+_SPLIT_BACKWARD_AHEAD = Ahead((rnn_backward_run.worker, rnn_backward_run.worker_layout),
+                              (rnn_backward_part, rnn_backward_run.part_layout))
+_BACKWARD_THEN_SPLIT_AHEAD = Ahead(*_BACKWARD_AHEAD.kernels, *_SPLIT_BACKWARD_AHEAD.kernels)
 
 
 class RNNCache(CellCache):
@@ -143,6 +148,31 @@ def _split_forward(x, Wx, Wh, b, h, S, h_out, order, bounds, x_rows, h_rows, rel
                    projection_address(x.dtype), product_address(x.dtype), np.bool_(relu)))
 
 
+def _split_backward(dh, cache, dh_next, da, h_prev, bounds):
+    """The backward's time loop with the hidden units split between the threads
+    (kernels/rnn.rnn_backward_part). Returns dx: (N, T, D) filled where the row schedule
+    fills it in its loop (_core.dx_in_time_loop; the same bits), else (N, T, 0), as
+    lstm._split_backward."""
+    order = cache.order
+    N, T = order.shape
+    D, H = cache.Wx.shape[0], cache.h0.shape[1]
+    dtype = cache.h0.dtype
+    parts = bounds.shape[0] - 1
+    dx = order.padded(D if dx_in_time_loop(D, H, dtype) else 0, dtype)
+    dx_bounds = unit_bounds(dx.shape[2], parts)  # dx's columns split as the units
+    widths = bounds + dx_bounds  # each part's columns of [Wh.T | Wx.T]: diff(widths)
+    widest = int(np.max(np.diff(widths)))
+    rnn_backward_run(parts, np.zeros(sync_slots(parts), np.int64), T, T,
+                     (dh, cache.h_rows, cache.h0, cache.Wh, cache.Wx, bounds, dx_bounds,
+                      part_panels(widths, H, 1, dtype),
+                      _memory.empty((parts, H * widest), dtype), dh_next, da, h_prev, dx,
+                      np.zeros((2, padded_rows(N), H), dtype),
+                      np.empty((parts, padded_rows(N), padded_columns(widest, dtype)), dtype),
+                      np.bool_(cache.relu), order.offsets, order.active,
+                      product_address(dtype)))
+    return dx
+
+
 def rnn_backward(dh, cache, *, dh_last=None):
     """Backward pass of rnn_forward.
 
@@ -167,14 +197,22 @@ def _backward(dh, cache, dh_last, dh_last_name):
     D = cache.Wx.shape[0]
     # The loop fills da and the first H columns of grad_rows (h_prev).
     da, grad_rows = weight_grad_rows(order, cache.x_rows, H, H)
-    dx, panels = backward_dx(order, cache.Wh, cache.Wx)
     with kernel_threads(N, T, D, H, 1) as threads:
-        if order.real_steps:
+        bounds, later = (compiled_loop_split(N, D, H, 1, threads, dh.dtype,
+                                             _SPLIT_BACKWARD_AHEAD)
+                         if order.real_steps else (None, False))
+        if bounds is not None:
             _BACKWARD_AHEAD.ask(dh.dtype)
-            run_steps(rnn_backward_steps, threads, order.active[0],
-                      order.sort(dh), cache.h_rows, cache.h0, panels, dh_next, da, grad_rows, dx,
-                      step_operand(N, H, dh.dtype), step_scratch(N, H + dx.shape[2], dh.dtype),
-                      cache.relu, order.offsets, order.active, product_address(dh.dtype))
+            dx = _split_backward(order.sort(dh), cache, dh_next, da, grad_rows, bounds)
+        else:
+            dx, panels = backward_dx(order, cache.Wh, cache.Wx)
+            if order.real_steps:
+                (_BACKWARD_THEN_SPLIT_AHEAD if later else _BACKWARD_AHEAD).ask(dh.dtype)
+                run_steps(rnn_backward_steps, threads, order.active[0],
+                          order.sort(dh), cache.h_rows, cache.h0, panels, dh_next, da,
+                          grad_rows, dx, step_operand(N, H, dh.dtype),
+                          step_scratch(N, H + dx.shape[2], dh.dtype), cache.relu,
+                          order.offsets, order.active, product_address(dh.dtype))
         dx, dWx, dWh, db = backward_products(dx, da, grad_rows, H, cache.Wx, order, threads)
     return order.unsort(dx), order.unsort(dh_next), dWx, dWh, db
 

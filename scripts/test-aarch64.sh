@@ -179,6 +179,7 @@ DEFAULT_SELECTION=(
     "tests/test_split.py::test_gru_split_kernel_equals_row_schedule_for_any_part_count[N3T13D5H37-float32-True-training]"
     "tests/test_split.py::test_rnn_split_kernel_equals_row_schedule_for_any_part_count[N3T13D5H37-float32-True-training-relu]"
     "tests/test_split.py::test_gru_split_backward_kernel_equals_row_schedule_for_any_part_count[N3T13D5H37-float32-True]"
+    "tests/test_split.py::test_rnn_split_backward_kernel_equals_row_schedule_for_any_part_count[N3T13D5H37-float32-True-relu]"
 )
 if [ $# -gt 0 ]; then
     SELECTION=("$@")

@@ -315,3 +315,51 @@ def test_gru_split_backward_kernel_equals_row_schedule_for_any_part_count(shape,
         for name, a, b_ in zip(("dh0", "da_x", "da_h"), want,
                                _gru_backward_loop(cache, dh, parts)):
             np.testing.assert_array_equal(a, b_, err_msg=f"{name}, {parts} parts")
+
+
+def _rnn_backward_loop(cache, dh, parts):
+    """The RNN backward's time loop alone (rnn_backward_steps on one worker, or the split
+    one with ``parts`` parts): dh_next (dh_0), da, the h_prev columns of the weight
+    gradients' rows, and dx where the loop makes it."""
+    R = fastrnn.rnn
+    order = cache.order
+    N, T = order.shape
+    H = cache.h0.shape[1]
+    dtype = cache.h0.dtype
+    dh_next = np.zeros((N, H), dtype)
+    da, grad_rows = _core.weight_grad_rows(order, cache.x_rows, H, H)
+    da[...] = np.nan
+    grad_rows[:, :H] = np.nan
+    dh = order.sort(dh)
+    if parts is None:
+        dx, panels = _core.backward_dx(order, cache.Wh, cache.Wx)
+        _core.run_steps(R.rnn_backward_steps, 1, order.active[0], dh, cache.h_rows, cache.h0,
+                        panels, dh_next, da, grad_rows, dx, _core.step_operand(N, H, dtype),
+                        _core.step_scratch(N, H + dx.shape[2], dtype), cache.relu,
+                        order.offsets, order.active, R.product_address(dtype))
+    else:
+        dx = R._split_backward(dh, cache, dh_next, da, grad_rows, _core.unit_bounds(H, parts))
+    return dh_next, da.copy(), grad_rows[:, :H].copy(), dx.copy()
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("ragged", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", KERNEL_SHAPES + [(2, 7, 5, 40)],
+                         ids=lambda s: "N{}T{}D{}H{}".format(*s))
+def test_rnn_split_backward_kernel_equals_row_schedule_for_any_part_count(shape, dtype,
+                                                                          ragged, nonlinearity):
+    """The RNN's split backward loop (kernels/rnn.rnn_backward_part): dh_0, da, h_{t-1} and
+    dx (where the loop makes it: (2, 7, 5, 40) float32 has dx in the loop, _core.
+    dx_in_time_loop) equal the row schedule's to the bit, for 1, 2 and 3 parts."""
+    N, T, D, H = shape
+    x, h0, _, Wx, Wh, b = make_inputs(N, T, D, H, 1, dtype)
+    lengths, _ = _sorted_batch(N, T, ragged, seed=N + T)
+    _, cache = fastrnn.rnn_forward(x, h0, Wx, Wh, b, nonlinearity=nonlinearity,
+                                   lengths=lengths)
+    dh = upstream((N, T, H), dtype)
+    want = _rnn_backward_loop(cache, dh, None)
+    for parts in (1, 2, 3):
+        for name, a, b_ in zip(("dh0", "da", "h_prev", "dx"), want,
+                               _rnn_backward_loop(cache, dh, parts)):
+            np.testing.assert_array_equal(a, b_, err_msg=f"{name}, {parts} parts")

@@ -11,8 +11,9 @@ from numba import njit
 
 from .._config import JIT_OPTIONS, setup_kernels
 from ._math import one_of, tanh, zero_of
-from .gemm import MR_STEP, in_place_at, step_product_at, steps_product_at
-from .split import BEGIN, CHUNK, STEP, driver, pack_unit_part, part_panel_length
+from .gemm import (MR_STEP, in_place_at, pack_panels, pack_transposed_by_lines,
+                   rows_share_cache_sets, step_product_at, steps_product_at)
+from .split import BEGIN, CHUNK, END, STEP, driver, pack_unit_part, part_panel_length
 from .stream import copy_row, copy_rows, store_fence
 
 
@@ -211,6 +212,83 @@ def rnn_backward_steps(worker, workers, dh, h_rows, h0, WT_panels, dh_next, da, 
 
 
 BACKWARD_STEPS_ARGS = "ii3221222322bIIi"  # rnn_backward_steps' (see TRAIN_STEPS_ARGS)
+
+
+@njit(**JIT_OPTIONS)
+def rnn_backward_part(stage, p, i, s, state):
+    """The backward time loop split by hidden units (kernels/split.py), step i being time
+    t = T - 1 - i: what part p does at each stage, as kernels/lstm.lstm_backward_part for
+    the LSTM. state = (dh, h_rows, h0, Wh, Wx, bounds, dx_bounds, WT_parts, WT_own, dh_next,
+    da, h_prev, dx, da_steps, rec, relu, offsets, active, product), as rnn_backward_steps
+    takes them but for:
+
+    WT_parts: (parts, >= panel length) scratch: part p's columns j0..j1 of Wh.T and
+        d0..d1 of Wx.T side by side, packed (dx_bounds: (parts + 1,) its columns of dx,
+        all zeros when dx has none)
+    WT_own: (parts, >= H * (U + d1 - d0)) scratch: the same columns unpacked, as rows
+    da_steps: (2, rows, H) scratch: da_t in da_steps[t % 2], the operand of step t's
+        product, which the parts read whole (two buffers: see split.py)
+    rec: (parts, rows, U + d1 - d0 rounded up to a panel) scratch
+    dh_next, da, h_prev: the part writes its units' columns only; dx its columns d0..d1
+
+    Step t is the product of step t + 1 (dh_t's recurrent part, this part's units), then
+    the cell's backward of step t for the part's units; END makes step 0's product (dh_0).
+    The operations per unit are rnn_backward_steps': the same bits.
+    """
+    (dh, h_rows, h0, Wh, Wx, bounds, dx_bounds, WT_parts, WT_own, dh_next, da, h_prev, dx,
+     da_steps, rec, relu, offsets, active, product) = state
+    j0 = bounds[p]
+    j1 = bounds[p + 1]
+    U = j1 - j0
+    d0 = dx_bounds[p]
+    d1 = dx_bounds[p + 1]
+    T = active.shape[0]
+    H = dh.shape[2]
+    t = T - 1 - i
+    if stage == BEGIN:
+        own = WT_own[p][:H * (U + d1 - d0)].reshape((U + d1 - d0, H))
+        copy_rows(own, Wh[j0:j1])
+        copy_rows(own[U:], Wx[d0:d1])
+        if rows_share_cache_sets(own):
+            pack_transposed_by_lines(own, WT_parts[p])
+        else:
+            pack_panels(own, np.bool_(True), WT_parts[p])  # not a literal: lstm_train_small
+    elif stage == STEP or stage == END:
+        after = t + 1 if stage == STEP else 0  # the step whose product comes first
+        if after < T:
+            M = active[after]
+            length = part_panel_length(H, U + d1 - d0, 1, dh)
+            step_product_at(product, (da_steps[after % 2], WT_parts[p, :length], rec[p],
+                                      np.int64(0), np.int64(1), M, after % 2 == 1))
+            for n in range(M):
+                copy_row(dh_next[n, j0:j1], rec[p, n, :U], False)
+                copy_row(dx[n, after, d0:d1], rec[p, n, U:U + d1 - d0], False)
+        if stage == END:
+            return
+        one = one_of(dh)
+        zero = zero_of(dh)
+        da_t = da_steps[t % 2]
+        for n in range(active[t]):
+            row = offsets[t] + n
+            h_t = h_rows[row, j0:j1]
+            if t + 1 < T and n < active[t + 1]:
+                copy_row(h_prev[offsets[t + 1] + n, j0:j1], h_t, False)
+            if t == 0:
+                copy_row(h_prev[n, j0:j1], h0[n, j0:j1], False)
+            dh_t = dh[n, t, j0:j1]
+            dh_row = dh_next[n, j0:j1]
+            da_row = da_t[n, j0:j1]
+            if relu:
+                for u in range(U):
+                    da_row[u] = dh_t[u] + dh_row[u] if h_t[u] > zero else zero
+            else:
+                for u in range(U):
+                    da_row[u] = (dh_t[u] + dh_row[u]) * (one - h_t[u] * h_t[u])
+            copy_row(da[row, j0:j1], da_row, False)
+
+
+# The split backward, called from Python as rnn_backward_run(parts, sync, T, T, state).
+rnn_backward_run = driver(rnn_backward_part, "rnn_backward", "32222II22222333bIIi")
 
 
 setup_kernels(globals())  # every kernel above: see _config.py
