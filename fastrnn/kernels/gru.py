@@ -16,9 +16,9 @@ from numba import njit
 from .._config import JIT_OPTIONS, setup_kernels
 from ._math import one_of, sigmoid, tanh
 from .address import caller
-from .gemm import (MR_STEP, in_place_at, pack_panels, pack_transposed_by_lines,
-                   rows_share_cache_sets, step_product_at, steps_product_at)
-from .split import BEGIN, CHUNK, END, STEP, driver, pack_unit_part, part_panel_length
+from .gemm import MR_STEP, in_place_at, step_product_at, steps_product_at
+from .split import (BEGIN, CHUNK, END, STEP, driver, pack_transposed_part, pack_unit_part,
+                    part_product, part_projection)
 from .stream import copy_row, copy_rows, store_fence
 
 
@@ -144,16 +144,12 @@ def gru_split_part(stage, p, t, s, state):
             copy_row(bx_parts[p, g * U:(g + 1) * U], bx[g * H + j0:g * H + j1], False)
             copy_row(bh_parts[p, g * U:(g + 1) * U], bh[g * H + j0:g * H + j1], False)
     elif stage == CHUNK:
-        steps_product_at(projection, (x, t, s,
-                                      Wx_parts[p, :part_panel_length(x.shape[2], U, 3, x)],
-                                      proj[p], np.int64(0), np.int64(1), active))
+        part_projection(projection, x, t, s, Wx_parts, p, U, 3, proj, active)
     elif stage == STEP:
         M = active[t]
         h_now = h_steps[t % 2]
         h_next = h_steps[(t + 1) % 2]
-        # Odd steps take the panels last to first, as lstm_split_part's.
-        step_product_at(product, (h_now, Wh_parts[p, :part_panel_length(H, U, 3, x)],
-                                  rec[p], np.int64(0), np.int64(1), M, t % 2 == 1))
+        part_product(product, h_now, Wh_parts, p, 3 * U, rec, M, t)
         for n in range(M):
             a = proj[p, s, n]
             hn = hn_parts[p, n, :U]
@@ -290,19 +286,12 @@ def gru_backward_part(stage, p, i, s, state):
     H = dh.shape[2]
     t = T - 1 - i
     if stage == BEGIN:
-        own = WT_own[p][:3 * H * U].reshape((U, 3 * H))
-        copy_rows(own, Wh[j0:j1])
-        if rows_share_cache_sets(own):
-            pack_transposed_by_lines(own, WT_parts[p])
-        else:
-            pack_panels(own, np.bool_(True), WT_parts[p])  # not a literal: lstm_train_small
+        pack_transposed_part(Wh, Wh, j0, j1, 0, 0, WT_own, WT_parts, p)  # no Wx rows
     elif stage == STEP or stage == END:
         after = t + 1 if stage == STEP else 0  # the step whose product comes first
         if after < T:
             M = active[after]
-            length = part_panel_length(3 * H, U, 1, dh)
-            step_product_at(product, (da_steps[after % 2], WT_parts[p, :length], rec[p],
-                                      np.int64(0), np.int64(1), M, after % 2 == 1))
+            part_product(product, da_steps[after % 2], WT_parts, p, U, rec, M, after)
             for n in range(M):
                 dh_row = dh_next[n, j0:j1]
                 for u in range(U):

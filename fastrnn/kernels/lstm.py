@@ -21,10 +21,10 @@ from .._config import JIT_OPTIONS, setup_kernels
 from ._math import one_of, sigmoid, tanh
 from .address import caller
 from .gemm import (MR_STEP, chunk_scratch_like, gemm_at as _gemm_at, in_place_at,
-                   pack_panels, pack_transposed_by_lines, packed_panels, panel_width,
-                   rows_share_cache_sets, step_product_at, steps_product_at,
+                   packed_panels, panel_width, step_product_at, steps_product_at,
                    times_transposed)
-from .split import BEGIN, CHUNK, END, STEP, driver, pack_unit_part, part_panel_length
+from .split import (BEGIN, CHUNK, END, STEP, driver, pack_transposed_part, pack_unit_part,
+                    part_product, part_projection)
 from .stream import copy_row, copy_rows, store_fence
 
 
@@ -258,16 +258,11 @@ def lstm_split_part(stage, p, t, s, state):
             copy_row(b_parts[p, g * U:(g + 1) * U], b[g * H + j0:g * H + j1], False)
         copy_rows(c_parts[p], c[:, j0:j1])
     elif stage == CHUNK:
-        steps_product_at(projection, (x, t, s,
-                                      Wx_parts[p, :part_panel_length(x.shape[2], U, 4, x)],
-                                      proj[p], np.int64(0), np.int64(1), active))
+        part_projection(projection, x, t, s, Wx_parts, p, U, 4, proj, active)
     elif stage == STEP:
         M = active[t]
         h_next = h_steps[(t + 1) % 2]
-        # Odd steps take the panels last to first: the panels the previous step read last
-        # are still in cache when a part's share of Wh is about the cache's size.
-        step_product_at(product, (h_steps[t % 2], Wh_parts[p, :part_panel_length(H, U, 4, x)],
-                                  rec[p], np.int64(0), np.int64(1), M, t % 2 == 1))
+        part_product(product, h_steps[t % 2], Wh_parts, p, 4 * U, rec, M, t)
         a = activated[p, :4 * U]
         for n in range(M):
             c_n = c_parts[p, n, :U]
@@ -666,22 +661,13 @@ def lstm_backward_part(stage, p, i, s, state):
     H = dh.shape[2]
     t = T - 1 - i
     if stage == BEGIN:
-        # The part's rows of Wh and Wx side by side as rows, packed as their transpose:
-        # pack_panels reads rows, where a copy of Wh[j0:j1].T read columns, 4H values apart.
-        own = WT_own[p][:4 * H * (U + d1 - d0)].reshape((U + d1 - d0, 4 * H))
-        copy_rows(own, Wh[j0:j1])
-        copy_rows(own[U:], Wx[d0:d1])
-        if rows_share_cache_sets(own):
-            pack_transposed_by_lines(own, WT_parts[p])
-        else:
-            pack_panels(own, np.bool_(True), WT_parts[p])  # not a literal: lstm_train_small
+        pack_transposed_part(Wh, Wx, j0, j1, d0, d1, WT_own, WT_parts, p)
     elif stage == STEP or stage == END:
         after = t + 1 if stage == STEP else 0  # the step whose product comes first
         if after < T:
             M = active[after]
-            length = part_panel_length(4 * H, U + d1 - d0, 1, dh)
-            step_product_at(product, (da_steps[after % 2], WT_parts[p, :length], rec[p],
-                                      np.int64(0), np.int64(1), M, after % 2 == 1))
+            part_product(product, da_steps[after % 2], WT_parts, p, U + d1 - d0, rec, M,
+                         after)
             for n in range(M):
                 copy_row(dh_next[n, j0:j1], rec[p, n, :U], False)
                 copy_row(dx[n, after, d0:d1], rec[p, n, U:U + d1 - d0], False)

@@ -11,9 +11,9 @@ from numba import njit
 
 from .._config import JIT_OPTIONS, setup_kernels
 from ._math import one_of, tanh, zero_of
-from .gemm import (MR_STEP, in_place_at, pack_panels, pack_transposed_by_lines,
-                   rows_share_cache_sets, step_product_at, steps_product_at)
-from .split import BEGIN, CHUNK, END, STEP, driver, pack_unit_part, part_panel_length
+from .gemm import MR_STEP, in_place_at, step_product_at, steps_product_at
+from .split import (BEGIN, CHUNK, END, STEP, driver, pack_transposed_part, pack_unit_part,
+                    part_product, part_projection)
 from .stream import copy_row, copy_rows, store_fence
 
 
@@ -104,21 +104,16 @@ def rnn_split_part(stage, p, t, s, state):
     j0 = bounds[p]
     j1 = bounds[p + 1]
     U = j1 - j0
-    H = h.shape[1]
     if stage == BEGIN:
         pack_unit_part(Wx, bounds, p, 1, Wx_parts[p])
         pack_unit_part(Wh, bounds, p, 1, Wh_parts[p])
         copy_row(b_parts[p, :U], b[j0:j1], False)
     elif stage == CHUNK:
-        steps_product_at(projection, (x, t, s,
-                                      Wx_parts[p, :part_panel_length(x.shape[2], U, 1, x)],
-                                      proj[p], np.int64(0), np.int64(1), active))
+        part_projection(projection, x, t, s, Wx_parts, p, U, 1, proj, active)
     elif stage == STEP:
         M = active[t]
         h_next = h_steps[(t + 1) % 2]
-        # Odd steps take the panels last to first, as lstm_split_part's.
-        step_product_at(product, (h_steps[t % 2], Wh_parts[p, :part_panel_length(H, U, 1, x)],
-                                  rec[p], np.int64(0), np.int64(1), M, t % 2 == 1))
+        part_product(product, h_steps[t % 2], Wh_parts, p, U, rec, M, t)
         for n in range(M):
             rnn_cell(proj[p, s, n], rec[p, n], b_parts[p], h_next[n, j0:j1], relu)
             copy_row(h_out[n, t, j0:j1], h_next[n, j0:j1], False)
@@ -243,23 +238,15 @@ def rnn_backward_part(stage, p, i, s, state):
     d0 = dx_bounds[p]
     d1 = dx_bounds[p + 1]
     T = active.shape[0]
-    H = dh.shape[2]
     t = T - 1 - i
     if stage == BEGIN:
-        own = WT_own[p][:H * (U + d1 - d0)].reshape((U + d1 - d0, H))
-        copy_rows(own, Wh[j0:j1])
-        copy_rows(own[U:], Wx[d0:d1])
-        if rows_share_cache_sets(own):
-            pack_transposed_by_lines(own, WT_parts[p])
-        else:
-            pack_panels(own, np.bool_(True), WT_parts[p])  # not a literal: lstm_train_small
+        pack_transposed_part(Wh, Wx, j0, j1, d0, d1, WT_own, WT_parts, p)
     elif stage == STEP or stage == END:
         after = t + 1 if stage == STEP else 0  # the step whose product comes first
         if after < T:
             M = active[after]
-            length = part_panel_length(H, U + d1 - d0, 1, dh)
-            step_product_at(product, (da_steps[after % 2], WT_parts[p, :length], rec[p],
-                                      np.int64(0), np.int64(1), M, after % 2 == 1))
+            part_product(product, da_steps[after % 2], WT_parts, p, U + d1 - d0, rec, M,
+                         after)
             for n in range(M):
                 copy_row(dh_next[n, j0:j1], rec[p, n, :U], False)
                 copy_row(dx[n, after, d0:d1], rec[p, n, U:U + d1 - d0], False)

@@ -32,8 +32,9 @@ from numba import njit
 from .._config import JIT_OPTIONS, setup_kernels
 from .._threads import run_workers
 from .address import caller, entry_address
-from .gemm import panel_width
-from .stream import copy_row
+from .gemm import (pack_panels, pack_transposed_by_lines, panel_width, rows_share_cache_sets,
+                   step_product_at, steps_product_at)
+from .stream import copy_row, copy_rows
 from .sync import CALLED_OFF, UNDECIDED, rendezvous, wait_for_step
 
 BEGIN, CHUNK, STEP, END = 0, 1, 2, 3
@@ -74,6 +75,42 @@ def part_panel_length(K, units, gates, like):
     """Length of pack_panels of a (K, gates * units) matrix of like's dtype."""
     NR = panel_width(like)
     return (gates * units + NR - 1) // NR * NR * K
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def part_projection(projection, x, t0, steps, Wx_parts, p, units, gates, proj, active):
+    """A forward part's CHUNK: x_t Wx for its columns (Wx_parts[p], pack_unit_part's) and
+    the steps t0 .. t0 + steps, into proj[p] (the projection kernel at ``projection``)."""
+    panels = Wx_parts[p, :part_panel_length(x.shape[2], units, gates, x)]
+    steps_product_at(projection, (x, t0, steps, panels, proj[p], np.int64(0), np.int64(1),
+                                  active))
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def part_product(product, A, panels, p, width, rec, M, t):
+    """rec[p] = A @ (a part's packed columns, panels[p], ``width`` of them) for the rows
+    below M: the per-step product of a forward part (A = h_{t-1}) or a backward one
+    (A = da). Odd steps take the panels last to first: the panels the previous step read
+    last are still in cache when a part's share is about the cache's size."""
+    length = part_panel_length(A.shape[1], width, 1, A)
+    step_product_at(product, (A, panels[p, :length], rec[p], np.int64(0), np.int64(1), M,
+                              t % 2 == 1))
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def pack_transposed_part(top, bottom, j0, j1, d0, d1, WT_own, WT_parts, p):
+    """A backward part's weights: rows j0..j1 of ``top`` (Wh) and d0..d1 of ``bottom``
+    (Wx; an empty range for none) side by side as rows in WT_own[p], packed as their
+    transpose into WT_parts[p]: pack_panels reads rows, where a copy of Wh[j0:j1].T read
+    columns, gates * H values apart."""
+    K = top.shape[1]
+    own = WT_own[p][:K * (j1 - j0 + d1 - d0)].reshape((j1 - j0 + d1 - d0, K))
+    copy_rows(own, top[j0:j1])
+    copy_rows(own[j1 - j0:], bottom[d0:d1])
+    if rows_share_cache_sets(own):
+        pack_transposed_by_lines(own, WT_parts[p])
+    else:
+        pack_panels(own, np.bool_(True), WT_parts[p])  # not a literal: lstm_train_small
 
 
 @njit(inline="always", **JIT_OPTIONS)
