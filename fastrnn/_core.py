@@ -410,6 +410,24 @@ def split_scratch(bounds, gates, N, D, H, S, dtype):
             np.empty((parts, N, U), dtype))
 
 
+def backward_split_scratch(order, bounds, dx_columns, width, dtype):
+    """The arrays of a backward time loop split by hidden units (kernels/lstm.
+    lstm_backward_part and the GRU's and RNN's): dx (N, T, dx_columns), which the loop
+    fills at real steps where it makes dx (dx_columns = D) and nothing else reads when
+    dx_columns = 0; dx_bounds, dx's columns split as the units; WT_parts and WT_own, each
+    part's columns of [Wh.T | Wx.T] packed and as rows; da_steps (2, rows, width) and rec,
+    the per-step product's operand and result. width: the gate columns, gates * H."""
+    parts = bounds.shape[0] - 1
+    dx = order.padded(dx_columns, dtype)
+    dx_bounds = unit_bounds(dx_columns, parts)
+    widths = bounds + dx_bounds  # each part's columns of [Wh.T | Wx.T]: diff(widths)
+    widest = int(np.max(np.diff(widths)))
+    rows = padded_rows(order.shape[0])
+    return (dx, dx_bounds, part_panels(widths, width, 1, dtype),
+            _memory.empty((parts, width * widest), dtype), np.zeros((2, rows, width), dtype),
+            np.empty((parts, rows, padded_columns(widest, dtype)), dtype))
+
+
 def unit_bounds(H, parts):
     """H units (or columns) in ``parts`` contiguous slices as equal as can be: (parts + 1,)
     bounds (shared between calls: treat as read-only)."""

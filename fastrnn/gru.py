@@ -11,18 +11,17 @@ bh = bias_hh_l0.
 
 import numpy as np
 
-from . import _memory
 from . import _validate as v
 from ._compiling import Ahead
-from ._core import (CellCache, batch_order, check_backward_cache, chunk_scratch, chunk_steps,
-                    compiled_loop_split, in_place_address, in_steps, infer_in_steps,
-                    input_grad, no_rows, part_panels, products, product_address,
+from ._core import (CellCache, backward_split_scratch, batch_order, check_backward_cache,
+                    chunk_scratch, chunk_steps, compiled_loop_split, in_place_address,
+                    in_steps, infer_in_steps, input_grad, no_rows, products, product_address,
                     projection_address, run_steps, single_worker_step, small_step,
                     split_scratch, state_grad, step_operand, step_scratch, streamed,
                     weight_grads, weight_panels)
 from ._threads import kernel_threads
 from .kernels.address import entry_address
-from .kernels.gemm import GEMM_PART_ARGS, gemm_part, padded_columns, padded_rows
+from .kernels.gemm import GEMM_PART_ARGS, gemm_part
 from .kernels.gru import (BACKWARD_STEPS_ARGS, CELL_ARGS, TRAIN_STEPS_ARGS, gru_backward_part,
                           gru_backward_run, gru_backward_steps, gru_cell_kernel,
                           gru_split_part, gru_split_run, gru_step_small, gru_train_steps)
@@ -184,14 +183,13 @@ def _split_backward(dh, cache, dh_next, da_x, da_h, bounds):
     H = cache.h0.shape[1]
     dtype = cache.h0.dtype
     parts = bounds.shape[0] - 1
-    widest = int(np.max(np.diff(bounds)))
+    # No dx columns: the GRU's dx is always the GEMM's after the loop.
+    _, _, WT_parts, WT_own, da_steps, rec = backward_split_scratch(order, bounds, 0, 3 * H,
+                                                                   dtype)
     gru_backward_run(parts, np.zeros(sync_slots(parts), np.int64), T, T,
                      (dh, cache.gates, cache.hn_hist, cache.h_prev, cache.Wh, bounds,
-                      part_panels(bounds, 3 * H, 1, dtype),
-                      _memory.empty((parts, 3 * H * widest), dtype), dh_next, da_x, da_h,
-                      np.zeros((2, padded_rows(N), 3 * H), dtype),
-                      np.empty((parts, padded_rows(N), padded_columns(widest, dtype)), dtype),
-                      order.offsets, order.active, product_address(dtype)))
+                      WT_parts, WT_own, dh_next, da_x, da_h, da_steps, rec, order.offsets,
+                      order.active, product_address(dtype)))
 
 
 def gru_backward(dh, cache, *, dh_last=None):

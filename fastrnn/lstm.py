@@ -11,16 +11,15 @@ from . import _memory
 from . import _validate as v
 from ._compiling import Ahead
 from ._core import (CellCache, batch_order, backward_dx, backward_products,
-                    check_backward_cache, chunk_scratch, chunk_steps, dx_in_time_loop,
-                    in_place_address, in_steps, infer_in_steps, loop_split, no_rows,
-                    part_panels, product_address, projection_address, run_steps,
+                    backward_split_scratch, check_backward_cache, chunk_scratch, chunk_steps,
+                    dx_in_time_loop, in_place_address, in_steps, infer_in_steps, loop_split,
+                    no_rows, product_address, projection_address, run_steps,
                     single_worker_step, small_step, split_scratch, state_grad, step_operand,
-                    step_split, step_scratch, streamed, unit_bounds, weight_grad_rows,
-                    weight_panels)
+                    step_split, step_scratch, streamed, weight_grad_rows, weight_panels)
 from ._isa import MR_STEP
 from ._threads import kernel_threads, run_workers
 from .kernels.address import entry_address
-from .kernels.gemm import GEMM_PART_ARGS, gemm_part, padded_columns, padded_rows
+from .kernels.gemm import GEMM_PART_ARGS, gemm_part
 from .kernels.lstm import (BACKWARD_STEPS_ARGS, CELL_ARGS, STEP_BACKWARD_SMALL_ARGS,
                            STEP_SMALL_ARGS, TRAIN_STEPS_ARGS, lstm_backward_part,
                            lstm_backward_run, lstm_backward_small, lstm_backward_steps,
@@ -170,18 +169,13 @@ def _split_backward(dh, cache, dh_next, dc_next, da, h_prev, bounds):
     D, H = cache.Wx.shape[0], cache.h0.shape[1]
     dtype = cache.h0.dtype
     parts = bounds.shape[0] - 1
-    dx = order.padded(D if dx_in_time_loop(D, H, dtype) else 0, dtype)
-    dx_bounds = unit_bounds(dx.shape[2], parts)  # dx's columns split as the units
-    widths = bounds + dx_bounds  # each part's columns of [Wh.T | Wx.T]: diff(widths)
-    widest = int(np.max(np.diff(widths)))
+    dx, dx_bounds, WT_parts, WT_own, da_steps, rec = backward_split_scratch(
+        order, bounds, D if dx_in_time_loop(D, H, dtype) else 0, 4 * H, dtype)
     lstm_backward_run(parts, np.zeros(sync_slots(parts), np.int64), T, T,
                       (dh, cache.gates, cache.c_hist, np.empty((N, H), dtype), cache.h0,
-                       cache.c0, cache.Wh, cache.Wx, bounds, dx_bounds,
-                       part_panels(widths, 4 * H, 1, dtype),
-                       _memory.empty((parts, 4 * H * widest), dtype), dh_next, dc_next, da,
-                       h_prev, dx, np.zeros((2, padded_rows(N), 4 * H), dtype),
-                       np.empty((parts, padded_rows(N), padded_columns(widest, dtype)), dtype),
-                       order.offsets, order.active, product_address(dtype)))
+                       cache.c0, cache.Wh, cache.Wx, bounds, dx_bounds, WT_parts, WT_own,
+                       dh_next, dc_next, da, h_prev, dx, da_steps, rec, order.offsets,
+                       order.active, product_address(dtype)))
     return dx
 
 

@@ -6,17 +6,16 @@ The relu derivative at exactly 0 is taken as 0.
 
 import numpy as np
 
-from . import _memory
 from . import _validate as v
 from ._compiling import Ahead
 from ._core import (CellCache, batch_order, backward_dx, backward_products,
-                    check_backward_cache, chunk_scratch, chunk_steps, compiled_loop_split,
-                    dx_in_time_loop, in_place_address, in_steps, infer_in_steps, no_rows,
-                    part_panels, product_address, projection_address, run_steps,
+                    backward_split_scratch, check_backward_cache, chunk_scratch, chunk_steps,
+                    compiled_loop_split, dx_in_time_loop, in_place_address, in_steps,
+                    infer_in_steps, no_rows, product_address, projection_address, run_steps,
                     single_worker_step, small_step, split_scratch, state_grad, step_operand,
-                    step_scratch, streamed, unit_bounds, weight_grad_rows, weight_panels)
+                    step_scratch, streamed, weight_grad_rows, weight_panels)
 from ._threads import kernel_threads
-from .kernels.gemm import GEMM_PART_ARGS, gemm_part, padded_columns, padded_rows
+from .kernels.gemm import GEMM_PART_ARGS, gemm_part
 from .kernels.rnn import (BACKWARD_STEPS_ARGS, TRAIN_STEPS_ARGS, rnn_backward_part,
                           rnn_backward_run, rnn_backward_steps, rnn_split_part, rnn_split_run,
                           rnn_step_small, rnn_train_steps)
@@ -158,16 +157,11 @@ def _split_backward(dh, cache, dh_next, da, h_prev, bounds):
     D, H = cache.Wx.shape[0], cache.h0.shape[1]
     dtype = cache.h0.dtype
     parts = bounds.shape[0] - 1
-    dx = order.padded(D if dx_in_time_loop(D, H, dtype) else 0, dtype)
-    dx_bounds = unit_bounds(dx.shape[2], parts)  # dx's columns split as the units
-    widths = bounds + dx_bounds  # each part's columns of [Wh.T | Wx.T]: diff(widths)
-    widest = int(np.max(np.diff(widths)))
+    dx, dx_bounds, WT_parts, WT_own, da_steps, rec = backward_split_scratch(
+        order, bounds, D if dx_in_time_loop(D, H, dtype) else 0, H, dtype)
     rnn_backward_run(parts, np.zeros(sync_slots(parts), np.int64), T, T,
                      (dh, cache.h_rows, cache.h0, cache.Wh, cache.Wx, bounds, dx_bounds,
-                      part_panels(widths, H, 1, dtype),
-                      _memory.empty((parts, H * widest), dtype), dh_next, da, h_prev, dx,
-                      np.zeros((2, padded_rows(N), H), dtype),
-                      np.empty((parts, padded_rows(N), padded_columns(widest, dtype)), dtype),
+                      WT_parts, WT_own, dh_next, da, h_prev, dx, da_steps, rec,
                       np.bool_(cache.relu), order.offsets, order.active,
                       product_address(dtype)))
     return dx

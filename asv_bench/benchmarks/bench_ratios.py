@@ -53,6 +53,23 @@ def interleaved_medians(functions, rounds):
     return [float(np.median(t)) for t in times]
 
 
+def _pair_with_torch(cell, shape, dtype, kind):
+    """(fastrnn's call, torch's call) of ``kind`` for SpeedupVsTorch and its GRU twin, each
+    warmed up (compiled) on the same inputs; NotImplementedError (skip) without torch.
+    "inference" is fastrnn's cache-free forward against torch's forward under no_grad."""
+    ours_warm = {"forward": ("forward",), "inference": (),
+                 "forward_backward": ("forward_backward",)}[kind]
+    theirs_warm = ("forward_backward",) if kind == "forward_backward" else ("forward",)
+    p, fwd, fwdbwd = setup_impl(cell, shape, dtype, "fastrnn", ours_warm)
+    _, torch_fwd, torch_fwdbwd = setup_impl(cell, shape, dtype, "torch", theirs_warm)
+    infer = bench.numpy_impl(fastrnn, cell)[2]
+    if kind == "inference":
+        infer(p)
+    ours = {"forward": fwd, "inference": infer, "forward_backward": fwdbwd}[kind]
+    theirs = torch_fwdbwd if kind == "forward_backward" else torch_fwd
+    return (lambda: ours(p), lambda: theirs(p))
+
+
 class SpeedupVsTorch:
     params = (SHAPES + SMALL_BATCH_BIG_WEIGHTS, ["float32", "float64"], KINDS)
     param_names = ["shape (T, N, D, H)", "dtype", "kind"]
@@ -64,17 +81,7 @@ class SpeedupVsTorch:
     def setup(self, shape, dtype, kind):
         if dtype == "float64" and shape not in FLOAT64_SHAPES:
             raise NotImplementedError("float64 is tracked at the two smaller sizes")
-        ours_warm = {"forward": ("forward",), "inference": (),
-                     "forward_backward": ("forward_backward",)}[kind]
-        theirs_warm = ("forward_backward",) if kind == "forward_backward" else ("forward",)
-        self.p, fwd, fwdbwd = setup_impl("lstm", shape, dtype, "fastrnn", ours_warm)
-        _, torch_fwd, torch_fwdbwd = setup_impl("lstm", shape, dtype, "torch", theirs_warm)
-        infer = bench.numpy_impl(fastrnn, "lstm")[2]
-        if kind == "inference":
-            infer(self.p)
-        ours = {"forward": fwd, "inference": infer, "forward_backward": fwdbwd}[kind]
-        theirs = torch_fwdbwd if kind == "forward_backward" else torch_fwd
-        self.pair = (lambda: ours(self.p), lambda: theirs(self.p))
+        self.pair = _pair_with_torch("lstm", shape, dtype, kind)
         T, N, D, H = parse(shape)
         self.rounds = 25 if N * H < 10_000 else 7
 
@@ -95,17 +102,7 @@ class GRUSmallBatchSpeedupVsTorch:
     timeout = 600
 
     def setup(self, shape, kind):
-        ours_warm = {"forward": ("forward",), "inference": (),
-                     "forward_backward": ("forward_backward",)}[kind]
-        theirs_warm = ("forward_backward",) if kind == "forward_backward" else ("forward",)
-        self.p, fwd, fwdbwd = setup_impl("gru", shape, "float32", "fastrnn", ours_warm)
-        _, torch_fwd, torch_fwdbwd = setup_impl("gru", shape, "float32", "torch", theirs_warm)
-        infer = bench.numpy_impl(fastrnn, "gru")[2]
-        if kind == "inference":
-            infer(self.p)
-        ours = {"forward": fwd, "inference": infer, "forward_backward": fwdbwd}[kind]
-        theirs = torch_fwdbwd if kind == "forward_backward" else torch_fwd
-        self.pair = (lambda: ours(self.p), lambda: theirs(self.p))
+        self.pair = _pair_with_torch("gru", shape, "float32", kind)
 
     def track_speedup(self, shape, kind):
         ours, theirs = interleaved_medians(self.pair, 7)
