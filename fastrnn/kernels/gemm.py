@@ -788,6 +788,14 @@ def share_scratch_length(w, workers, A, a_transposed, C):
                                         workers, w), K, C.dtype)
 
 
+# Rows of W that pack_panels and split.pack_unit_part copy into every panel before the next
+# rows. A panel at a time, each row of W was read a panel's width (96 bytes of float32 on
+# AVX2) at a time, rows a page apart: a memory latency per row once W is no longer in cache,
+# which is how a time loop leaves it for the next call. PACK_ROWS rows at a time, each
+# row's lines are read in order (figures in docs/performance.md).
+PACK_ROWS = 8
+
+
 @njit(**JIT_OPTIONS)
 def pack_panels(W, transposed, panels):
     """W: (K, P), or given as its transpose (P, K) when ``transposed``, C-contiguous either
@@ -800,25 +808,29 @@ def pack_panels(W, transposed, panels):
     NR = panel_width(W)
     n_panels = (P + NR - 1) // NR
     zero = zero_of(W)
-    for j in range(n_panels):
-        panel = panels[j * K * NR:(j + 1) * K * NR]
-        width = min(NR, P - j * NR)
-        base = j * NR
-        # k outer: each panel row written whole and in order; for the transpose, from NR
-        # of its rows whose lines stay in L1 across consecutive k (q outer, every write
-        # went to another cache line: 3x slower). Plain loops rather than gemm_part's
-        # pack_b_panel (an unrolled whole-panel case): faster here, 0.2 s less to compile.
-        for k in range(K):
-            out = panel[k * NR:(k + 1) * NR]
-            if transposed:
-                for q in range(width):
-                    out[q] = W[base + q, k]
-            else:
-                row = W[k]
-                for q in range(width):
-                    out[q] = row[base + q]
-            for q in range(width, NR):
-                out[q] = zero
+    # Each panel row written whole and in order. For the transpose a panel at a time,
+    # from NR of its rows whose lines stay in L1 across consecutive k (q outer, every
+    # write went to another cache line: 3x slower); else PACK_ROWS rows of W across every
+    # panel at a time (see PACK_ROWS). Plain loops rather than gemm_part's pack_b_panel
+    # (an unrolled whole-panel case): faster here, 0.2 s less to compile.
+    rows = K if transposed else PACK_ROWS
+    for k0 in range(0, K, rows):
+        k1 = min(k0 + rows, K)
+        for j in range(n_panels):
+            panel = panels[j * K * NR:(j + 1) * K * NR]
+            width = min(NR, P - j * NR)
+            base = j * NR
+            for k in range(k0, k1):
+                out = panel[k * NR:(k + 1) * NR]
+                if transposed:
+                    for q in range(width):
+                        out[q] = W[base + q, k]
+                else:
+                    row = W[k]
+                    for q in range(width):
+                        out[q] = row[base + q]
+                for q in range(width, NR):
+                    out[q] = zero
 
 
 @register_jitable

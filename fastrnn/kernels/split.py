@@ -32,8 +32,8 @@ from numba import njit
 from .._config import JIT_OPTIONS, setup_kernels
 from .._threads import run_workers
 from .address import caller, entry_address
-from .gemm import (pack_panels, pack_transposed_by_lines, panel_width, rows_share_cache_sets,
-                   step_product_at, steps_product_at)
+from .gemm import (PACK_ROWS, pack_panels, pack_transposed_by_lines, panel_width,
+                   rows_share_cache_sets, step_product_at, steps_product_at)
 from .stream import copy_row, copy_rows
 from .sync import CALLED_OFF, UNDECIDED, rendezvous, wait_for_step
 
@@ -57,17 +57,19 @@ def pack_unit_part(W, bounds, p, gates, out):
         if (j + 1) * NR > width:
             for k in range(K):
                 out[j * K * NR + k * NR + width - j * NR:(j + 1) * K * NR - (K - k - 1) * NR] = 0
-    for g in range(gates):
-        c = g * U
-        while c < (g + 1) * U:
-            j = c // NR
-            length = min((j + 1) * NR, (g + 1) * U) - c
-            source = g * H + j0 + c - g * U
-            at = j * K * NR + c - j * NR
-            for k in range(K):
-                copy_row(out[at + k * NR:at + k * NR + length], W[k, source:source + length],
-                         False)
-            c += length
+    for k0 in range(0, K, PACK_ROWS):  # not a segment at a time down all K (see PACK_ROWS)
+        k1 = min(k0 + PACK_ROWS, K)
+        for g in range(gates):
+            c = g * U
+            while c < (g + 1) * U:
+                j = c // NR
+                length = min((j + 1) * NR, (g + 1) * U) - c
+                source = g * H + j0 + c - g * U
+                at = j * K * NR + c - j * NR
+                for k in range(k0, k1):
+                    copy_row(out[at + k * NR:at + k * NR + length],
+                             W[k, source:source + length], False)
+                c += length
 
 
 @njit(inline="always", **JIT_OPTIONS)
