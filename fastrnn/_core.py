@@ -12,8 +12,8 @@ from ._threads import _parallel_launch, get_num_threads, run_workers
 from .kernels.address import entry_address
 from .kernels.gemm import (IN_PLACE_ARGS, STEP_PRODUCT_ARGS, STEPS_PRODUCT_ARGS,
                            columns_per_panel, gemm_share, gemm_worker_count, in_place_kernel,
-                           pack_panels, pack_transposed_by_lines, padded_columns, padded_rows,
-                           rows_share_cache_sets, share_scratch_length, step_product_kernel,
+                           pack_panels, pack_transposed_by_tiles, padded_columns, padded_rows,
+                           share_scratch_length, step_product_kernel,
                            steps_product_kernel, worker_count)
 
 
@@ -204,10 +204,10 @@ def weight_panels(W, transpose=False):
     (kernels/gemm.pack_panels), the operand of the time loops' per-step products."""
     K, P = W.shape[::-1] if transpose else W.shape
     panels = _memory.empty((K * padded_columns(P, W.dtype),), W.dtype)
-    if transpose and rows_share_cache_sets(W):
-        pack_transposed_by_lines(W, panels)
+    if transpose:
+        pack_transposed_by_tiles(W, panels)
     else:
-        pack_panels(W, transpose, panels)
+        pack_panels(W, False, panels)
     return panels
 
 

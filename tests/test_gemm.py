@@ -135,18 +135,23 @@ def _packed(A, panels, out, M, rows_apart):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("row_bytes", [1024, 4096, 8192])
-def test_transposed_packing_equals_packing_the_transpose(dtype, row_bytes):
-    """weight_panels(W, True) packs W.T as weight_panels of the copied transpose would,
-    by pack_panels' loop (rows 1 KB apart) and by rows a cache line at a time (4 KB and
-    8 KB apart, kernels/gemm.pack_transposed_by_lines), with a last panel part zeros."""
-    from fastrnn.kernels.gemm import rows_share_cache_sets
-    K = row_bytes // np.dtype(dtype).itemsize
-    rows = columns_per_panel(dtype) + 5
-    W = np.random.default_rng(0).standard_normal((rows, K)).astype(dtype)
-    assert rows_share_cache_sets(W) == (row_bytes % 4096 == 0)
-    np.testing.assert_array_equal(weight_panels(W, True),
-                                  weight_panels(np.ascontiguousarray(W.T)))
+@pytest.mark.parametrize("shape", [(1, 1), (5, 3), (29, 256), (29, 1024), (29, 2048),
+                                   (64, 37), (3, 130)], ids=str)
+def test_transposed_packing_equals_packing_the_transpose(dtype, shape):
+    """weight_panels(W, True) (kernels/gemm.pack_transposed_by_tiles) packs W.T as
+    weight_panels of the copied transpose would, and as pack_panels' own transposing loop
+    does: whole register tiles, rows 1, 4 and 8 KB apart, k's and columns left over from
+    the tiles (fewer than a tile, and a panel's last columns), and the last panel's zero
+    padding; nothing written past the panels."""
+    from fastrnn.kernels.gemm import pack_panels, pack_transposed_by_tiles
+    W = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    expected = weight_panels(np.ascontiguousarray(W.T))
+    np.testing.assert_array_equal(weight_panels(W, True), expected)
+    for pack in (pack_transposed_by_tiles, lambda W, out: pack_panels(W, True, out)):
+        out = np.full(expected.shape[0] + 1, np.nan, dtype)
+        pack(W, out[:-1])
+        np.testing.assert_array_equal(out[:-1], expected)
+        assert np.isnan(out[-1])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

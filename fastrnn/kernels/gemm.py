@@ -22,13 +22,14 @@ unpacked rows (the per-step hidden state) directly.
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.extending import intrinsic, overload, register_jitable
+from numba.extending import intrinsic, overload
 
 from .._config import JIT_OPTIONS, setup_kernels
 from .._isa import (FMA, KC_BYTES, MR, MR_STEP, ROW_STREAM_DEPTH, STEP_STREAM_DEPTH,
                     VECTOR_BYTES, VECTORS)
 from ._math import emit_multiply_add, zero_of
 from .address import caller
+from .transpose import tile_lanes, transpose_tile
 
 ROW_TILES_PER_JOB = 16  # MR-row tiles of A packed per k-block and job (kept in L2)
 # Independent sums per element in the one-row kernel: a single row has only VECTORS
@@ -833,37 +834,38 @@ def pack_panels(W, transposed, panels):
                     out[q] = zero
 
 
-@register_jitable
-def rows_share_cache_sets(W):
-    """Whether W's rows lie a multiple of 4 KB apart, so that NR of them at one k fall in
-    one of L1's cache sets: too few ways to keep their lines from one k to the next in
-    pack_panels' transposing loop; pack_transposed_by_lines then. (At 2 KB apart, two
-    sets, it gains less than a kernel of its own costs to compile in a first call.)"""
-    return (W.shape[1] * W.itemsize) % 4096 == 0
-
-
 @njit(**JIT_OPTIONS)
-def pack_transposed_by_lines(W, panels):
-    """pack_panels(W, True, panels) reading each row of W a cache line at a time, KB
-    consecutive k written down one column of KB panel rows (a few KB, in L1), for W whose
-    rows_share_cache_sets. Slower where pack_panels' lines do stay in cache (rows 1 KB
-    apart on Zen 3: docs/performance.md). A kernel of its own: inside pack_panels it cost
-    every kernel that packs plain weights compile time."""
+def pack_transposed_by_tiles(W, panels):
+    """pack_panels(W, True, panels), the panels of W.T for a C-contiguous W (P, K), by
+    register tiles (transpose.transpose_tile: L rows of L elements loaded as L vectors,
+    stored as L): every line read and written whole, where pack_panels' loop reads one
+    element of each of NR rows per k. A panel's rows are taken a cache line of k at a time
+    (LINE k, the panel's tiles side by side): rows 4 KB apart share one L1 set, and a line
+    left for the next k-tile was gone by then (figures in docs/performance.md). A kernel
+    of its own: inside pack_panels it would cost every kernel that packs plain weights
+    compile time."""
     P, K = W.shape
     NR = panel_width(W)
-    KB = 64 // W.itemsize
+    L = tile_lanes(W.itemsize)
+    LINE = 64 // W.itemsize
     zero = zero_of(W)
+    K_tiles = K - K % L
     for j in range((P + NR - 1) // NR):
-        panel = panels[j * K * NR:(j + 1) * K * NR]
-        width = min(NR, P - j * NR)
-        for k0 in range(0, K, KB):
-            kb = min(KB, K - k0)
-            for q in range(width):
-                row = W[j * NR + q, k0:k0 + kb]
-                for kk in range(kb):
-                    panel[(k0 + kk) * NR + q] = row[kk]
+        base = j * K * NR
+        first = j * NR
+        width = min(NR, P - first)
+        q_tiles = width - width % L
+        for k1 in range(0, K_tiles, LINE):
+            for q0 in range(0, q_tiles, L):
+                for k0 in range(k1, min(k1 + LINE, K_tiles), L):
+                    transpose_tile(W, (first + q0) * K + k0, K, panels, base + k0 * NR + q0,
+                                   NR)
+        # What no tile covers: the last k's of the tiled columns, the panel's last columns
+        # (fewer than L), and the zeros past P.
         for k in range(K):
-            out = panel[k * NR:(k + 1) * NR]
+            out = panels[base + k * NR:base + (k + 1) * NR]
+            for q in range(0 if k >= K_tiles else q_tiles, width):
+                out[q] = W[first + q, k]
             for q in range(width, NR):
                 out[q] = zero
 

@@ -32,8 +32,8 @@ from numba import njit
 from .._config import JIT_OPTIONS, setup_kernels
 from .._threads import run_workers
 from .address import caller, entry_address
-from .gemm import (PACK_ROWS, pack_panels, pack_transposed_by_lines, panel_width,
-                   rows_share_cache_sets, step_product_at, steps_product_at)
+from .gemm import (PACK_ROWS, pack_transposed_by_tiles, panel_width, step_product_at,
+                   steps_product_at)
 from .stream import copy_row, copy_rows
 from .sync import CALLED_OFF, UNDECIDED, rendezvous, wait_for_step
 
@@ -103,16 +103,13 @@ def part_product(product, A, panels, p, width, rec, M, t):
 def pack_transposed_part(top, bottom, j0, j1, d0, d1, WT_own, WT_parts, p):
     """A backward part's weights: rows j0..j1 of ``top`` (Wh) and d0..d1 of ``bottom``
     (Wx; an empty range for none) side by side as rows in WT_own[p], packed as their
-    transpose into WT_parts[p]: pack_panels reads rows, where a copy of Wh[j0:j1].T read
-    columns, gates * H values apart."""
+    transpose into WT_parts[p]: the transposing pack reads rows, where a copy of
+    Wh[j0:j1].T read columns, gates * H values apart."""
     K = top.shape[1]
     own = WT_own[p][:K * (j1 - j0 + d1 - d0)].reshape((j1 - j0 + d1 - d0, K))
     copy_rows(own, top[j0:j1])
     copy_rows(own[j1 - j0:], bottom[d0:d1])
-    if rows_share_cache_sets(own):
-        pack_transposed_by_lines(own, WT_parts[p])
-    else:
-        pack_panels(own, np.bool_(True), WT_parts[p])  # not a literal: lstm_train_small
+    pack_transposed_by_tiles(own, WT_parts[p])
 
 
 @njit(inline="always", **JIT_OPTIONS)
