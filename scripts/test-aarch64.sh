@@ -150,7 +150,8 @@ log "setup done in ${setup_seconds}s (cache: $CACHE)"
 # Default selection: small enough that compilation stays well under 15 minutes (each distinct
 # kernel and argument-type signature compiles once: 10-50 s under emulation, 85 s for the
 # first lstm_train_small; about 8 minutes in all), yet covering:
-# - the transposed copy of fastrnn.torch's weights (NEON's 4 x 4 / 2 x 2 register tiles);
+# - the transposed copy of fastrnn.torch's weights and the backward's transposed packing
+#   of the weights (NEON's 4 x 4 / 2 x 2 register tiles);
 # - the GEMM against NumPy in float32 and float64: two shapes on one thread (gemm_part with
 #   C- and F-ordered operands, accumulation and pre-packed B), and the larger one on two
 #   threads (fastrnn's worker threads, the same serial kernel);
@@ -169,6 +170,8 @@ DEFAULT_SELECTION=(
     "tests/test_gemm.py::test_matmul_empty_dimensions"
     "tests/test_gemm.py::test_transpose_into_equals_numpy_transpose[(17, 9)-float32]"
     "tests/test_gemm.py::test_transpose_into_equals_numpy_transpose[(17, 9)-float64]"
+    "tests/test_gemm.py::test_transposed_packing_equals_packing_the_transpose[(29, 256)-float32]"
+    "tests/test_gemm.py::test_transposed_packing_equals_packing_the_transpose[(64, 37)-float64]"
     "tests/test_kernels.py::test_forward_and_gradients_match_reference[lstm-N5T11D7H13-float64]"
     "tests/test_kernels.py::test_forward_and_gradients_match_reference[lstm-N5T11D7H13-float32]"
     "tests/test_kernels.py::test_forward_and_gradients_match_reference[lstm-N2T5D67H3-float64]"
