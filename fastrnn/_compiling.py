@@ -170,12 +170,22 @@ class Ahead:
     path starts a helper process for those not yet compiled for ``dtype``. Once per dtype
     and process: later calls pay a set lookup."""
 
-    __slots__ = ("kernels", "asked", "compiled")
+    __slots__ = ("kernels", "asked", "compiled", "_then")
 
     def __init__(self, *kernels):
         self.kernels = kernels
         self.asked = set()
         self.compiled = set()
+        self._then = {}
+
+    def then(self, other):
+        """The Ahead of these kernels followed by ``other``'s, made once per pair: for a
+        path standing in for another while a helper compiles that one's kernels (after
+        the stand-in's own: _core.compiled_loop_split)."""
+        combined = self._then.get(other)
+        if combined is None:
+            combined = self._then[other] = Ahead(*self.kernels, *other.kernels)
+        return combined
 
     def ready(self, dtype):
         """Whether the kernels are compiled for ``dtype`` (loaded here, or in numba's

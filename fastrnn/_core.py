@@ -372,16 +372,16 @@ def loop_split(N, D, H, gates, threads):
     return _unit_bounds(H, parts) if parts > 1 else None
 
 
-def compiled_loop_split(N, D, H, gates, threads, dtype, split_ahead):
-    """(bounds, later): loop_split's unit bounds, or None for the row schedule, which
-    stands in (the same bits) while a helper may still compile the split loop's kernels
-    (``split_ahead``, an _compiling.Ahead of them, not ready): ``later`` is then true, and
-    the row schedule asks its helper for them after its own kernels. On a cold cache they
-    cost a first call ~2 s more on 2 cores (docs/performance.md)."""
+def compiled_loop_split(N, D, H, gates, threads, dtype, split_ahead, row_ahead):
+    """(bounds, ahead): loop_split's unit bounds, or None for the row schedule, which stands
+    in (the same bits) while a helper may still compile the split loop's kernels
+    (``split_ahead``, an _compiling.Ahead of them, not ready); ahead: what the row schedule
+    asks a helper for, its own kernels (``row_ahead``), then, standing in, the split's. On
+    a cold cache they cost a first call ~2 s more on 2 cores (docs/performance.md)."""
     bounds = loop_split(N, D, H, gates, threads)
     if bounds is None or split_ahead.ready(dtype):
-        return bounds, False
-    return None, True
+        return bounds, row_ahead
+    return None, row_ahead.then(split_ahead)
 
 
 MIN_SPLIT_UNITS = 16  # hidden units per part, at least, in a split time loop

@@ -39,12 +39,9 @@ _FORWARD_AHEAD = Ahead(*_INFERENCE_AHEAD.kernels, *_BACKWARD_AHEAD.kernels)
 # second beside it slowed the call's own compiling on 2 cores).
 _SPLIT_AHEAD = Ahead((gru_split_run.worker, gru_split_run.worker_layout),
                      (gru_split_part, gru_split_run.part_layout))
-_INFERENCE_THEN_SPLIT_AHEAD = Ahead(*_INFERENCE_AHEAD.kernels, *_SPLIT_AHEAD.kernels)
-_FORWARD_THEN_SPLIT_AHEAD = Ahead(*_FORWARD_AHEAD.kernels, *_SPLIT_AHEAD.kernels)
 # The backward's split loop likewise (its products after the loop are the row schedule's).
 _SPLIT_BACKWARD_AHEAD = Ahead((gru_backward_run.worker, gru_backward_run.worker_layout),
                               (gru_backward_part, gru_backward_run.part_layout))
-_BACKWARD_THEN_SPLIT_AHEAD = Ahead(*_BACKWARD_AHEAD.kernels, *_SPLIT_BACKWARD_AHEAD.kernels)
 
 
 def cell_address(dtype):
@@ -88,13 +85,13 @@ def _forward_infer(x, h0, Wx, Wh, bx, bh, order):
         with kernel_threads(N, T, D, H, 3) as threads:
             S = chunk_steps(order, D, 3 * H, dtype, threads)
             none = no_rows(dtype)  # the training loop, keeping nothing
-            bounds, later = compiled_loop_split(N, D, H, 3, threads, dtype,
-                                                _SPLIT_AHEAD)
+            bounds, ahead = compiled_loop_split(N, D, H, 3, threads, dtype, _SPLIT_AHEAD,
+                                                _INFERENCE_AHEAD)
             if bounds is not None:
                 _split_forward(x, Wx, Wh, bx, bh, h, S, h_out, order, bounds, none, none,
                                none, none)
                 return order.unsort(h_out), order.final(h)
-            (_INFERENCE_THEN_SPLIT_AHEAD if later else _INFERENCE_AHEAD).ask(dtype)
+            ahead.ask(dtype)
             run_steps(gru_train_steps, threads, order.active[0], x,
                       weight_panels(Wx), weight_panels(Wh), bx, bh, h,
                       chunk_scratch(S, N, 3 * H, dtype), step_scratch(N, 3 * H, dtype),
@@ -134,14 +131,14 @@ def _forward_with_cache(x, h0, Wx, Wh, bx, bh, order, is_step):
     if order.real_steps:
         with kernel_threads(N, T, D, H, 3) as threads:
             S = chunk_steps(order, D, 3 * H, dtype, threads)
-            bounds, later = compiled_loop_split(N, D, H, 3, threads, dtype,
-                                                _SPLIT_AHEAD)
+            bounds, ahead = compiled_loop_split(N, D, H, 3, threads, dtype, _SPLIT_AHEAD,
+                                                _FORWARD_AHEAD)
             if bounds is not None:
                 _BACKWARD_AHEAD.ask(dtype)
                 _split_forward(x, Wx, Wh, bx, bh, h, S, h_out, order, bounds, x_rows, gates,
                                h_prev, hn_hist)
             else:
-                (_FORWARD_THEN_SPLIT_AHEAD if later else _FORWARD_AHEAD).ask(dtype)
+                ahead.ask(dtype)
                 run_steps(gru_train_steps, threads, order.active[0], x,
                           weight_panels(Wx), weight_panels(Wh), bx, bh, h,
                           chunk_scratch(S, N, 3 * H, dtype), step_scratch(N, 3 * H, dtype),
@@ -218,13 +215,13 @@ def _backward(dh, cache, dh_last, dh_last_name):
     D = cache.Wx.shape[0]
     with kernel_threads(N, T, D, H, 3) as threads:
         if order.real_steps:
-            bounds, later = compiled_loop_split(N, D, H, 3, threads, dtype,
-                                                _SPLIT_BACKWARD_AHEAD)
+            bounds, ahead = compiled_loop_split(N, D, H, 3, threads, dtype,
+                                                _SPLIT_BACKWARD_AHEAD, _BACKWARD_AHEAD)
             if bounds is not None:
                 _BACKWARD_AHEAD.ask(dtype)
                 _split_backward(order.sort(dh), cache, dh_next, da_x, da_h, bounds)
             else:
-                (_BACKWARD_THEN_SPLIT_AHEAD if later else _BACKWARD_AHEAD).ask(dtype)
+                ahead.ask(dtype)
                 run_steps(gru_backward_steps, threads, order.active[0],
                           order.sort(dh), cache.gates, cache.hn_hist, cache.h_prev,
                           weight_panels(cache.Wh, transpose=True), dh_next, da_x, da_h,

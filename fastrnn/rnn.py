@@ -31,11 +31,8 @@ _FORWARD_AHEAD = Ahead(*_INFERENCE_AHEAD.kernels, *_BACKWARD_AHEAD.kernels)
 # (as the GRU's: _core.compiled_loop_split).
 _SPLIT_AHEAD = Ahead((rnn_split_run.worker, rnn_split_run.worker_layout),
                      (rnn_split_part, rnn_split_run.part_layout))
-_INFERENCE_THEN_SPLIT_AHEAD = Ahead(*_INFERENCE_AHEAD.kernels, *_SPLIT_AHEAD.kernels)
-_FORWARD_THEN_SPLIT_AHEAD = Ahead(*_FORWARD_AHEAD.kernels, *_SPLIT_AHEAD.kernels)
 _SPLIT_BACKWARD_AHEAD = Ahead((rnn_backward_run.worker, rnn_backward_run.worker_layout),
                               (rnn_backward_part, rnn_backward_run.part_layout))
-_BACKWARD_THEN_SPLIT_AHEAD = Ahead(*_BACKWARD_AHEAD.kernels, *_SPLIT_BACKWARD_AHEAD.kernels)
 
 
 class RNNCache(CellCache):
@@ -65,11 +62,12 @@ def _forward_infer(x, h0, Wx, Wh, b, order, relu):
         with kernel_threads(N, T, D, H, 1) as threads:
             S = chunk_steps(order, D, H, dtype, threads)
             none = no_rows(dtype)  # the training loop, keeping nothing
-            bounds, later = compiled_loop_split(N, D, H, 1, threads, dtype, _SPLIT_AHEAD)
+            bounds, ahead = compiled_loop_split(N, D, H, 1, threads, dtype, _SPLIT_AHEAD,
+                                                _INFERENCE_AHEAD)
             if bounds is not None:
                 _split_forward(x, Wx, Wh, b, h, S, h_out, order, bounds, none, none, relu)
                 return order.unsort(h_out), order.final(h)
-            (_INFERENCE_THEN_SPLIT_AHEAD if later else _INFERENCE_AHEAD).ask(dtype)
+            ahead.ask(dtype)
             run_steps(rnn_train_steps, threads, order.active[0], x,
                       weight_panels(Wx), weight_panels(Wh), b, h, chunk_scratch(S, N, H, dtype),
                       step_scratch(N, H, dtype), none, h_out, none, relu, order.offsets,
@@ -112,12 +110,13 @@ def _forward_with_cache(x, h0, Wx, Wh, b, order, nonlinearity, is_step):
     if order.real_steps:
         with kernel_threads(N, T, D, H, 1) as threads:
             S = chunk_steps(order, D, H, dtype, threads)
-            bounds, later = compiled_loop_split(N, D, H, 1, threads, dtype, _SPLIT_AHEAD)
+            bounds, ahead = compiled_loop_split(N, D, H, 1, threads, dtype, _SPLIT_AHEAD,
+                                                _FORWARD_AHEAD)
             if bounds is not None:
                 _BACKWARD_AHEAD.ask(dtype)
                 _split_forward(x, Wx, Wh, b, h, S, h_out, order, bounds, x_rows, h_rows, relu)
             else:
-                (_FORWARD_THEN_SPLIT_AHEAD if later else _FORWARD_AHEAD).ask(dtype)
+                ahead.ask(dtype)
                 run_steps(rnn_train_steps, threads, order.active[0], x,
                           weight_panels(Wx), weight_panels(Wh), b, h,
                           chunk_scratch(S, N, H, dtype), step_scratch(N, H, dtype), x_rows,
@@ -192,16 +191,16 @@ def _backward(dh, cache, dh_last, dh_last_name):
     # The loop fills da and the first H columns of grad_rows (h_prev).
     da, grad_rows = weight_grad_rows(order, cache.x_rows, H, H)
     with kernel_threads(N, T, D, H, 1) as threads:
-        bounds, later = (compiled_loop_split(N, D, H, 1, threads, dh.dtype,
-                                             _SPLIT_BACKWARD_AHEAD)
-                         if order.real_steps else (None, False))
+        bounds, ahead = (compiled_loop_split(N, D, H, 1, threads, dh.dtype,
+                                             _SPLIT_BACKWARD_AHEAD, _BACKWARD_AHEAD)
+                         if order.real_steps else (None, _BACKWARD_AHEAD))
         if bounds is not None:
             _BACKWARD_AHEAD.ask(dh.dtype)
             dx = _split_backward(order.sort(dh), cache, dh_next, da, grad_rows, bounds)
         else:
             dx, panels = backward_dx(order, cache.Wh, cache.Wx)
             if order.real_steps:
-                (_BACKWARD_THEN_SPLIT_AHEAD if later else _BACKWARD_AHEAD).ask(dh.dtype)
+                ahead.ask(dh.dtype)
                 run_steps(rnn_backward_steps, threads, order.active[0],
                           order.sort(dh), cache.h_rows, cache.h0, panels, dh_next, da,
                           grad_rows, dx, step_operand(N, H, dh.dtype),

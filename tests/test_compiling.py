@@ -151,10 +151,23 @@ def test_every_path_compiles_the_types_it_names_for_its_helper():
             getattr(fastrnn, f"{cell}_inference")(x, h0, Wx, Wh, *biases)
     aheads = [value for module in (lstm, gru, rnn) for value in vars(module).values()
               if isinstance(value, _compiling.Ahead)]
-    assert len(aheads) >= 18
+    assert len(aheads) >= 17  # (the stand-ins' combined ones, Ahead.then, are of these)
     for ahead in aheads:
         for kernel, layout in ahead.kernels:
             assert array_types("float64", layout) in kernel.signatures, (kernel, layout)
+
+
+def test_then_is_the_stand_ins_kernels_first_made_once_per_pair():
+    """Ahead.then: the stand-in's kernels, then the ones it stands in for (the helper
+    compiles them in that order), one Ahead per pair, so that its ``asked`` holds across
+    calls; other pairs get their own."""
+    from fastrnn import gru
+    row, split = gru._FORWARD_AHEAD, gru._SPLIT_AHEAD
+    combined = row.then(split)
+    assert combined.kernels == row.kernels + split.kernels
+    assert row.then(split) is combined
+    assert row.then(gru._SPLIT_BACKWARD_AHEAD) is not combined
+    assert split.then(row).kernels == split.kernels + row.kernels
 
 
 def test_no_helper_when_turned_off(monkeypatch):

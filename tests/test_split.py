@@ -258,8 +258,8 @@ def test_gru_runs_the_row_schedule_while_a_helper_compiles_the_split(monkeypatch
     monkeypatch.setattr(_compiling, "_available", lambda kernel, signature: (
         compiled["yes"] if kernel in split_kernels else real_available(kernel, signature)))
     monkeypatch.setattr(_compiling, "_start", lambda kernels, dtype: asked.append(kernels))
-    for ahead in (G._INFERENCE_THEN_SPLIT_AHEAD, G._FORWARD_THEN_SPLIT_AHEAD):
-        monkeypatch.setattr(ahead, "asked", set())
+    for ahead in (G._INFERENCE_AHEAD, G._FORWARD_AHEAD):
+        monkeypatch.setattr(ahead, "_then", {})  # each asks afresh for the split's kernels
     try:
         fastrnn.set_num_threads(2)
         assert _core.loop_split(N, D, H, 3, 2) is not None
